@@ -1,0 +1,1 @@
+"""From a sweep directory to a verdict: `python -m orthonoise.report <sweep_dir>`."""

@@ -1,0 +1,206 @@
+"""Read run directories (the trainer's contract) into `Run` records.
+
+A run directory holds `.hydra/config.yaml`, `.hydra/hydra.yaml`, `.hydra/overrides.yaml`,
+`metrics.jsonl` and `summary.json`; any of them may be missing when a job crashed early.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+# Raw states; "missing" = a job that wrote neither summary.json nor metrics.jsonl.
+COMPLETED, DIVERGED, FAILED, RUNNING, MISSING = "completed", "diverged", "failed", "running", "missing"
+# A running (or outputless) job whose files have not changed for this long has probably died.
+STALE_AFTER_S = 30 * 60
+
+
+@dataclass
+class Run:
+    path: Path
+    config: dict
+    choices: dict  # hydra.runtime.choices: config group -> chosen option
+    overrides: list
+    metrics: list  # one dict per step, sorted by step, last occurrence of a repeated step kept
+    summary: dict | None
+    last_activity: float  # epoch seconds: mtime of metrics.jsonl, else summary.json, else .hydra/
+    flat_config: dict = field(init=False)
+
+    def __post_init__(self):
+        self.flat_config = flatten(self.config)
+
+    @property
+    def seed(self):
+        return self.config.get("seed")
+
+    @property
+    def phase(self) -> str | None:
+        phase = self.config.get("phase")
+        return None if phase is None else str(phase)
+
+    @property
+    def optimizer_target(self) -> str:
+        return str(self.flat_config.get("optimizer._target_", ""))
+
+    @property
+    def optimizer_name(self) -> str:
+        return self.optimizer_target.rsplit(".", 1)[-1]
+
+    @property
+    def state(self) -> str:
+        if self.summary and self.summary.get("status"):
+            return str(self.summary["status"])
+        return RUNNING if self.metrics else MISSING
+
+    def is_stale(self, now: float, stale_after_s: float = STALE_AFTER_S) -> bool:
+        return self.state in (RUNNING, MISSING) and now - self.last_activity > stale_after_s
+
+    @property
+    def steps(self) -> int | None:
+        if self.summary and self.summary.get("steps") is not None:
+            return int(self.summary["steps"])
+        return self.metrics[-1]["step"] if self.metrics else None
+
+    @property
+    def max_steps(self) -> int | None:
+        if self.summary and self.summary.get("max_steps") is not None:
+            return int(self.summary["max_steps"])
+        return self.flat_config.get("trainer.max_steps")
+
+    def evals(self, key: str = "val_loss") -> list[tuple[int, float]]:
+        """(step, value) for every logged step carrying a finite `key`."""
+        return [(m["step"], float(m[key])) for m in self.metrics if _is_finite(m.get(key))]
+
+    @property
+    def final_val_loss(self) -> float | None:
+        value = (self.summary or {}).get("final_val_loss")
+        if _is_finite(value):
+            return float(value)
+        evals = self.evals()
+        return evals[-1][1] if evals else None
+
+    @property
+    def best_val_loss(self) -> float | None:
+        value = (self.summary or {}).get("best_val_loss")
+        if _is_finite(value):
+            return float(value)
+        evals = self.evals()
+        return min(v for _, v in evals) if evals else None
+
+    @property
+    def last_eff_rank(self) -> float | None:
+        evals = self.evals("eff_rank")
+        return evals[-1][1] if evals else None
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        value = (self.summary or {}).get("tokens_per_s")
+        if _is_finite(value):
+            return float(value)
+        evals = self.evals("tokens_per_s")
+        return evals[-1][1] if evals else None
+
+    @property
+    def gpu_hours(self) -> float:
+        value = (self.summary or {}).get("gpu_hours")
+        return float(value) if _is_finite(value) else 0.0
+
+    @property
+    def error(self) -> str | None:
+        return (self.summary or {}).get("error")
+
+
+def _is_finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values."""
+    flat = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / ".hydra").is_dir() or (path / "summary.json").is_file()
+
+
+def find_run_dirs(root: Path) -> list[Path]:
+    """Every run directory under `root` (or `root` itself), not descending into a run directory."""
+    root = Path(root)
+    found = []
+    for dirpath, dirnames, _ in os.walk(root):
+        here = Path(dirpath)
+        if is_run_dir(here):
+            found.append(here)
+            dirnames.clear()
+            continue
+        # Hidden dirs (.submitit logs, .cache) never hold runs.
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    return sorted(found)
+
+
+def _read_yaml(path: Path):
+    try:
+        return yaml.safe_load(path.read_text()) if path.is_file() else None
+    except (yaml.YAMLError, OSError):
+        return None
+
+
+def _read_summary(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (json.JSONDecodeError, OSError):
+        return None  # being rewritten right now, or truncated by a crash
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """metrics.jsonl as a step-sorted list; a resumed run repeats steps, the last line wins."""
+    by_step = {}
+    if not path.is_file():
+        return []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a half-written last line of a live or killed job
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            by_step[record["step"]] = record
+    return [by_step[step] for step in sorted(by_step)]
+
+
+def _last_activity(path: Path) -> float:
+    for candidate in (path / "metrics.jsonl", path / "summary.json", path / ".hydra", path):
+        if candidate.exists():
+            return candidate.stat().st_mtime
+    return 0.0
+
+
+def load_run(path: Path) -> Run:
+    path = Path(path)
+    hydra_dir = path / ".hydra"
+    hydra_cfg = _read_yaml(hydra_dir / "hydra.yaml") or {}
+    choices = ((hydra_cfg.get("hydra") or {}).get("runtime") or {}).get("choices") or {}
+    return Run(
+        path=path,
+        config=_read_yaml(hydra_dir / "config.yaml") or {},
+        choices={str(k): v for k, v in choices.items()},
+        overrides=_read_yaml(hydra_dir / "overrides.yaml") or [],
+        metrics=read_metrics(path / "metrics.jsonl"),
+        summary=_read_summary(path / "summary.json"),
+        last_activity=_last_activity(path),
+    )
+
+
+def load_runs(root: Path) -> list[Run]:
+    return [load_run(path) for path in find_run_dirs(root)]

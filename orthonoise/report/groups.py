@@ -1,0 +1,165 @@
+"""Group runs by their config with the seed (and run-local keys) taken out, label the groups,
+and pair every group with its Muon baseline."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import yaml
+
+from .collect import COMPLETED, Run
+
+# Keys that differ between seeds of one config or never change the training result.
+RUN_LOCAL_TOP_KEYS = {"seed", "hydra", "logger", "tags", "paths", "wandb"}
+RUN_LOCAL_LEAF_NAMES = {"progress_bar", "resume", "resume_from"}
+RUN_LOCAL_LEAF_SUFFIXES = ("_dir", "_path")
+# The keys a baseline must share with the group it is compared against.
+SETTING_TOP_KEYS = ("model", "trainer", "data")
+
+
+def optimizer_kind(target: str) -> str:
+    """'orthonoise.optim.OrthoNoise' -> 'orthonoise'; 'torch.optim.AdamW' -> 'adamw'."""
+    name = str(target).rsplit(".", 1)[-1].lower()
+    return "isotropic" if name.startswith("isotropic") else name
+
+
+def grouping_config(run: Run) -> dict:
+    kept = {}
+    for key, value in run.flat_config.items():
+        top, leaf = key.split(".", 1)[0], key.rsplit(".", 1)[-1]
+        if top in RUN_LOCAL_TOP_KEYS or leaf in RUN_LOCAL_LEAF_NAMES or leaf.endswith(RUN_LOCAL_LEAF_SUFFIXES):
+            continue
+        kept[key] = value
+    return kept
+
+
+def _canonical(value) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+@dataclass
+class Group:
+    key: str
+    config: dict  # flat grouping config shared by all its runs
+    choices: dict
+    runs: list = field(default_factory=list)
+    label: str = ""
+    baseline: "Group | None" = None
+    is_baseline: bool = False
+
+    @property
+    def kind(self) -> str:
+        return optimizer_kind(self.config.get("optimizer._target_", ""))
+
+    @property
+    def completed(self) -> list[Run]:
+        return [run for run in self.runs if run.state == COMPLETED]
+
+    @property
+    def setting(self) -> str:
+        """Model/trainer/data settings: groups with the same setting are comparable."""
+        return _canonical({k: v for k, v in self.config.items() if k.split(".", 1)[0] in SETTING_TOP_KEYS})
+
+    @property
+    def setting_label(self) -> str:
+        preset = self.config.get("model.preset", "?")
+        origin = "fine-tune" if self.config.get("model.pretrained") else "from scratch"
+        return f"{preset}, {origin}, {self.config.get('trainer.max_steps', '?')} steps"
+
+    def value(self, key: str):
+        return self.config.get(key)
+
+
+def group_runs(runs: list[Run]) -> list[Group]:
+    groups: dict[str, Group] = {}
+    for run in runs:
+        config = grouping_config(run)
+        key = _canonical(config)
+        if key not in groups:
+            choices = {k: v for k, v in run.choices.items()
+                       if not k.startswith("hydra") and k not in RUN_LOCAL_TOP_KEYS}
+            groups[key] = Group(key=key, config=config, choices=choices)
+        groups[key].runs.append(run)
+    ordered = sorted(groups.values(), key=lambda g: (g.setting, g.kind != "muon", g.key))
+    _label(ordered)
+    return ordered
+
+
+def _short(value) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _label(groups: list[Group]) -> None:
+    """Label each group by what tells it apart: differing Hydra choices, then config leaves that
+    differ among groups that made the same choice for that leaf's config group."""
+    choice_keys = sorted({k for g in groups for k in g.choices
+                          if len({_short(h.choices.get(k)) for h in groups}) > 1},
+                         key=lambda k: (k != "optimizer", k))  # the optimizer reads first
+    leaf_keys = set()
+    for key in {k for g in groups for k in g.config}:
+        top = key.split(".", 1)[0]
+        if key.endswith("_target_") and not any(top in g.choices for g in groups):
+            leaf_keys.add(key)  # no hydra.yaml: the optimizer class is the readable name
+            continue
+        by_choice: dict[str, set] = {}
+        for g in groups:
+            if key in g.config:
+                by_choice.setdefault(_short(g.choices.get(top)), set()).add(_canonical(g.config[key]))
+        if any(len(values) > 1 for values in by_choice.values()):
+            leaf_keys.add(key)
+    leaf_names = [k.rsplit(".", 1)[-1] for k in leaf_keys]
+    for g in groups:
+        parts = [f"{k}={_short(g.choices[k])}" for k in choice_keys if k in g.choices]
+        for key in sorted(leaf_keys):
+            if key not in g.config:
+                continue
+            name = key.rsplit(".", 1)[-1]
+            name = name if leaf_names.count(name) == 1 else key
+            value = g.config[key]
+            if key.endswith("_target_"):
+                name, value = key.split(".", 1)[0], str(value).rsplit(".", 1)[-1]
+            parts.append(f"{name}={_short(value)}")
+        g.label = " ".join(parts) or g.kind or "(no config)"
+
+
+def _matches(group: Group, selector: str) -> bool:
+    key, _, wanted = selector.partition("=")
+    if _short(group.choices.get(key)) == wanted:
+        return True
+    if key not in group.config:
+        return False
+    value = group.config[key]
+    return _short(value) == wanted or value == yaml.safe_load(wanted) or \
+        (key.endswith("_target_") and str(value).rsplit(".", 1)[-1] == wanted)
+
+
+def is_baseline_candidate(group: Group, selectors: list[str] | None) -> bool:
+    """Muon by default; with selectors, a group whose label equals them or that matches every
+    `key=value` (a Hydra choice, a config leaf, or an optimizer class name)."""
+    if not selectors:
+        return group.kind == "muon"
+    if group.label == " ".join(selectors):
+        return True
+    return all(_matches(group, s) for s in selectors)
+
+
+def assign_baselines(groups: list[Group], selectors: list[str] | None = None) -> None:
+    """Every group gets the baseline candidate with the same model/trainer/data setting that
+    shares the most config leaves with it; candidates are their own baseline."""
+    candidates = [g for g in groups if is_baseline_candidate(g, selectors)]
+    for g in candidates:
+        g.is_baseline = True
+    for g in groups:
+        if g.is_baseline:
+            g.baseline = g
+            continue
+        same_setting = [c for c in candidates if c.setting == g.setting]
+        if same_setting:
+            g.baseline = max(same_setting, key=lambda c: _shared_leaves(c, g))
+
+
+def _shared_leaves(a: Group, b: Group) -> int:
+    return sum(1 for k, v in a.config.items() if k in b.config and _canonical(b.config[k]) == _canonical(v))

@@ -1,0 +1,204 @@
+"""Per-group statistics (one row per group) and the group/run tables as Markdown and CSV."""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import measures
+from .groups import Group
+from .stats import Sample, TTest, describe, paired, relative_pct, welch
+
+
+def by_seed(group: Group, value_of) -> dict:
+    """seed -> value over completed runs; runs with a missing or repeated seed get a unique key
+    so that they can never be paired."""
+    values, seen = {}, set()
+    for run in group.completed:
+        key = run.seed if run.seed is not None and run.seed not in seen else f"run:{run.path}"
+        seen.add(run.seed)
+        values[key] = value_of(run)
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def final_losses(group: Group) -> dict:
+    return by_seed(group, lambda r: r.final_val_loss)
+
+
+def early_losses(group: Group) -> dict:
+    """seed -> val loss at (the last eval at or before) step 100."""
+    return by_seed(group, lambda r: (measures.loss_at_step(r) or (None, None))[1])
+
+
+def early_steps(group: Group) -> list[int]:
+    """The eval steps the step-100 losses were read at (one entry per distinct step)."""
+    return sorted({at[0] for r in group.completed if (at := measures.loss_at_step(r))})
+
+
+@dataclass
+class GroupRow:
+    group: Group
+    final: Sample
+    best: Sample
+    delta_final_pct: float
+    delta_best_pct: float
+    welch_final: TTest
+    paired_final: TTest
+    early: Sample
+    early_steps: list
+    delta_early_pct: float
+    steps_to_1pct: Sample
+    eff_rank: Sample
+    tokens_per_s: Sample
+    gpu_hours: float
+
+
+def summarize(group: Group) -> GroupRow:
+    final = describe(final_losses(group).values())
+    best = describe(by_seed(group, lambda r: r.best_val_loss).values())
+    early = describe(early_losses(group).values())
+    base = group.baseline
+    compared = base is not None and base is not group
+    if compared:
+        base_final = describe(final_losses(base).values())
+        base_best = describe(by_seed(base, lambda r: r.best_val_loss).values())
+        base_early = describe(early_losses(base).values())
+        welch_final = welch(final_losses(group).values(), final_losses(base).values())
+        paired_final = paired(final_losses(group), final_losses(base))
+    nan_test = TTest(math.nan, math.nan, math.nan)
+    return GroupRow(
+        group=group,
+        final=final,
+        best=best,
+        delta_final_pct=relative_pct(final.mean, base_final.mean) if compared else math.nan,
+        delta_best_pct=relative_pct(best.mean, base_best.mean) if compared else math.nan,
+        welch_final=welch_final if compared else nan_test,
+        paired_final=paired_final if compared else nan_test,
+        early=early,
+        early_steps=early_steps(group),
+        delta_early_pct=relative_pct(early.mean, base_early.mean) if compared else math.nan,
+        steps_to_1pct=describe(by_seed(group, measures.steps_to_within_best).values()),
+        eff_rank=describe(by_seed(group, lambda r: r.last_eff_rank).values()),
+        tokens_per_s=describe(by_seed(group, lambda r: r.tokens_per_s).values()),
+        # Compute is spent whether or not the job finished, so every job counts.
+        gpu_hours=sum(run.gpu_hours for run in group.runs),
+    )
+
+
+GROUP_CSV_HEADER = [
+    "group", "optimizer", "setting", "baseline", "n_completed", "n_jobs", "seeds",
+    "final_val_loss_mean", "final_val_loss_std", "final_val_loss_ci_low", "final_val_loss_ci_high",
+    "best_val_loss_mean", "best_val_loss_std", "best_val_loss_ci_low", "best_val_loss_ci_high",
+    "delta_final_pct", "delta_best_pct", "welch_t", "welch_p", "paired_t", "paired_p",
+    "loss_step100_mean", "loss_step100_std", "loss_step100_at_steps", "delta_step100_pct",
+    "steps_to_1pct_of_best_mean", "eff_rank_last_mean", "eff_rank_last_std",
+    "tokens_per_s_mean", "gpu_hours_total",
+]
+
+
+def group_csv_rows(rows: list[GroupRow]) -> list[list]:
+    out = []
+    for r in rows:
+        g = r.group
+        out.append([
+            g.label, g.kind, g.setting_label, "(baseline)" if g.is_baseline else (g.baseline.label if g.baseline else ""),
+            len(g.completed), len(g.runs), " ".join(str(run.seed) for run in g.completed),
+            r.final.mean, r.final.std, r.final.ci_low, r.final.ci_high,
+            r.best.mean, r.best.std, r.best.ci_low, r.best.ci_high,
+            r.delta_final_pct, r.delta_best_pct, r.welch_final.statistic, r.welch_final.pvalue,
+            r.paired_final.statistic, r.paired_final.pvalue,
+            r.early.mean, r.early.std, " ".join(map(str, r.early_steps)), r.delta_early_pct,
+            r.steps_to_1pct.mean, r.eff_rank.mean, r.eff_rank.std,
+            r.tokens_per_s.mean, r.gpu_hours,
+        ])
+    return out
+
+
+GROUP_MD_HEADER = [
+    "group", "n", "final val loss (mean ± std) [95% CI]", "best val loss (mean ± std) [95% CI]",
+    "Δ final vs base", "Welch p", "paired p", "loss @100 (step)", "Δ @100", "steps to 1% of best",
+    "eff. rank (last)", "tokens/s", "GPU-h",
+]
+
+
+def fmt(value, spec: str = ".4f") -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return format(value, spec)
+
+
+def age_text(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{max(seconds, 0):.0f}s"
+
+
+def fmt_sample(sample: Sample, spec: str = ".4f") -> str:
+    if sample.n == 0:
+        return "–"
+    text = fmt(sample.mean, spec)
+    if sample.n >= 2:
+        text += f" ± {fmt(sample.std, spec)} [{fmt(sample.ci_low, spec)}, {fmt(sample.ci_high, spec)}]"
+    return text
+
+
+def fmt_pct(value: float) -> str:
+    return "–" if not math.isfinite(value) else f"{value:+.2f}%"
+
+
+def group_md_rows(rows: list[GroupRow]) -> list[list]:
+    out = []
+    for r in rows:
+        g = r.group
+        name = f"**{g.label}** (baseline)" if g.is_baseline else g.label
+        out.append([
+            name, f"{len(g.completed)}/{len(g.runs)}", fmt_sample(r.final), fmt_sample(r.best),
+            "–" if g.is_baseline else fmt_pct(r.delta_final_pct),
+            fmt(r.welch_final.pvalue, ".3g"), fmt(r.paired_final.pvalue, ".3g"),
+            f"{fmt(r.early.mean)} ({', '.join(map(str, r.early_steps)) or '–'})",
+            "–" if g.is_baseline else fmt_pct(r.delta_early_pct),
+            fmt(r.steps_to_1pct.mean, ".0f"), fmt(r.eff_rank.mean, ".2f"),
+            fmt(r.tokens_per_s.mean, ".0f"), fmt(r.gpu_hours, ".2f"),
+        ])
+    return out
+
+
+RUN_HEADER = ["run", "group", "seed", "state", "steps", "max_steps", "final_val_loss", "best_val_loss",
+              "eff_rank_last", "gpu_hours", "error"]
+
+
+def run_rows(groups: list[Group], root: Path) -> list[list]:
+    rows = []
+    for g in groups:
+        for run in g.runs:
+            rows.append([
+                _relative(run.path, root), g.label, run.seed, run.state, run.steps, run.max_steps,
+                run.final_val_loss, run.best_val_loss, run.last_eff_rank, run.gpu_hours, run.error or "",
+            ])
+    return rows
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(Path(path).relative_to(root)) or "."
+    except ValueError:
+        return str(path)
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    def cell(value) -> str:
+        text = fmt(value, ".4f") if isinstance(value, float) else ("–" if value is None else str(value))
+        return text.replace("|", "\\|").replace("\n", " ")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows([["" if v is None else v for v in row] for row in rows])

@@ -1,0 +1,75 @@
+"""python -m orthonoise.status [outputs_dir] [--stale-after MINUTES]
+
+Every run under the output tree: state, step reached, last validation loss, age of its last write.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .report.collect import STALE_AFTER_S, Run, load_runs
+from .report.table import age_text
+
+
+def state_text(run: Run, now: float, stale_after_s: float) -> str:
+    if run.is_stale(now, stale_after_s):
+        # No write for a long while: the process most likely died without saying so.
+        return f"{run.state} (stale)"
+    return run.state
+
+
+def status_rows(root: Path, now: float, stale_after_s: float = STALE_AFTER_S) -> list[list[str]]:
+    rows = []
+    for run in sorted(load_runs(root), key=lambda r: r.last_activity):
+        evals = run.evals()
+        steps = "–" if run.steps is None else str(run.steps)
+        rows.append([
+            str(run.path.relative_to(root)) if run.path != root else ".",
+            state_text(run, now, stale_after_s),
+            f"{steps}/{run.max_steps if run.max_steps is not None else '–'}",
+            f"{evals[-1][1]:.4f}" if evals else "–",
+            age_text(now - run.last_activity),
+            run.optimizer_name or "–",
+            (run.error or "").splitlines()[0][:60] if run.error else "",
+        ])
+    return rows
+
+
+HEADER = ["run", "state", "step", "val loss", "age", "optimizer", "error"]
+
+
+def format_table(rows: list[list[str]]) -> str:
+    widths = [max(len(str(x)) for x in column) for column in zip(HEADER, *rows)]
+    lines = ["  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip() for row in [HEADER, *rows]]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m orthonoise.status", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("outputs_dir", nargs="?", type=Path, default=Path("outputs"))
+    parser.add_argument("--stale-after", type=float, default=STALE_AFTER_S / 60, metavar="MINUTES",
+                        help="a running job without writes for this long is shown as stale")
+    args = parser.parse_args(argv)
+    root = args.outputs_dir.resolve()
+    if not root.is_dir():
+        print(f"no output directory {root}", file=sys.stderr)
+        return 1
+    now = time.time()
+    rows = status_rows(root, now, args.stale_after * 60)
+    if not rows:
+        print(f"no runs under {root}")
+        return 0
+    print(format_table(rows))
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row[1]] = counts.get(row[1], 0) + 1
+    print("\n" + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
