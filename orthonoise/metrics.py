@@ -1,0 +1,83 @@
+"""What a run leaves behind: `metrics.jsonl` (one JSON object per logged step) and `summary.json`."""
+import json
+import math
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+
+def write_json_atomic(path: Path, obj: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)  # a reader never sees half a file
+
+
+def read_summary(run_dir: Path) -> dict | None:
+    path = Path(run_dir) / "summary.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+class RunRecord:
+    """Appends metric lines and keeps summary.json current (rank 0 only; other ranks get enabled=False)."""
+
+    def __init__(self, run_dir: Path, enabled: bool = True, **static):
+        self.run_dir, self.enabled = Path(run_dir), enabled
+        self.static = static  # n_params, max_steps, device, world_size, ...
+        self.best_val_loss, self.best_step, self.final_val_loss = math.inf, None, None
+        self.first_val_loss = None
+        self.elapsed_before = 0.0  # wall time of earlier segments of a resumed run
+        self.start = time.time()
+
+    def log(self, row: dict) -> None:
+        if "val_loss" in row:
+            if self.first_val_loss is None:
+                self.first_val_loss = row["val_loss"]
+            self.final_val_loss = row["val_loss"]
+            if row["val_loss"] < self.best_val_loss:
+                self.best_val_loss, self.best_step = row["val_loss"], row["step"]
+        if self.enabled:
+            with open(self.run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+    def wall_time_s(self) -> float:
+        return self.elapsed_before + time.time() - self.start
+
+    def summary(self, status: str, steps: int, tokens: int, **extra) -> dict:
+        wall = self.wall_time_s()
+        gpus = self.static.get("world_size", 1) if self.static.get("device") == "cuda" else 0
+        summary = {
+            "status": status,
+            "steps": steps,
+            **self.static,
+            "final_val_loss": self.final_val_loss,
+            "best_val_loss": None if math.isinf(self.best_val_loss) else self.best_val_loss,
+            "best_step": self.best_step,
+            "wall_time_s": round(wall, 2),
+            "tokens": tokens,
+            "tokens_per_s": round(tokens / wall, 1) if wall > 0 else None,
+            "gpu_hours": round(gpus * wall / 3600, 4),
+            "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **extra,
+        }
+        if self.enabled:
+            write_json_atomic(self.run_dir / "summary.json", summary)
+        return summary
+
+    def state_dict(self) -> dict:
+        return {"best_val_loss": self.best_val_loss, "best_step": self.best_step,
+                "final_val_loss": self.final_val_loss, "first_val_loss": self.first_val_loss,
+                "wall_time_s": self.wall_time_s()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best_val_loss, self.best_step = state["best_val_loss"], state["best_step"]
+        self.final_val_loss, self.elapsed_before = state["final_val_loss"], state["wall_time_s"]
+        self.first_val_loss = state["first_val_loss"]
+        self.start = time.time()
+
+
+def mark_failed(run_dir: Path, error: str) -> None:
+    """Record a crash in summary.json, keeping what the run had reached."""
+    summary = read_summary(run_dir) or {"steps": 0}
+    summary.update(status="failed", error=error, updated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    write_json_atomic(Path(run_dir) / "summary.json", summary)
