@@ -1,0 +1,351 @@
+"""The Muon family: one optimizer core, with perturbations plugged in by subclasses.
+
+Per step, for every 2-D parameter (same arithmetic as torch.optim.Muon):
+    g  ← grad                                  (NOLAH: gate tanh(g)·|g|)
+    B  ← lerp(B, g, 1 − μ)                     EMA momentum, B = (1 − μ)·Σ μ^k g  (NOLAH: percentile scaling)
+    U  ← lerp(g, B, μ) if nesterov else B      (noise variants: + ε·Q, or ε·Q into B first)
+    O  ← orthogonalise(U)                      (NOLAH: U·sigmoid(U) first)
+    W  ← W·(1 − lr·wd) − lr·adjust(shape)·O
+The EMA convention keeps ‖B‖ on the scale of ‖g‖ (the classical μB + g is up to 1/(1 − μ) = 20× larger), so a
+noise scale ε = α‖g‖_F means the same noise-to-momentum ratio whatever μ is. Same-shape matrices are stacked
+and orthogonalised in one batched call; under torch.distributed each rank orthogonalises its share of every
+shape's stack and all-gathers the rest, so all ranks apply identical updates.
+"""
+import math
+from collections import defaultdict
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.optim import Optimizer
+
+from orthonoise.errors import ConfigError
+from orthonoise.optim.noise import SAMPLERS, effective_rank, haar_from_gaussian, rescale_isotropic
+from orthonoise.optim.orthogonalize import (
+    MUON_COEFFICIENTS, ORTHOGONALIZERS, coefficient_schedule, newton_schulz, svd_polar,
+)
+from orthonoise.optim.schedules import alpha_at, check_schedule
+
+ADJUST_LR_FNS = (None, "original", "match_rms_adamw")
+
+
+def adjust_lr(lr: float, adjust_lr_fn: str | None, shape) -> float:
+    """torch.optim.Muon's shape scaling: Keller Jordan's sqrt(max(1, rows/cols)) or Moonlight's 0.2·sqrt(max)."""
+    rows, cols = shape
+    if adjust_lr_fn == "match_rms_adamw":
+        return lr * 0.2 * math.sqrt(max(rows, cols))
+    return lr * math.sqrt(max(1.0, rows / cols))
+
+
+def _rank_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _plain(coefficients):
+    """Hydra hands lists as ListConfig; keep plain tuples in param groups (state_dict, comparisons)."""
+    if isinstance(coefficients, str):
+        return coefficients
+    return tuple(_plain(c) if not isinstance(c, (int, float)) else float(c) for c in coefficients)
+
+
+class Muon(Optimizer):
+    """Muon for 2-D hidden matrices; arguments shared with torch.optim.Muon mean the same thing.
+
+    ns_coefficients: one (a, b, c) for every step, a list of per-step triples, or "polar_express".
+    orthogonalizer: "newton_schulz" (bf16, batched) or "svd" (exact polar factor, float32).
+    """
+
+    def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95,
+                 nesterov: bool = True, ns_coefficients=MUON_COEFFICIENTS, eps: float = 1e-7, ns_steps: int = 5,
+                 adjust_lr_fn: str | None = None, orthogonalizer: str = "newton_schulz"):
+        if lr < 0 or weight_decay < 0 or not 0 <= momentum < 1:
+            raise ConfigError(f"Muon needs lr ≥ 0, weight_decay ≥ 0, 0 ≤ momentum < 1 "
+                              f"(got {lr}, {weight_decay}, {momentum})")
+        if not isinstance(ns_steps, int) or ns_steps < 1:
+            raise ConfigError(f"ns_steps must be an integer ≥ 1, got {ns_steps!r}")
+        if adjust_lr_fn not in ADJUST_LR_FNS:
+            raise ConfigError(f"unknown adjust_lr_fn {adjust_lr_fn!r}; choose one of {ADJUST_LR_FNS}")
+        if orthogonalizer not in ORTHOGONALIZERS:
+            raise ConfigError(f"unknown orthogonalizer {orthogonalizer!r}; choose one of {ORTHOGONALIZERS}")
+        ns_coefficients = _plain(ns_coefficients)
+        try:
+            coefficient_schedule(ns_coefficients, ns_steps)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
+                        ns_coefficients=ns_coefficients, eps=eps, ns_steps=ns_steps, adjust_lr_fn=adjust_lr_fn,
+                        orthogonalizer=orthogonalizer)
+        super().__init__(params, defaults)
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.ndim != 2:
+                    raise ConfigError(f"{type(self).__name__} takes only 2-D matrices, got a tensor of shape "
+                                      f"{tuple(p.shape)} (route it to AdamW)")
+
+    def _set_defaults(self, **extra) -> None:
+        """Subclass settings: into `defaults` and every group (a group's own value wins)."""
+        self.defaults.update(extra)
+        for group in self.param_groups:
+            for k, v in extra.items():
+                group.setdefault(k, v)
+
+    # Hooks for the variants; the base class is plain Muon.
+    def _begin_group(self, group) -> None:
+        pass
+
+    def _gradient(self, group, g: Tensor) -> Tensor:
+        return g
+
+    def _after_momentum(self, group, g: Tensor, buf: Tensor) -> None:
+        pass
+
+    def _noise(self, group, shape, members, own) -> dict:
+        """{key: noise to add to U, or None if it went into the momentum buffer} for perturbed matrices."""
+        return {}
+
+    def _before_orthogonalize(self, group, U: Tensor) -> Tensor:
+        return U
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        rank, world = _rank_world()
+        offset = 0
+        for group in self.param_groups:
+            # key: the parameter's position in the optimizer, stable across steps, ranks and resumes
+            entries = [(offset + j, p) for j, p in enumerate(group["params"]) if p.grad is not None]
+            offset += len(group["params"])
+            self._begin_group(group)
+            grads = {}
+            for key, p in entries:
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p.grad, memory_format=torch.preserve_format)
+                g = grads[key] = self._gradient(group, p.grad)
+                state["momentum_buffer"].lerp_(g, 1 - group["momentum"])
+                self._after_momentum(group, g, state["momentum_buffer"])
+            by_shape = defaultdict(list)
+            for key, p in entries:
+                by_shape[tuple(p.shape)].append((key, p))
+            for shape, members in by_shape.items():
+                share = -(-len(members) // world)
+                own = members[rank * share:(rank + 1) * share]
+                noise = self._noise(group, shape, members, own)
+                O = self._orthogonalize_own(group, own, grads, noise) if own else None
+                if world > 1:
+                    O = self._all_gather(O, share, shape, group, members[0][1])[:len(members)]
+                for (key, p), o in zip(members, O):
+                    p.mul_(1 - group["lr"] * group["weight_decay"])
+                    p.add_(o, alpha=-adjust_lr(group["lr"], group["adjust_lr_fn"], shape))
+        return loss
+
+    def _orthogonalize_own(self, group, own, grads, noise) -> Tensor:
+        mu = group["momentum"]
+        updates, steps = [], []
+        for key, p in own:
+            buf, g = self.state[p]["momentum_buffer"], grads[key]
+            U = g.lerp(buf, mu) if group["nesterov"] else buf
+            if noise.get(key) is not None:
+                U = U + noise[key]
+            updates.append(self._before_orthogonalize(group, U))
+            noisy = key in noise  # only the noise variants return entries, and they have ns_steps_noise
+            steps.append((group["ns_steps_noise"] or group["ns_steps"]) if noisy else group["ns_steps"])
+        U = torch.stack(updates)
+        if group["orthogonalizer"] == "svd":
+            return svd_polar(U, group["eps"])
+        coefficients, eps = group["ns_coefficients"], group["eps"]
+        safety = 1.01 if coefficients == "polar_express" else 1.0
+        if len(set(steps)) == 1:
+            return newton_schulz(U, coefficient_schedule(coefficients, steps[0]), eps, safety)
+        O = torch.empty(U.shape, dtype=torch.bfloat16, device=U.device)
+        for n in set(steps):
+            rows = [i for i, s in enumerate(steps) if s == n]
+            O[rows] = newton_schulz(U[rows], coefficient_schedule(coefficients, n), eps, safety)
+        return O
+
+    def _all_gather(self, O, share, shape, group, like: Tensor) -> Tensor:
+        """Every rank sends its `share` orthogonalised matrices (zero-padded) and receives everyone's."""
+        dtype = torch.float32 if group["orthogonalizer"] == "svd" else torch.bfloat16
+        mine = torch.zeros((share, *shape), dtype=dtype, device=like.device)
+        if O is not None:
+            mine[:len(O)] = O
+        chunks = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
+        dist.all_gather(chunks, mine)
+        return torch.cat(chunks)
+
+    @torch.no_grad()
+    def metrics(self) -> dict[str, float]:
+        """Mean entropy effective rank of the momentum matrices (absolute and as a fraction of min(m, n)).
+        Costs one batched float32 SVD per shape, so the trainer calls it at eval steps only."""
+        by_shape = defaultdict(list)
+        for group in self.param_groups:
+            for p in group["params"]:
+                if "momentum_buffer" in self.state[p]:
+                    by_shape[tuple(p.shape)].append(self.state[p]["momentum_buffer"])
+        if not by_shape:
+            return {}
+        ranks, fracs = [], []
+        for shape, bufs in by_shape.items():
+            r = effective_rank(torch.stack(bufs))
+            ranks.append(r)
+            fracs.append(r / min(shape))
+        return {"eff_rank": torch.cat(ranks).mean().item(), "eff_rank_frac": torch.cat(fracs).mean().item()}
+
+
+class _NoisyMuon(Muon):
+    """Muon with a random perturbation ε·N of the momentum before orthogonalisation, ε = α(t)·‖g‖_F.
+
+    ‖N‖_F = sqrt(min(m, n)) for both kinds of noise, so the two variants differ only in N's direction.
+    noise_into_buffer: False (default) adds ε·N to this step's copy U (independent noise every step, the
+        momentum state stays the true gradient average); True adds it to the momentum buffer B, where it
+        accumulates and decays with μ (and enters U as μ·ε·N with Nesterov).
+    rank_threshold: None, or only matrices whose momentum has effective rank < rank_threshold·min(m, n) get
+        noise; the rank is refreshed every `rank_every` steps (one batched float32 SVD per shape).
+    ns_steps_noise: Newton–Schulz steps for a perturbed matrix (the plan's 3; None = ns_steps).
+    seed: noise seed (None draws one from torch's RNG). Matrix k's noise at step t comes from a generator
+        seeded with (seed, t, k), so it is the same on every rank and after a resume.
+    """
+
+    def __init__(self, params, *args, alpha: float = 1e-3, schedule: str = "constant", end_factor: float = 0.1,
+                 schedule_steps: int = 1000, rank_threshold: float | None = None, rank_every: int = 10,
+                 ns_steps_noise: int | None = 3, noise_into_buffer: bool = False, seed: int | None = None, **kwargs):
+        if alpha < 0:
+            raise ConfigError(f"alpha must be ≥ 0, got {alpha}")
+        if rank_threshold is not None and not 0 < rank_threshold <= 1:
+            raise ConfigError(f"rank_threshold must be in (0, 1] or null, got {rank_threshold}")
+        if not isinstance(rank_every, int) or rank_every < 1:
+            raise ConfigError(f"rank_every must be an integer ≥ 1, got {rank_every!r}")
+        if ns_steps_noise is not None and (not isinstance(ns_steps_noise, int) or ns_steps_noise < 1):
+            raise ConfigError(f"ns_steps_noise must be an integer ≥ 1 or null, got {ns_steps_noise!r}")
+        try:
+            check_schedule(schedule, end_factor, schedule_steps)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        super().__init__(params, *args, **kwargs)
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, ()).item())
+        self._set_defaults(alpha=alpha, schedule=schedule, end_factor=end_factor, schedule_steps=schedule_steps,
+                           rank_threshold=rank_threshold, rank_every=rank_every, ns_steps_noise=ns_steps_noise,
+                           noise_into_buffer=noise_into_buffer, seed=seed, step=0)
+        self._generators: dict[torch.device, torch.Generator] = {}
+
+    def _sample(self, group, G: Tensor) -> Tensor:
+        """Unit noise (‖N‖_F = sqrt(min(m, n))) from a stack of standard Gaussian matrices."""
+        raise NotImplementedError
+
+    def current_alpha(self, group) -> float:
+        return alpha_at(group["step"], group["alpha"], group["schedule"], group["end_factor"], group["schedule_steps"])
+
+    def _begin_group(self, group) -> None:
+        group["step"] += 1
+
+    def _noise(self, group, shape, members, own) -> dict:
+        alpha = self.current_alpha(group)
+        triggered = self._triggered(group, shape, members) if alpha > 0 else [False] * len(members)
+        bufs = torch.stack([self.state[p]["momentum_buffer"] for _, p in members]).float()
+        grads = torch.stack([p.grad for _, p in members]).float()
+        eps = alpha * grads.norm(dim=(-2, -1))
+        # the noise-to-momentum ratio is known without drawing N: ‖ε·N‖_F = ε·sqrt(min(m, n))
+        ratio = eps * math.sqrt(min(shape)) / bufs.norm(dim=(-2, -1)).clamp(min=torch.finfo(torch.float32).tiny)
+        for (_, p), hit, r in zip(members, triggered, ratio):
+            self.state[p]["noised"] = hit
+            self.state[p]["noise_ratio"] = r
+        # into the buffer: every rank perturbs every matrix (buffers must stay identical); else owners only
+        targets = members if group["noise_into_buffer"] else own
+        index = {key: i for i, (key, _) in enumerate(members)}
+        chosen = [(key, p) for key, p in targets if triggered[index[key]]]
+        if not chosen:
+            return {}
+        device = chosen[0][1].device
+        G = torch.empty((len(chosen), *shape), dtype=torch.float32, device=device)
+        gen = self._generators.setdefault(device, torch.Generator(device=device))
+        for i, (key, _) in enumerate(chosen):
+            gen.manual_seed(((group["seed"] * 1_000_003 + group["step"]) * 1_000_033 + key) % 2**63)
+            G[i].normal_(generator=gen)
+        N = self._sample(group, G) * eps[[index[key] for key, _ in chosen]][:, None, None]
+        if group["noise_into_buffer"]:
+            for (_, p), n in zip(chosen, N):
+                self.state[p]["momentum_buffer"].add_(n.to(p.grad.dtype))
+            return {key: None for key, _ in chosen}
+        return {key: n for (key, _), n in zip(chosen, N)}
+
+    def _triggered(self, group, shape, members) -> list[bool]:
+        if group["rank_threshold"] is None:
+            return [True] * len(members)
+        if (group["step"] - 1) % group["rank_every"] == 0 or any("rank_ok" not in self.state[p] for _, p in members):
+            ranks = effective_rank(torch.stack([self.state[p]["momentum_buffer"] for _, p in members]))
+            for (_, p), low in zip(members, (ranks < group["rank_threshold"] * min(shape)).tolist()):
+                self.state[p]["rank_ok"] = not low
+        return [not self.state[p]["rank_ok"] for _, p in members]
+
+    def metrics(self) -> dict[str, float]:
+        out = super().metrics()
+        states = [self.state[p] for g in self.param_groups for p in g["params"] if "noised" in self.state[p]]
+        ratios = [s["noise_ratio"] for s in states if s["noised"]]
+        out["noise_frac"] = sum(s["noised"] for s in states) / len(states) if states else 0.0
+        out["noise_ratio"] = torch.stack(ratios).mean().item() if ratios else 0.0
+        out["alpha"] = self.current_alpha(self.param_groups[0])
+        return out
+
+
+class OrthoNoise(_NoisyMuon):
+    """Muon + orthogonal noise: U + ε·Q with Q Haar-distributed, QᵀQ = I (QQᵀ = I if wide).
+
+    sampler: "cholesky" (default, batched Cholesky-QR, same Q as sign-corrected QR) or "qr" (Householder).
+    Other arguments: see Muon and _NoisyMuon.
+    """
+
+    def __init__(self, params, *args, sampler: str = "cholesky", **kwargs):
+        if sampler not in SAMPLERS:
+            raise ConfigError(f"unknown noise sampler {sampler!r}; choose one of {SAMPLERS}")
+        super().__init__(params, *args, **kwargs)
+        self._set_defaults(sampler=sampler)
+
+    def _sample(self, group, G: Tensor) -> Tensor:
+        return haar_from_gaussian(G, group["sampler"])
+
+
+class IsotropicNoise(_NoisyMuon):
+    """The control: OrthoNoise with a Gaussian direction of the same Frobenius norm instead of Q."""
+
+    def _sample(self, group, G: Tensor) -> Tensor:
+        return rescale_isotropic(G)
+
+
+class NOLAH(Muon):
+    """Muon + the archived NOLAH heuristics, each toggleable:
+    gate: g ← tanh(g)·|g| before the momentum;
+    momentum_scaling: B ← scale·B where |g| is above its `percentile`-th percentile (after the momentum update);
+    projection: U ← U·sigmoid(U) before orthogonalisation.
+    """
+
+    def __init__(self, params, *args, gate: bool = True, momentum_scaling: bool = True, projection: bool = True,
+                 scale: float = 0.9, percentile: float = 95.0, **kwargs):
+        if not 0 < scale <= 1 or not 0 < percentile < 100:
+            raise ConfigError(f"NOLAH needs 0 < scale ≤ 1 and 0 < percentile < 100 (got {scale}, {percentile})")
+        super().__init__(params, *args, **kwargs)
+        self._set_defaults(gate=gate, momentum_scaling=momentum_scaling, projection=projection, scale=scale,
+                           percentile=percentile)
+
+    def _gradient(self, group, g: Tensor) -> Tensor:
+        return torch.tanh(g) * g.abs() if group["gate"] else g
+
+    def _after_momentum(self, group, g: Tensor, buf: Tensor) -> None:
+        if group["momentum_scaling"]:
+            buf.mul_(torch.where(g.abs() > percentile_value(g.abs(), group["percentile"]), group["scale"], 1.0))
+
+    def _before_orthogonalize(self, group, U: Tensor) -> Tensor:
+        return U * torch.sigmoid(U) if group["projection"] else U
+
+
+def percentile_value(x: Tensor, percentile: float) -> Tensor:
+    """The value below or at which `percentile`% of x lies: the ceil(p·n/100)-th smallest (kthvalue; no
+    torch.quantile, which refuses inputs above 2^24 elements)."""
+    flat = x.flatten()
+    k = max(1, math.ceil(percentile / 100 * flat.numel()))
+    return flat.kthvalue(k).values
