@@ -101,9 +101,6 @@ def _label(groups: list[Group]) -> None:
     leaf_keys = set()
     for key in {k for g in groups for k in g.config}:
         top = key.split(".", 1)[0]
-        if key.endswith("_target_") and not any(top in g.choices for g in groups):
-            leaf_keys.add(key)  # no hydra.yaml: the optimizer class is the readable name
-            continue
         by_choice: dict[str, set] = {}
         for g in groups:
             if key in g.config:

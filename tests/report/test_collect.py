@@ -1,0 +1,65 @@
+"""Reading run directories: dedup of resumed steps, torn lines, missing and failed jobs."""
+
+import json
+import os
+import time
+
+from orthonoise.report.collect import find_run_dirs, load_run, load_runs, read_metrics
+
+from .fake_runs import linear_curve, write_run
+
+
+def test_resumed_run_keeps_the_last_occurrence_of_each_step(tmp_path):
+    lines = [{"step": 10, "val_loss": 3.0}, {"step": 20, "val_loss": 2.9},
+             {"step": 20, "val_loss": 2.5}, {"step": 30, "val_loss": 2.4}]
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("\n".join(json.dumps(x) for x in lines) + '\n{"step": 40, "val_lo')
+    metrics = read_metrics(path)
+    assert [m["step"] for m in metrics] == [10, 20, 30]  # torn last line skipped
+    assert metrics[1]["val_loss"] == 2.5
+
+
+def test_finds_nested_run_dirs_but_not_inside_a_run(tmp_path):
+    write_run(tmp_path, "a/seed=1", val=linear_curve(2.0))
+    write_run(tmp_path, "b", val=linear_curve(2.0))
+    (tmp_path / "b" / "checkpoints" / ".hydra").mkdir(parents=True)  # inside a run: not a run
+    (tmp_path / ".submitit" / "x" / ".hydra").mkdir(parents=True)  # launcher logs: skipped
+    assert [p.relative_to(tmp_path).as_posix() for p in find_run_dirs(tmp_path)] == ["a/seed=1", "b"]
+
+
+def test_run_reads_config_choices_and_summary(tmp_path):
+    run = load_run(write_run(tmp_path, "r", seed=3, optimizer="orthonoise", alpha=1e-3, phase=3.2,
+                             val=linear_curve(2.0), eff_rank={200: 12.5}))
+    assert run.seed == 3 and run.phase == "3.2"
+    assert run.optimizer_name == "OrthoNoise" and run.choices["optimizer"] == "orthonoise"
+    assert run.state == "completed" and run.steps == 200 and run.max_steps == 200
+    assert run.final_val_loss == 2.0 and run.last_eff_rank == 12.5
+
+
+def test_job_with_only_hydra_dir_is_missing_and_later_stale(tmp_path):
+    path = write_run(tmp_path, "r", status=None, metrics=False)
+    run = load_run(path)
+    assert run.state == "missing" and run.steps is None and run.final_val_loss is None
+    now = time.time()
+    assert not run.is_stale(now)
+    assert run.is_stale(now + 3600)
+
+
+def test_failed_job_keeps_its_error(tmp_path):
+    run = load_run(write_run(tmp_path, "r", status="failed", error="CUDA out of memory", val={50: 2.5}))
+    assert run.state == "failed" and run.error == "CUDA out of memory"
+    assert run.final_val_loss == 2.5  # falls back to the last logged eval
+
+
+def test_metrics_without_summary_is_running(tmp_path):
+    run = load_run(write_run(tmp_path, "r", status=None, val={50: 2.5}))
+    assert run.state == "running" and run.steps == 50
+
+
+def test_tolerates_missing_hydra_yaml_and_truncated_summary(tmp_path):
+    path = write_run(tmp_path, "r", hydra_yaml=False, val=linear_curve(2.0))
+    (path / "summary.json").write_text('{"status": "compl')
+    run = load_runs(tmp_path)[0]
+    assert run.choices == {} and run.summary is None and run.state == "running"
+    os.utime(path / "metrics.jsonl", (0, 0))
+    assert load_run(path).last_activity == 0

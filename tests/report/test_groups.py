@@ -1,0 +1,54 @@
+"""Grouping by config minus seed, readable labels, baseline matching."""
+
+from orthonoise.report.collect import load_runs
+from orthonoise.report.groups import assign_baselines, group_runs
+
+from .fake_runs import linear_curve, write_run
+
+
+def _groups(root, selectors=None):
+    groups = group_runs(load_runs(root))
+    assign_baselines(groups, selectors)
+    return {g.label: g for g in groups}
+
+
+def test_seeds_of_one_config_form_one_group_labelled_by_what_differs(tmp_path):
+    for seed in (1, 2):
+        write_run(tmp_path, f"m{seed}", seed=seed, val=linear_curve(2.0))
+        write_run(tmp_path, f"o{seed}", seed=seed, optimizer="orthonoise", alpha=1e-3, val=linear_curve(2.0))
+        write_run(tmp_path, f"p{seed}", seed=seed, optimizer="orthonoise", alpha=5e-3, val=linear_curve(2.0))
+    groups = _groups(tmp_path)
+    assert set(groups) == {"optimizer=muon", "optimizer=orthonoise alpha=0.001", "optimizer=orthonoise alpha=0.005"}
+    assert all(len(g.runs) == 2 for g in groups.values())
+    base = groups["optimizer=muon"]
+    assert base.is_baseline and groups["optimizer=orthonoise alpha=0.001"].baseline is base
+
+
+def test_baseline_must_match_model_and_trainer(tmp_path):
+    write_run(tmp_path, "m1", preset="granite-1b", pretrained=True, max_steps=500, val=linear_curve(2.0, 500))
+    write_run(tmp_path, "m2", preset="granite-1b", pretrained=False, max_steps=1000, val=linear_curve(2.0, 1000))
+    write_run(tmp_path, "o1", optimizer="orthonoise", alpha=5e-3, preset="granite-1b", pretrained=True,
+              max_steps=500, val=linear_curve(2.0, 500))
+    write_run(tmp_path, "o2", optimizer="orthonoise", alpha=5e-3, preset="granite-350m", max_steps=500,
+              val=linear_curve(2.0, 500))
+    groups = [g for g in _groups(tmp_path).values()]
+    fine_tune = next(g for g in groups if g.kind == "orthonoise" and g.config["model.pretrained"])
+    other_model = next(g for g in groups if g.kind == "orthonoise" and g.config["model.preset"] == "granite-350m")
+    assert fine_tune.baseline.config["model.pretrained"] is True
+    assert fine_tune.baseline.config["trainer.max_steps"] == 500
+    assert other_model.baseline is None
+
+
+def test_labels_without_hydra_yaml_use_the_optimizer_class(tmp_path):
+    write_run(tmp_path, "m", hydra_yaml=False, val=linear_curve(2.0))
+    write_run(tmp_path, "a", optimizer="adamw", hydra_yaml=False, val=linear_curve(2.0))
+    assert set(_groups(tmp_path)) == {"optimizer=Muon", "optimizer=AdamW"}
+
+
+def test_baseline_override(tmp_path):
+    write_run(tmp_path, "m", val=linear_curve(2.0))
+    write_run(tmp_path, "a", optimizer="adamw", val=linear_curve(2.0))
+    groups = _groups(tmp_path, ["optimizer=adamw"])
+    assert groups["optimizer=adamw"].is_baseline and groups["optimizer=muon"].baseline is groups["optimizer=adamw"]
+    groups = _groups(tmp_path, ["optimizer._target_=AdamW"])
+    assert groups["optimizer=adamw"].is_baseline and not groups["optimizer=muon"].is_baseline

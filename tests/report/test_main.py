@@ -1,0 +1,67 @@
+"""End to end: a synthetic phase-3.1 sweep -> report.md, tables, plots, problem jobs listed."""
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+from orthonoise.report.__main__ import main
+
+from .fake_runs import linear_curve, write_run
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def make_sweep(root):
+    for seed in (1, 2):
+        write_run(root, f"muon/seed={seed}", seed=seed, phase="3.1", val=linear_curve(2.0 + seed / 1000),
+                  eff_rank={100: 9.0, 200: 10.0})
+        write_run(root, f"ortho/seed={seed}", seed=seed, phase="3.1", optimizer="orthonoise", alpha=1e-3,
+                  val=linear_curve(1.99 + seed / 1000), eff_rank={100: 11.0, 200: 12.0})
+    write_run(root, "ortho/seed=3", seed=3, phase="3.1", optimizer="orthonoise", alpha=1e-3,
+              status="failed", error="RuntimeError: CUDA out of memory", val={50: 2.4})
+    write_run(root, "ortho/seed=4", seed=4, phase="3.1", optimizer="orthonoise", alpha=1e-3,
+              status=None, metrics=False)
+
+
+def test_report_written_with_tables_plots_and_problem_jobs(tmp_path, capsys):
+    make_sweep(tmp_path)
+    assert main([str(tmp_path)]) == 0
+    report = (tmp_path / "report.md").read_text()
+    assert "## Verdict (phase 3.1)" in report  # phase read from the runs' config
+    assert "| No crashes | **FAIL** |" in report
+    assert "| Effective rank logged | **PASS** |" in report
+    assert "ortho/seed=3" in report and "CUDA out of memory" in report
+    assert "ortho/seed=4" in report and "missing" in report
+    assert "![Validation loss curves](val_loss_curves.png)" in report
+    for name in ("groups.md", "runs.md", "val_loss_curves.png", "final_loss_vs_alpha.png", "eff_rank.png"):
+        assert (tmp_path / name).is_file(), name
+    with open(tmp_path / "groups.csv") as handle:
+        groups = {row["group"]: row for row in csv.DictReader(handle)}
+    ortho = groups["optimizer=orthonoise"]
+    assert (ortho["n_completed"], ortho["n_jobs"], ortho["seeds"]) == ("2", "4", "1 2")
+    assert float(ortho["delta_final_pct"]) < 0 and ortho["baseline"] == "optimizer=muon"
+    with open(tmp_path / "runs.csv") as handle:
+        states = sorted(row["state"] for row in csv.DictReader(handle))
+    assert states == ["completed"] * 4 + ["failed", "missing"]
+    assert "FAIL" in capsys.readouterr().out
+
+
+def test_phase_override_and_out_dir(tmp_path):
+    make_sweep(tmp_path)
+    out = tmp_path / "elsewhere"
+    assert main([str(tmp_path), "--phase", "3.2", "--out", str(out)]) == 0
+    assert "## Verdict (phase 3.2)" in (out / "report.md").read_text()
+    assert not (tmp_path / "report.md").exists()
+
+
+def test_empty_dir_is_an_error(tmp_path):
+    assert main([str(tmp_path)]) == 1
+
+
+def test_runs_as_a_module(tmp_path):
+    make_sweep(tmp_path)
+    result = subprocess.run([sys.executable, "-m", "orthonoise.report", str(tmp_path), "--phase", "3.1"],
+                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "6 jobs in 2 groups" in result.stdout

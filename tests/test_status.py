@@ -1,0 +1,43 @@
+"""`python -m orthonoise.status`: every run under outputs/ with state, step, val loss and age."""
+
+import json
+import os
+import time
+
+from orthonoise.status import main, status_rows
+
+from report.fake_runs import linear_curve, write_run
+
+
+def _make_outputs(root):
+    write_run(root, "multirun/2025-01-01/seed=1", seed=1, val=linear_curve(2.0))
+    live = write_run(root, "multirun/2025-01-01/seed=2", seed=2, status="running", val={50: 2.5})
+    dead = write_run(root, "runs/2025-01-02", status="running", val={50: 2.7})
+    old = time.time() - 3 * 3600
+    os.utime(dead / "metrics.jsonl", (old, old))
+    write_run(root, "runs/2025-01-03", status="failed", error="ValueError: bad config\ntraceback...", val={})
+    return live
+
+
+def test_status_rows(tmp_path):
+    _make_outputs(tmp_path)
+    rows = {row[0]: row for row in status_rows(tmp_path, time.time())}
+    assert rows["multirun/2025-01-01/seed=1"][1:4] == ["completed", "200/200", "2.0000"]
+    assert rows["multirun/2025-01-01/seed=2"][1:4] == ["running", "50/200", "2.5000"]
+    stale = rows["runs/2025-01-02"]
+    assert stale[1] == "running (stale)" and stale[4] == "3h"
+    failed = rows["runs/2025-01-03"]
+    assert failed[1] == "failed" and failed[3] == "–" and failed[6] == "ValueError: bad config"
+    assert list(rows)[0] == "runs/2025-01-02"  # oldest activity first
+
+
+def test_status_cli(tmp_path, capsys):
+    live = _make_outputs(tmp_path)
+    (live / "summary.json").write_text(json.dumps({"status": "running", "steps": 60, "max_steps": 200}))
+    assert main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split() == ["run", "state", "step", "val", "loss", "age", "optimizer", "error"]
+    assert "60/200" in out and "1 completed, 1 failed, 1 running, 1 running (stale)" in out
+    assert main([str(tmp_path), "--stale-after", "600"]) == 0
+    assert "2 running" in capsys.readouterr().out
+    assert main([str(tmp_path / "nope")]) == 1
