@@ -1,0 +1,226 @@
+import copy
+import math
+
+import pytest
+import torch
+
+from orthonoise.optim import NOLAH, IsotropicNoise, Muon, OrthoNoise
+from orthonoise.optim.muon import percentile_value
+from orthonoise.optim.noise import haar_from_gaussian
+from orthonoise.optim.orthogonalize import MUON_COEFFICIENTS, coefficient_schedule, newton_schulz
+
+SHAPES = [(48, 16), (16, 48), (32, 32)]
+
+
+def make_params(shapes=SHAPES, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.nn.Parameter(torch.randn(s, generator=gen)) for s in shapes]
+
+
+def run(opt, params, steps=4, seed=1, grad_scale=1.0):
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        for p in params:
+            p.grad = grad_scale * torch.randn(p.shape, generator=gen)
+        opt.step()
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(lr=0.02, weight_decay=0.0),
+    dict(lr=0.01, weight_decay=0.1, adjust_lr_fn="match_rms_adamw"),
+    dict(lr=0.02, weight_decay=0.01, nesterov=False, momentum=0.9, ns_steps=4),
+    dict(lr=0.02, ns_coefficients=(3.0, -3.2, 1.2), adjust_lr_fn="original"),
+])
+def test_same_update_as_torch_muon(kwargs):
+    ours, ref = make_params(), make_params()
+    run(Muon(ours, **kwargs), ours)
+    run(torch.optim.Muon(ref, **kwargs), ref)
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b, atol=2e-3, rtol=0)  # bf16 rounding of the update, times lr
+
+
+def test_orthonoise_with_alpha_zero_is_muon_exactly():
+    base, noisy, iso = make_params(), make_params(), make_params()
+    run(Muon(base, lr=0.02), base)
+    run(OrthoNoise(noisy, lr=0.02, alpha=0.0, seed=3), noisy)
+    run(IsotropicNoise(iso, lr=0.02, alpha=0.0, seed=3), iso)
+    for a, b, c in zip(base, noisy, iso):
+        assert torch.equal(a, b) and torch.equal(a, c)
+
+
+@pytest.mark.parametrize("into_buffer", [False, True])
+def test_orthonoise_step_by_hand(into_buffer):
+    """One step on one matrix, recomputed from the definition: U = lerp(g, B, μ) + α‖g‖·Q (or B += α‖g‖·Q)."""
+    (p,) = make_params([(24, 8)])
+    w0, g = p.detach().clone(), torch.randn(24, 8)
+    p.grad = g.clone()
+    opt = OrthoNoise([p], lr=0.1, weight_decay=0.0, alpha=0.05, seed=11, ns_steps_noise=4,
+                     noise_into_buffer=into_buffer)
+    opt.step()
+    gen = torch.Generator().manual_seed(((11 * 1_000_003 + 1) * 1_000_033 + 0) % 2**63)
+    G = torch.empty(1, 24, 8)
+    G[0].normal_(generator=gen)
+    noise = 0.05 * g.norm() * haar_from_gaussian(G)[0]
+    buf = 0.05 * g  # lerp(0, g, 1 − 0.95)
+    U = g.lerp(buf + noise, 0.95) if into_buffer else g.lerp(buf, 0.95) + noise
+    O = newton_schulz(U[None], coefficient_schedule(MUON_COEFFICIENTS, 4))[0]
+    torch.testing.assert_close(p.detach(), w0 - 0.1 * math.sqrt(3) * O.float(), atol=1e-6, rtol=0)
+    expected_buf = buf + noise if into_buffer else buf
+    torch.testing.assert_close(opt.state[p]["momentum_buffer"], expected_buf)
+    m = opt.metrics()
+    assert m["noise_frac"] == 1.0 and m["alpha"] == pytest.approx(0.05)
+    assert m["noise_ratio"] == pytest.approx((noise.norm() / buf.norm()).item(), rel=1e-5)
+
+
+def test_isotropic_noise_has_the_orthogonal_norm_but_not_its_direction():
+    ps_o, ps_i = make_params([(40, 10)]), make_params([(40, 10)])
+    o, i = OrthoNoise(ps_o, alpha=0.1, seed=5), IsotropicNoise(ps_i, alpha=0.1, seed=5)
+    run(o, ps_o, steps=1)
+    run(i, ps_i, steps=1)
+    assert o.metrics()["noise_ratio"] == pytest.approx(i.metrics()["noise_ratio"])
+    assert not torch.allclose(ps_o[0], ps_i[0])
+
+
+def test_noise_schedule_drives_alpha():
+    params = make_params()
+    opt = OrthoNoise(params, alpha=1e-2, schedule="linear", end_factor=0.1, schedule_steps=4, seed=0)
+    run(opt, params, steps=2)
+    assert opt.metrics()["alpha"] == pytest.approx(1e-2 * (1 - 0.9 * 2 / 4))
+    run(opt, params, steps=5)
+    assert opt.metrics()["alpha"] == pytest.approx(1e-3)
+
+
+def test_adaptive_triggering_only_noises_low_rank_momentum():
+    low, full = torch.nn.Parameter(torch.zeros(32, 32)), torch.nn.Parameter(torch.zeros(32, 32))
+    opt = OrthoNoise([low, full], alpha=1e-2, rank_threshold=0.5, rank_every=2, seed=0)
+    for _ in range(3):
+        low.grad = torch.outer(torch.randn(32), torch.randn(32))  # rank ≤ 3 after 3 steps
+        full.grad = torch.randn(32, 32)
+        opt.step()
+    assert opt.state[low]["noised"] and not opt.state[full]["noised"]
+    assert opt.metrics()["noise_frac"] == 0.5
+
+
+def test_nolah_gate():
+    (p,) = make_params([(2, 2)])
+    opt = NOLAH([p], momentum_scaling=False, projection=False)
+    g = torch.tensor([[-2.0, -0.5], [0.0, 1.0]])
+    expected = torch.tensor([[math.tanh(-2) * 2, math.tanh(-0.5) * 0.5], [0.0, math.tanh(1.0)]])
+    torch.testing.assert_close(opt._gradient(opt.param_groups[0], g), expected)
+
+
+def test_nolah_percentile_scaling():
+    (p,) = make_params([(4, 5)])
+    opt = NOLAH([p], gate=False, projection=False, scale=0.5, percentile=90.0)
+    g = torch.arange(1.0, 21.0).reshape(4, 5)  # 90th percentile of 1..20 is the 18th smallest: 18
+    assert percentile_value(g, 90.0).item() == 18.0
+    buf = torch.ones(4, 5)
+    opt._after_momentum(opt.param_groups[0], -g, buf)  # |g| is what counts
+    expected = torch.ones(4, 5)
+    expected.view(-1)[18:] = 0.5
+    torch.testing.assert_close(buf, expected)
+
+
+def test_nolah_projection():
+    (p,) = make_params([(1, 3)])
+    opt = NOLAH([p], gate=False, momentum_scaling=False)
+    U = torch.tensor([[-1.0, 0.0, 2.0]])
+    expected = torch.tensor([[-1 / (1 + math.e), 0.0, 2 / (1 + math.exp(-2))]])
+    torch.testing.assert_close(opt._before_orthogonalize(opt.param_groups[0], U), expected)
+
+
+def test_nolah_with_every_part_off_is_muon():
+    base, nolah = make_params(), make_params()
+    run(Muon(base, lr=0.02), base)
+    run(NOLAH(nolah, lr=0.02, gate=False, momentum_scaling=False, projection=False), nolah)
+    for a, b in zip(base, nolah):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("make", [
+    lambda ps: Muon(ps), lambda ps: Muon(ps, orthogonalizer="svd"), lambda ps: OrthoNoise(ps, alpha=0.1),
+    lambda ps: OrthoNoise(ps, alpha=0.1, rank_threshold=0.5, noise_into_buffer=True),
+    lambda ps: IsotropicNoise(ps, alpha=0.1), lambda ps: NOLAH(ps),
+])
+def test_zero_gradients_give_no_nan(make):
+    params = make_params()
+    opt = make(params)
+    run(opt, params, steps=2, grad_scale=0.0)
+    assert all(torch.isfinite(p).all() for p in params)
+    assert all(math.isfinite(v) for v in opt.metrics().values())
+
+
+@pytest.mark.parametrize("cls,kwargs", [
+    (Muon, {}), (NOLAH, {}),
+    (OrthoNoise, dict(alpha=0.05, rank_threshold=0.9, rank_every=3, schedule="cosine", schedule_steps=6, seed=1)),
+    (OrthoNoise, dict(alpha=0.05, noise_into_buffer=True, sampler="qr", seed=2)),
+    (IsotropicNoise, dict(alpha=0.05, seed=3)),
+])
+def test_state_dict_round_trip_resumes_exactly(cls, kwargs):
+    straight = make_params()
+    run(cls(straight, lr=0.02, **kwargs), straight, steps=6, seed=7)
+
+    first = make_params()
+    opt = cls(first, lr=0.02, **kwargs)
+    gen = torch.Generator().manual_seed(7)
+    for _ in range(3):
+        for p in first:
+            p.grad = torch.randn(p.shape, generator=gen)
+        opt.step()
+    saved, weights = copy.deepcopy(opt.state_dict()), [p.detach().clone() for p in first]
+
+    resumed = [torch.nn.Parameter(w) for w in weights]
+    opt2 = cls(resumed, lr=0.5, **(kwargs | {"seed": 999} if "seed" in kwargs else kwargs))
+    opt2.load_state_dict(saved)  # the saved settings (lr, seed, step) win over the constructor's
+    for _ in range(3):
+        for p in resumed:
+            p.grad = torch.randn(p.shape, generator=gen)
+        opt2.step()
+    for a, b in zip(straight, resumed):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("cls,kwargs,match", [
+    (OrthoNoise, dict(alpha=-1e-3), "alpha"),
+    (IsotropicNoise, dict(rank_threshold=0.0), "rank_threshold"),
+    (OrthoNoise, dict(rank_threshold=1.5), "rank_threshold"),
+    (Muon, dict(ns_steps=0), "ns_steps"),
+    (OrthoNoise, dict(ns_steps_noise=0), "ns_steps_noise"),
+    (OrthoNoise, dict(schedule="step"), "schedule"),
+    (Muon, dict(orthogonalizer="qr"), "orthogonalizer"),
+    (OrthoNoise, dict(sampler="householder"), "sampler"),
+    (Muon, dict(adjust_lr_fn="sqrt"), "adjust_lr_fn"),
+    (Muon, dict(ns_coefficients="cubic"), "ns_coefficients"),
+    (NOLAH, dict(percentile=100), "percentile"),
+])
+def test_bad_settings_fail_at_construction(cls, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        cls(make_params(), **kwargs)
+
+
+@pytest.mark.parametrize("cls", [Muon, OrthoNoise, IsotropicNoise, NOLAH])
+def test_non_matrix_is_refused(cls):
+    with pytest.raises(ValueError, match="2-D"):
+        cls([torch.nn.Parameter(torch.zeros(4, 1, 3))])
+
+
+def test_metrics_keys():
+    params = make_params()
+    muon, noisy = Muon(params), OrthoNoise(make_params(), alpha=1e-3)
+    assert muon.metrics() == {}  # nothing to measure before the first step
+    run(muon, params, steps=1)
+    run(noisy, noisy.param_groups[0]["params"], steps=1)
+    assert set(muon.metrics()) == {"eff_rank", "eff_rank_frac"}
+    m = noisy.metrics()
+    assert set(m) == {"eff_rank", "eff_rank_frac", "noise_frac", "noise_ratio", "alpha"}
+    assert 0 < m["eff_rank_frac"] <= 1 and m["noise_frac"] == 1.0 and m["noise_ratio"] > 0
+
+
+def test_lr_is_read_from_the_group_each_step():
+    params = make_params([(8, 8)])
+    opt = Muon(params, lr=0.02)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.0)
+    before = params[0].detach().clone()
+    run(opt, params, steps=1)
+    sched.step()
+    assert torch.equal(params[0], before)
