@@ -41,3 +41,47 @@ report: $(STAMP) ## multi-seed statistics, pass criteria and plots: make report 
 clean: ## remove caches (keeps outputs/ and .venv)
 	rm -rf .cache .pytest_cache
 	find . -name __pycache__ -prune -exec rm -rf {} +
+
+# ---- The experiment plan as sweeps (sweeps/*.yaml; docs/sweeps.md) ----
+# PRESET=tiny: rehearse a sweep on this CPU (tiny model, local corpus, 20 steps, 2 jobs at a time) into
+# outputs/sweeps/<sweep>-tiny. CLUSTER=local (a rented 1×/4×H100 machine) or slurm picks each sweep's launcher
+# (conf/hydra/launcher/<cluster>_<hardware>.yaml). ARGS: more Hydra overrides, e.g.
+# ARGS="hydra.launcher.partition=gpu hydra.launcher.account=me" or ARGS="seed=1,2,3".
+PRESET ?=
+CLUSTER ?= local
+ARGS ?=
+TINY := +preset=tiny model=tiny data=local hardware=cpu logger=disabled hydra/launcher=local_parallel
+# $(call sweep_overrides,<hardware of the sweep's jobs>)
+sweep_overrides = $(if $(filter tiny,$(PRESET)),$(TINY),hydra/launcher=$(CLUSTER)_$(1)) $(ARGS)
+launch = $(PY) train.py -m -cd sweeps -cn $(1) $(call sweep_overrides,$(2))
+plan = $(PY) -m orthonoise.plan $(1) $(call sweep_overrides,$(2))
+.PHONY: phase31 phase32 phase33 phase4 plan-phase31 plan-phase32 plan-phase33 plan-phase4
+
+phase31: $(STAMP) ## phase 3.1 sanity: 8 runs, 350M (PRESET=tiny rehearses here; CLUSTER=slurm; ARGS=...)
+	$(call launch,phase31,h100)
+
+phase32: $(STAMP) ## phase 3.2 signal hunt: alpha (20), schedule (6), adaptive-trigger (4) sweeps, 350M
+	$(call launch,phase32_alpha,h100)
+	$(call launch,phase32_schedule,h100)
+	$(call launch,phase32_adaptive,h100)
+
+phase33: $(STAMP) ## phase 3.3 1B: fine-tuning (6 runs, 1×H100), from scratch (4 runs, 4×H100 DDP)
+	$(call launch,phase33_finetune,h100)
+	$(call launch,phase33_scratch,h100x4)
+
+phase4: $(STAMP) ## phase 4 from scratch, 5000 steps, 4×H100 DDP: 350M and 1B, baseline vs OrthoNoise
+	$(call launch,phase4_350m,h100x4)
+	$(call launch,phase4_1b,h100x4)
+
+plan-phase31: $(STAMP) ## preflight phase 3.1: every job, its run dir, GPU-hours and $ (launches nothing)
+	$(call plan,phase31,h100)
+
+plan-phase32: $(STAMP) ## preflight phase 3.2
+	$(call plan,phase32_alpha phase32_schedule phase32_adaptive,h100)
+
+plan-phase33: $(STAMP) ## preflight phase 3.3
+	$(call plan,phase33_finetune,h100)
+	$(call plan,phase33_scratch,h100x4)
+
+plan-phase4: $(STAMP) ## preflight phase 4
+	$(call plan,phase4_350m phase4_1b,h100x4)
