@@ -73,7 +73,9 @@ def render(sweep_dir: Path, phase, groups, rows, verdicts, plots, out_dir: Path,
         "## Verdict" + (f" (phase {phase})" if phase else ""),
         "",
     ]
-    if phase:
+    if phase and not verdicts:
+        lines.append(f"No pass criteria are defined for phase {phase} (known: {', '.join(criteria.PHASES)}).")
+    elif phase:
         lines.append(markdown_table(["criterion", "verdict", "numbers"],
                                     [[c.name, f"**{c.verdict}**", c.numbers] for c in verdicts]))
         lines.append(f"Rules: a comparison needs ≥{criteria.MIN_SEEDS} completed seeds per side (else "

@@ -177,7 +177,8 @@ def eff_rank_higher(groups: list[Group]) -> Criterion:
                                                       f"(need >= {MIN_SEEDS} each)"))
             continue
         test = welch(a, b)
-        text = f"{label}: eff. rank {np.mean(a):.2f} vs {np.mean(b):.2f} (n={len(a)} vs {len(b)}), Welch p={_p(test.pvalue)}"
+        text = (f"{label}: eff. rank {np.mean(a):.2f} vs {np.mean(b):.2f} (n={len(a)} vs {len(b)}), "
+                f"Welch p={_p(test.pvalue)}")
         if not math.isfinite(test.pvalue):
             judgements.append(Judgement(INCONCLUSIVE, text + " (no spread to test)"))
             continue
@@ -191,13 +192,16 @@ def matched_orthonoise(iso: Group, groups: list[Group]) -> Group | None:
     same noise schedule, equal values for every optimizer key both configs have (alpha, ...)."""
     def same(k: str, other: Group) -> bool:
         return json.dumps(iso.config[k], default=str) == json.dumps(other.config[k], default=str)
+
+    def noise_keys(group: Group) -> set:
+        return {k for k in group.config if k.startswith("noise.")}
+
     for other in groups:
-        if other.kind != "orthonoise" or other.setting != iso.setting:
+        if other.kind != "orthonoise" or other.setting != iso.setting or noise_keys(other) != noise_keys(iso):
             continue
         keys = [k for k in iso.config if k in other.config and not k.endswith("_target_")
                 and k.split(".", 1)[0] in ("optimizer", "noise")]
-        noise_keys_match = {k for k in iso.config if k.startswith("noise.")} == {k for k in other.config if k.startswith("noise.")}
-        if noise_keys_match and all(same(k, other) for k in keys):
+        if all(same(k, other) for k in keys):
             return other
     return None
 
@@ -267,22 +271,28 @@ def mean_curve(group: Group) -> list[tuple[int, float]]:
     return [(s, float(np.mean([c[s] for c in curves]))) for s in steps]
 
 
+def first_step_at_or_below(curve: list[tuple[int, float]], target: float) -> int | None:
+    return next((step for step, value in curve if value <= target), None)
+
+
 def from_scratch_faster(groups: list[Group]) -> Criterion:
     """From-scratch OrthoNoise reaches the baseline's mean final loss at an earlier eval step
     (first step where the seed-mean curve is at or below it) than the baseline's own mean curve."""
     judgements = []
-    for g in [g for g in groups if g.kind == "orthonoise" and not g.is_baseline and not g.config.get("model.pretrained")]:
+    scratch = [g for g in groups
+               if g.kind == "orthonoise" and not g.is_baseline and not g.config.get("model.pretrained")]
+    for g in scratch:
         base = g.baseline
         reason = _too_few(g, base)
         if reason:
             judgements.append(Judgement(INCONCLUSIVE, f"{g.label}: {reason}"))
             continue
         target = describe(final_losses(base).values()).mean
-        reach = lambda group: next((s for s, v in mean_curve(group) if v <= target), None)  # noqa: E731
-        steps, base_steps = reach(g), reach(base)
+        steps = first_step_at_or_below(mean_curve(g), target)
+        base_steps = first_step_at_or_below(mean_curve(base), target)
         per_seed = [measures.steps_to_reach(r, target) for r in g.completed]
-        text = (f"{g.label}: reaches baseline final loss {target:.4f} at step {steps if steps is not None else 'never'} "
-                f"vs baseline {base_steps} (per seed: {per_seed})")
+        text = (f"{g.label}: reaches baseline final loss {target:.4f} at step "
+                f"{steps if steps is not None else 'never'} vs baseline {base_steps} (per seed: {per_seed})")
         judgements.append(Judgement(PASS if steps is not None and base_steps is not None and steps < base_steps
                                     else FAIL, text))
     return _criterion("From-scratch training faster than baseline", judgements, all_must_pass,

@@ -103,7 +103,8 @@ def group_csv_rows(rows: list[GroupRow]) -> list[list]:
     for r in rows:
         g = r.group
         out.append([
-            g.label, g.kind, g.setting_label, "(baseline)" if g.is_baseline else (g.baseline.label if g.baseline else ""),
+            g.label, g.kind, g.setting_label,
+            "(baseline)" if g.is_baseline else (g.baseline.label if g.baseline else ""),
             len(g.completed), len(g.runs), " ".join(str(run.seed) for run in g.completed),
             r.final.mean, r.final.std, r.final.ci_low, r.final.ci_high,
             r.best.mean, r.best.std, r.best.ci_low, r.best.ci_high,
