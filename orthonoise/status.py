@@ -27,18 +27,18 @@ def status_rows(root: Path, now: float, stale_after_s: float = STALE_AFTER_S) ->
         evals = run.evals()
         steps = "–" if run.steps is None else str(run.steps)
         rows.append([
-            str(run.path.relative_to(root)) if run.path != root else ".",
             state_text(run, now, stale_after_s),
             f"{steps}/{run.max_steps if run.max_steps is not None else '–'}",
             f"{evals[-1][1]:.4f}" if evals else "–",
             age_text(now - run.last_activity),
             run.optimizer_name or "–",
-            (run.error or "").splitlines()[0][:60] if run.error else "",
+            run.error.splitlines()[0][:60] if run.error else "",
+            str(run.path.relative_to(root)) if run.path != root else ".",  # last: sweep paths are long
         ])
     return rows
 
 
-HEADER = ["run", "state", "step", "val loss", "age", "optimizer", "error"]
+HEADER = ["state", "step", "val loss", "age", "optimizer", "error", "run"]
 
 
 def format_table(rows: list[list[str]]) -> str:
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     print(format_table(rows))
     counts: dict[str, int] = {}
     for row in rows:
-        counts[row[1]] = counts.get(row[1], 0) + 1
+        counts[row[0]] = counts.get(row[0], 0) + 1
     print("\n" + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
     return 0
 

@@ -21,13 +21,13 @@ def _make_outputs(root):
 
 def test_status_rows(tmp_path):
     _make_outputs(tmp_path)
-    rows = {row[0]: row for row in status_rows(tmp_path, time.time())}
-    assert rows["multirun/2025-01-01/seed=1"][1:4] == ["completed", "200/200", "2.0000"]
-    assert rows["multirun/2025-01-01/seed=2"][1:4] == ["running", "50/200", "2.5000"]
+    rows = {row[-1]: row for row in status_rows(tmp_path, time.time())}
+    assert rows["multirun/2025-01-01/seed=1"][:3] == ["completed", "200/200", "2.0000"]
+    assert rows["multirun/2025-01-01/seed=2"][:3] == ["running", "50/200", "2.5000"]
     stale = rows["runs/2025-01-02"]
-    assert stale[1] == "running (stale)" and stale[4] == "3h"
+    assert stale[0] == "running (stale)" and stale[3] == "3h"
     failed = rows["runs/2025-01-03"]
-    assert failed[1] == "failed" and failed[3] == "–" and failed[6] == "ValueError: bad config"
+    assert failed[0] == "failed" and failed[2] == "–" and failed[5] == "ValueError: bad config"
     assert list(rows)[0] == "runs/2025-01-02"  # oldest activity first
 
 
@@ -36,7 +36,7 @@ def test_status_cli(tmp_path, capsys):
     (live / "summary.json").write_text(json.dumps({"status": "running", "steps": 60, "max_steps": 200}))
     assert main([str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[0].split() == ["run", "state", "step", "val", "loss", "age", "optimizer", "error"]
+    assert out.splitlines()[0].split() == ["state", "step", "val", "loss", "age", "optimizer", "error", "run"]
     assert "60/200" in out and "1 completed, 1 failed, 1 running, 1 running (stale)" in out
     assert main([str(tmp_path), "--stale-after", "600"]) == 0
     assert "2 running" in capsys.readouterr().out
