@@ -20,16 +20,16 @@ DEFAULT_CHUNK_ROWS = 1024  # 1024 × 100,352 fp32 logits = 0.4 GB per chunk
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden: Tensor, weight: Tensor, targets: Tensor, scale: float, chunk_rows: int,
-                ignore_index: int, compute_dtype: torch.dtype):
+                ignore_index: int, compute_dtype: torch.dtype, need_grad: bool):
         with torch.autocast(hidden.device.type, enabled=False):
             n = hidden.shape[0]
             valid = targets != ignore_index
             n_valid = valid.sum().clamp(min=1)
             w = weight.to(compute_dtype)
             acc = torch.promote_types(compute_dtype, torch.float32)  # softmax and sums: fp32 (fp64 stays fp64)
-            grad_hidden = torch.empty_like(hidden)
+            grad_hidden = torch.empty_like(hidden) if need_grad else None
             grad_weight = torch.zeros(weight.shape, dtype=acc, device=weight.device) \
-                if weight.requires_grad else None
+                if need_grad and weight.requires_grad else None
             total = torch.zeros((), dtype=acc, device=hidden.device)
             for lo in range(0, n, chunk_rows):
                 hi = min(n, lo + chunk_rows)
@@ -42,6 +42,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 safe_t = torch.where(v, t, torch.zeros_like(t))
                 target_logit = logits.gather(1, safe_t[:, None]).squeeze(1)
                 total += torch.where(v, lse - target_logit, torch.zeros_like(lse)).sum()
+                if not need_grad:  # evaluation: the loss alone
+                    continue
                 # d(mean loss)/d(raw logits) = (softmax − onehot) / n_valid / scale, zero on ignored rows
                 grad = logits.sub_(lse[:, None]).exp_()
                 grad.scatter_add_(1, safe_t[:, None], torch.full_like(lse[:, None], -1.0))
@@ -51,7 +53,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 if grad_weight is not None:
                     grad_weight.add_((grad.t() @ h).to(acc))
             loss = total / n_valid
-        ctx.save_for_backward(grad_hidden, grad_weight if grad_weight is not None else torch.empty(0))
+        ctx.save_for_backward(grad_hidden if grad_hidden is not None else torch.empty(0),
+                              grad_weight if grad_weight is not None else torch.empty(0))
         ctx.weight_dtype, ctx.has_weight_grad = weight.dtype, grad_weight is not None
         return loss
 
@@ -60,7 +63,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_hidden, grad_weight = ctx.saved_tensors
         gh = grad_hidden * grad_loss.to(grad_hidden.dtype)
         gw = (grad_weight * grad_loss).to(ctx.weight_dtype) if ctx.has_weight_grad else None
-        return gh, gw, None, None, None, None, None
+        return gh, gw, None, None, None, None, None, None
 
 
 def linear_cross_entropy(hidden: Tensor, weight: Tensor, targets: Tensor, *, scale: float = 1.0,
@@ -73,8 +76,9 @@ def linear_cross_entropy(hidden: Tensor, weight: Tensor, targets: Tensor, *, sca
         compute_dtype = torch.get_autocast_dtype(hidden.device.type)
     else:
         compute_dtype = torch.promote_types(hidden.dtype, weight.dtype)
+    need_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
     return _LinearCrossEntropy.apply(hidden, weight, targets, float(scale), int(chunk_rows), int(ignore_index),
-                                     compute_dtype)
+                                     compute_dtype, need_grad)
 
 
 class _HiddenPassthrough(nn.Module):

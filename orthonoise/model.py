@@ -32,6 +32,7 @@ def build_model(model_cfg: DictConfig, vocab_size: int | None = None) -> torch.n
     """From-scratch init from config, or the hub weights when `model.pretrained` (fine-tuning)."""
     from transformers import GraniteMoeHybridForCausalLM
 
+    mamba_kernel_path()  # hands mamba_ssm a conv1d kernel where causal-conv1d is missing
     if model_cfg.pretrained:
         if not model_cfg.hub_id:
             raise ConfigError(f"model.pretrained=true needs model.hub_id (preset {model_cfg.preset} has none)")
@@ -55,9 +56,8 @@ def count_parameters(model: torch.nn.Module) -> int:
 
 
 def mamba_kernel_path() -> str:
-    """Which Mamba2 implementation transformers will take: 'mamba_ssm' (fused Triton) or 'torch' (slow scan)."""
-    try:
-        import mamba_ssm.ops.triton.ssd_combined  # noqa: F401
-    except ImportError:
-        return "torch"
-    return "mamba_ssm"
+    """Which Mamba2 implementation training takes: 'mamba_ssm+causal_conv1d' (fused Triton scan, CUDA conv),
+    'mamba_ssm+triton_conv1d' (causal-conv1d missing: orthonoise's Triton conv stands in) or 'torch' (slow scan)."""
+    from orthonoise import kernels
+
+    return kernels.install()

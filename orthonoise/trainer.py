@@ -13,10 +13,11 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from orthonoise import distributed
+from orthonoise import distributed, perf
 from orthonoise.checkpoint import load_checkpoint, save_checkpoint
 from orthonoise.data import Batches, load_corpus
 from orthonoise.errors import ConfigError
+from orthonoise.loss import causal_lm_loss as fused_causal_lm_loss
 from orthonoise.metrics import RunRecord, read_summary
 from orthonoise.model import build_model, count_parameters, mamba_kernel_path
 from orthonoise.optim import build_optimizers
@@ -70,8 +71,11 @@ def lr_multiplier(trainer: DictConfig):
     return multiplier
 
 
-def causal_lm_loss(model, windows: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy of windows [B, T+1]."""
+def causal_lm_loss(model, windows: torch.Tensor, fused: bool = True) -> torch.Tensor:
+    """Mean next-token cross-entropy of windows [B, T+1]; fused: lm_head + loss in chunks (orthonoise.loss),
+    never the full-vocabulary fp32 logits; fused=False: full logits and F.cross_entropy (same value)."""
+    if fused:
+        return fused_causal_lm_loss(model, windows)
     logits = model(input_ids=windows[:, :-1]).logits
     return F.cross_entropy(logits.float().flatten(0, 1), windows[:, 1:].flatten())
 
@@ -111,6 +115,8 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict | None = None) -> dict:
     say("model %s: %.2fM parameters, Mamba2 path: %s", cfg.model.preset, n_params / 1e6, mamba_kernel_path())
     if device.type == "cuda" and mamba_kernel_path() == "torch":
         log.warning("SLOW: mamba_ssm is not installed, Mamba2 runs transformers' pure-torch scan (pip install .[kernels])")
+    if cfg.hardware.compile:
+        say("torch.compile: %d per-layer modules (norms, MLP, attention)", perf.compile_blocks(model))
     optimizers = build_optimizers(model, cfg, log=say)
     multiplier = lr_multiplier(cfg.trainer)
     schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, multiplier) for opt in optimizers]
@@ -123,6 +129,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict | None = None) -> dict:
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
     tokens_per_step = cfg.hardware.batch_size * cfg.hardware.grad_accum * ranks.world_size * cfg.data.seq_len
+    meter = perf.PerfMeter(device, n_params, tokens_per_step, cfg.hardware.get("peak_tflops"))
     record = RunRecord(run_dir, enabled=ranks.is_main, n_params=n_params, max_steps=cfg.trainer.max_steps,
                        device=device.type, world_size=ranks.world_size)
     step, wandb_id = 0, None
@@ -161,6 +168,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict | None = None) -> dict:
                desc="train", dynamic_ncols=True)
     while step < cfg.trainer.max_steps:
         t0 = time.perf_counter()
+        meter.start()
         loss_sum = 0.0
         for micro in range(cfg.hardware.grad_accum):
             windows = batches.next().to(device, non_blocking=True)
@@ -169,11 +177,13 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict | None = None) -> dict:
                 loss = causal_lm_loss(model, windows) / cfg.hardware.grad_accum
             loss.backward()
             loss_sum += loss.detach()
+        meter.mark("fwd_bwd")
         if cfg.trainer.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.trainer.grad_clip)
         for opt in optimizers:
             opt.step()
             opt.zero_grad(set_to_none=True)
+        meter.mark("optimizer")
         for sched in schedulers:
             sched.step()
         train_loss = distributed.all_reduce_mean(torch.as_tensor(loss_sum, device=device)).item()
@@ -185,6 +195,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict | None = None) -> dict:
             break
         row = {"step": step, "train_loss": train_loss, "lr": optimizers[0].param_groups[0]["lr"],
                "tokens": step * tokens_per_step, "step_time_s": round(time.perf_counter() - t0, 4)}
+        row.update(meter.end_step(row["step_time_s"], log=True))  # tokens/s, split, MFU, peak memory
         if step % cfg.trainer.eval_every == 0 or step == cfg.trainer.max_steps:
             row["val_loss"] = evaluate(model, corpus.val, cfg, device, autocast, ranks)
             row["val_ppl"] = math.exp(min(row["val_loss"], 50))
@@ -197,7 +208,8 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict | None = None) -> dict:
             checkpoint_now()
             record.summary("running", step, step * tokens_per_step)
     bar.close()
-    summary = record.summary(status, step, step * tokens_per_step, mamba_path=mamba_kernel_path())
+    summary = record.summary(status, step, step * tokens_per_step, mamba_path=mamba_kernel_path(),
+                             **meter.summary())
     if ranks.is_main:
         print(one_line(summary, record.first_val_loss, run_dir))
     if wandb_run:

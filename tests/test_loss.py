@@ -74,3 +74,13 @@ def test_causal_lm_loss_fused_equals_full_logits():
     for a, b in zip(fused_grads, full_grads):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     assert type(model.lm_head).__name__ == "Linear"  # restored after the bypass
+
+
+def test_no_grad_gives_the_loss_alone():
+    g = torch.Generator().manual_seed(2)
+    hidden, weight = torch.randn(10, 8, generator=g), torch.randn(40, 8, generator=g)
+    targets = torch.randint(0, 40, (10,), generator=g)
+    with torch.no_grad():
+        ours = linear_cross_entropy(hidden.requires_grad_(), weight, targets, chunk_rows=3)
+    assert not ours.requires_grad
+    torch.testing.assert_close(ours, reference(hidden, weight, targets))

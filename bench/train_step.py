@@ -1,0 +1,351 @@
+"""Training-step time and memory: the user's configuration against ours, per model and optimizer, in one run.
+
+    python bench/train_step.py                      # GPU: granite-350m and granite-1b (random init, no hub)
+    python bench/train_step.py --device cpu         # CPU: the tiny preset, a couple of steps (what the test runs)
+    python bench/train_step.py --out DIR --profile  # also write results.json, table.md and a profiler table
+
+"user":  SVD Muon (exact float32 polar factor), transformers' pure-torch Mamba2 scan, full-vocabulary logits
+         and F.cross_entropy, at a batch that fits (--user-batch, 2×512 by default).
+"ours":  mamba_ssm's fused Triton Mamba2 kernel (+ causal-conv1d or orthonoise's Triton conv1d), the chunked
+         fused cross-entropy, batch 8×512, each optimizer of --optimizers with its config defaults.
+Both: bf16 autocast with fp32 master weights, TF32 on, grad-clip 1.0, the AdamW partner for non-matrix
+parameters. Each GPU configuration runs in its own process (the torch-scan one hides mamba_ssm before
+transformers is imported; peak memory is per process). Step time = host clock around a synchronised step,
+median over --steps after --warmup; the forward+backward / optimizer split comes from CUDA events.
+Needs torch, transformers, omegaconf and the project; not Hydra.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+sys.path.insert(0, str(ROOT))
+
+OPTIMIZERS = ("muon", "orthonoise", "isotropic", "nolah", "adamw")
+
+
+# ------------------------------------------------------------------ config without Hydra ----------------------
+
+def optimizer_node(name: str, seed: int = 0, **overrides):
+    """conf/optimizer/<name>.yaml with its defaults list merged and ${noise.*}/${seed} resolved (noise=constant)."""
+    from omegaconf import OmegaConf
+
+    def load(n):
+        node = OmegaConf.load(CONF / "optimizer" / f"{n}.yaml")
+        defaults = node.pop("defaults", [])
+        merged = OmegaConf.create({})
+        for d in defaults:
+            merged = OmegaConf.merge(merged, load(d) if d != "_self_" else node)
+        return merged if defaults else node
+
+    root = OmegaConf.create({"seed": seed, "noise": OmegaConf.load(CONF / "noise" / "constant.yaml"),
+                             "optimizer": load(name)})
+    root.optimizer = OmegaConf.merge(root.optimizer, overrides)
+    return OmegaConf.to_container(root, resolve=True)["optimizer"]
+
+
+def instantiate_partial(node: dict):
+    node = dict(node)
+    module, cls = node.pop("_target_").rsplit(".", 1)
+    node.pop("_partial_", None)
+    return functools.partial(getattr(importlib.import_module(module), cls), **node)
+
+
+def build_optimizers(model, name: str, **overrides):
+    """Like orthonoise.optim.build_optimizers (Muon family on hidden matrices, AdamW on the rest), Hydra-free."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from orthonoise.optim import Muon
+    from orthonoise.optim.params import split_parameters
+
+    make = instantiate_partial(optimizer_node(name, **overrides))
+    if not issubclass(make.func, Muon):
+        return [make([p for p in model.parameters() if p.requires_grad])]
+    hidden, rest = split_parameters(model)
+    adamw = OmegaConf.to_container(OmegaConf.load(CONF / "config.yaml").adamw)
+    return [make([p for _, p in hidden]), instantiate_partial(adamw)([p for _, p in rest])] if rest else \
+        [make([p for _, p in hidden])]
+
+
+def model_node(preset: str, **config_overrides):
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.load(CONF / "model" / f"{preset}.yaml")
+    node.pretrained = False  # random init from config: no hub
+    for k, v in config_overrides.items():
+        node.config[k] = v
+    return node
+
+
+# ------------------------------------------------------------------ one configuration (a worker) ---------------
+
+def run_config(spec: dict) -> list[dict]:
+    """Build the model once, then time every optimizer of spec['runs'] on it; one result dict per run."""
+    if spec["mamba"] == "torch" and spec.get("isolated"):
+        sys.modules["mamba_ssm"] = None  # hide it before transformers resolves its kernels: the pure-torch scan
+        sys.modules["causal_conv1d"] = None
+    import torch
+
+    from orthonoise import perf
+    from orthonoise.loss import causal_lm_loss
+    from orthonoise.model import build_model, count_parameters, mamba_kernel_path
+
+    device = torch.device(spec["device"])
+    torch.manual_seed(0)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    mcfg = model_node(spec["model"], **spec.get("model_config", {}))
+    mcfg.activation_checkpointing = bool(spec.get("checkpointing"))
+    model = build_model(mcfg).to(device)
+    model.train()
+    if spec.get("compile"):
+        perf.compile_blocks(model)
+    n_params = count_parameters(model)
+    vocab = model.config.vocab_size
+    path = mamba_kernel_path() if spec["mamba"] != "torch" else "torch"
+    peak = perf.device_peak_flops(device)
+    B, T = spec["batch"], spec["seq"]
+    windows = torch.randint(0, vocab, (B, T + 1), device=device)
+    results = []
+    for run in spec["runs"]:
+        base = {**{k: spec[k] for k in ("model", "who", "batch", "seq", "loss")}, "compile": bool(spec.get("compile")),
+                "checkpointing": bool(spec.get("checkpointing")), "mamba_path": path, "n_params": n_params,
+                "optimizer": run["label"], "device_name": torch.cuda.get_device_name(device)
+                if device.type == "cuda" else "cpu"}
+        optimizers = None
+        try:
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats(device)
+            optimizers = build_optimizers(model, run["optimizer"], **run.get("overrides", {}))
+            timer = perf.StepTimer(device)
+            steps, splits = [], {}
+            total = spec["warmup"] + run.get("steps", spec["steps"])
+            for i in range(total):
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                timer.start()
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec["bf16"]):
+                    loss = causal_lm_loss(model, windows, fused=spec["loss"] == "fused")
+                loss.backward()
+                timer.mark("fwd_bwd")
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                for opt in optimizers:
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+                timer.mark("optimizer")
+                value = loss.item()
+                dt = time.perf_counter() - t0
+                if i >= spec["warmup"]:
+                    steps.append(dt)
+                    for k, v in timer.read().items():
+                        splits.setdefault(k, []).append(v)
+            step = statistics.median(steps)
+            fb, op = statistics.median(splits["fwd_bwd"]), statistics.median(splits["optimizer"])
+            tps = B * T / step
+            m = perf.mfu(n_params, tps, peak)
+            results.append({**base, "status": "ok", "steps_timed": len(steps), "step_s": round(step, 4),
+                            "fwd_bwd_s": round(fb, 4), "optimizer_s": round(op, 4),
+                            "optimizer_frac": round(op / (fb + op), 4), "tokens_per_s": round(tps, 1),
+                            "mfu": round(m, 4) if m is not None else None,
+                            "peak_mem_gib": round(perf.peak_memory_gib(device), 2) if device.type == "cuda" else None,
+                            "final_loss": round(value, 4)})
+        except torch.cuda.OutOfMemoryError:
+            results.append({**base, "status": "oom"})
+        except Exception as err:  # keep the other rows of the table
+            results.append({**base, "status": f"error: {type(err).__name__}: {str(err).splitlines()[0][:200]}"})
+            traceback.print_exc()
+        del optimizers
+        model.zero_grad(set_to_none=True)
+        if spec.get("profile") and results[-1]["status"] == "ok":
+            results[-1]["profile"] = profile_step(model, windows, spec, run, device)
+    return results
+
+
+def profile_step(model, windows, spec, run, device) -> str:
+    """torch.profiler table of three steps (kernel time by op), for finding where the step goes."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from orthonoise.loss import causal_lm_loss
+
+    optimizers = build_optimizers(model, run["optimizer"], **run.get("overrides", {}))
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+
+    def step():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec["bf16"]):
+            loss = causal_lm_loss(model, windows, fused=spec["loss"] == "fused")
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        for opt in optimizers:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        loss.item()
+
+    step()
+    with profile(activities=activities) as prof:
+        for _ in range(3):
+            step()
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=40, max_name_column_width=60)
+
+
+# ------------------------------------------------------------------ the plan, the table -------------------------
+
+def plan(args) -> list[dict]:
+    opt_runs = [{"optimizer": o, "label": o} for o in args.optimizers]
+    common = {"device": args.device, "seq": args.seq, "warmup": args.warmup, "steps": args.steps,
+              "bf16": args.device == "cuda"}
+    svd = {"optimizer": "muon", "label": "muon-svd", "overrides": {"orthogonalizer": "svd"},
+           "steps": min(args.steps, args.svd_steps)}
+    specs = []
+    for model in args.models:
+        ub = args.user_batch if args.device == "cuda" else args.batch
+        specs.append({**common, "model": model, "who": "user", "mamba": "torch", "loss": "full", "batch": ub,
+                      "runs": [svd]})
+        ours = {**common, "model": model, "who": "ours", "mamba": "fast", "loss": "fused", "batch": args.batch,
+                "runs": opt_runs + ([svd] if args.ours_svd else []),
+                "profile": args.profile and model == args.models[0]}
+        if model == "granite-1b" and args.checkpoint_1b:
+            ours["checkpointing"] = True
+        specs.append(ours)
+        for variant in args.variants:  # ablations of ours, on the first optimizer only
+            v = {**ours, "who": f"ours:{variant}", "runs": opt_runs[:1], "profile": False}
+            if variant == "full-ce":
+                v["loss"] = "full"
+            elif variant == "compile":
+                v["compile"] = True
+            elif variant == "ckpt":
+                v["checkpointing"] = True
+            elif variant == "torch-scan":
+                v["mamba"] = "torch"
+            else:
+                raise SystemExit(f"unknown variant {variant}")
+            specs.append(v)
+    if args.device == "cpu":
+        for s in specs:
+            s["model_config"] = {"vocab_size": 512}
+            s["mamba"] = "fast" if s["mamba"] == "fast" else "torch"
+    return specs
+
+
+def run_isolated(spec: dict, timeout: int) -> list[dict]:
+    """One configuration in a fresh process (clean allocator, kernels hidden or not before transformers loads)."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps({**spec, "isolated": True})]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        return [{**_row_base(spec, r), "status": f"timeout {timeout}s"} for r in spec["runs"]]
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULTS "):
+            return json.loads(line[len("RESULTS "):])
+    sys.stderr.write(proc.stderr[-4000:])
+    return [{**_row_base(spec, r), "status": f"crashed (exit {proc.returncode})"} for r in spec["runs"]]
+
+
+def _row_base(spec, run):
+    return {"model": spec["model"], "who": spec["who"], "batch": spec["batch"], "seq": spec["seq"],
+            "loss": spec["loss"], "optimizer": run["label"], "mamba_path": spec["mamba"]}
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown table; 'speed-up' = the user's seconds per token over this row's, same model."""
+    head = ("| model | config | Mamba2 path | loss | batch | optimizer | step s | fwd+bwd s | optimizer s | opt % "
+            "| tokens/s | MFU | peak GiB | speed-up/token | status |")
+    lines = [head, "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"]
+    user = {r["model"]: r for r in rows if r["who"] == "user" and r.get("status") == "ok"}
+    fmt = lambda v, f: "–" if v is None else format(v, f)  # noqa: E731
+    for r in rows:
+        ok = r.get("status") == "ok"
+        speed = None
+        if ok and r["model"] in user:
+            u = user[r["model"]]
+            speed = (u["step_s"] / (u["batch"] * u["seq"])) / (r["step_s"] / (r["batch"] * r["seq"]))
+        extra = "+compile" if r.get("compile") else ""
+        extra += "+ckpt" if r.get("checkpointing") else ""
+        lines.append(
+            f"| {r['model']} | {r['who']}{extra} | {r.get('mamba_path', '')} | {r['loss']} | {r['batch']}×{r['seq']} "
+            f"| {r['optimizer']} | {fmt(r.get('step_s'), '.3f')} | {fmt(r.get('fwd_bwd_s'), '.3f')} "
+            f"| {fmt(r.get('optimizer_s'), '.4f')} | {fmt(r.get('optimizer_frac') and 100 * r['optimizer_frac'], '.1f')} "
+            f"| {fmt(r.get('tokens_per_s'), ',.0f')} | {fmt(r.get('mfu') and 100 * r['mfu'], '.1f')}{'%' if r.get('mfu') else ''} "
+            f"| {fmt(r.get('peak_mem_gib'), '.1f')} | {fmt(speed, '.1f')}{'×' if speed else ''} | {r.get('status')} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--models", default=None, help="comma-separated presets (GPU: granite-350m,granite-1b; CPU: tiny)")
+    p.add_argument("--optimizers", default=",".join(OPTIMIZERS))
+    p.add_argument("--batch", type=int, default=None, help="our batch (GPU 8, CPU 2)")
+    p.add_argument("--user-batch", type=int, default=2, help="the user's configuration's batch (GPU)")
+    p.add_argument("--seq", type=int, default=None, help="sequence length (GPU 512, CPU 64)")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per run (GPU 10, CPU 2)")
+    p.add_argument("--svd-steps", type=int, default=3, help="timed steps for the slow SVD-Muon runs")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps first (GPU 3, CPU 1)")
+    p.add_argument("--variants", default="", help="ablations of ours: full-ce,compile,ckpt,torch-scan")
+    p.add_argument("--ours-svd", action="store_true", help="also time SVD Muon on our fast path")
+    p.add_argument("--checkpoint-1b", action="store_true", help="activation checkpointing for granite-1b (ours)")
+    p.add_argument("--profile", action="store_true", help="profiler table of ours on the first model")
+    p.add_argument("--timeout", type=int, default=420, help="seconds per GPU configuration process")
+    p.add_argument("--out", type=Path, default=None, help="write results.json, table.md (and profile_*.txt)")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        print("RESULTS " + json.dumps(run_config(json.loads(args.worker))), flush=True)
+        return []
+    import torch
+
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    gpu = args.device == "cuda"
+    args.models = (args.models or ("granite-350m,granite-1b" if gpu else "tiny")).split(",")
+    args.models = [m if m.startswith(("granite", "tiny")) else f"granite-{m}" for m in args.models]
+    args.optimizers = [o for o in args.optimizers.split(",") if o]
+    args.variants = [v for v in args.variants.split(",") if v]
+    args.batch = args.batch or (8 if gpu else 2)
+    args.seq = args.seq or (512 if gpu else 64)
+    args.steps = args.steps or (10 if gpu else 2)
+    args.warmup = args.warmup if args.warmup is not None else (3 if gpu else 1)
+    rows = []
+    for spec in plan(args):
+        t0 = time.time()
+        got = run_isolated(spec, args.timeout) if gpu else run_config(spec)
+        print(f"[{time.time() - t0:6.1f}s] {spec['model']} {spec['who']}: "
+              + ", ".join(f"{r['optimizer']} {r.get('step_s', r.get('status'))}" for r in got), flush=True)
+        rows += got
+    profiles = {f"{r['model']}_{r['optimizer']}": r.pop("profile") for r in rows if "profile" in r}
+    text = table(rows)
+    device = rows[0].get("device_name", args.device) if rows else args.device
+    header = (f"device: {device}; torch {torch.__version__}; {time.strftime('%Y-%m-%d')}; "
+              f"command: python bench/train_step.py {' '.join(sys.argv[1:] if argv is None else argv)}")
+    print("\n" + header + "\n\n" + text)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "results.json").write_text(json.dumps({"header": header, "rows": rows}, indent=1))
+        (args.out / "table.md").write_text(header + "\n\n" + text + "\n")
+        for name, prof in profiles.items():
+            (args.out / f"profile_{name}.txt").write_text(prof)
+    elif profiles:
+        for name, prof in profiles.items():
+            print(f"\nprofile {name}\n{prof}")
+    return rows
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()
