@@ -133,7 +133,8 @@ def run_config(spec: dict) -> list[dict]:
             optimizers = build_optimizers(model, run["optimizer"], **run.get("overrides", {}))
             timer = perf.StepTimer(device)
             steps, splits = [], {}
-            total = spec["warmup"] + run.get("steps", spec["steps"])
+            warmup = run.get("warmup", spec["warmup"])
+            total = warmup + run.get("steps", spec["steps"])
             for i in range(total):
                 if device.type == "cuda":
                     torch.cuda.synchronize()
@@ -150,7 +151,7 @@ def run_config(spec: dict) -> list[dict]:
                 timer.mark("optimizer")
                 value = loss.item()
                 dt = time.perf_counter() - t0
-                if i >= spec["warmup"]:
+                if i >= warmup:
                     steps.append(dt)
                     for k, v in timer.read().items():
                         splits.setdefault(k, []).append(v)
@@ -211,19 +212,19 @@ def plan(args) -> list[dict]:
     common = {"device": args.device, "seq": args.seq, "warmup": args.warmup, "steps": args.steps,
               "bf16": args.device == "cuda"}
     svd = {"optimizer": "muon", "label": "muon-svd", "overrides": {"orthogonalizer": "svd"},
-           "steps": min(args.steps, args.svd_steps)}
+           "steps": min(args.steps, args.svd_steps), "warmup": min(args.warmup, 1)}
     specs = []
     for model in args.models:
         ub = args.user_batch if args.device == "cuda" else args.batch
-        specs.append({**common, "model": model, "who": "user", "mamba": "torch", "loss": "full", "batch": ub,
-                      "runs": [svd]})
+        user = {**common, "model": model, "who": "user", "mamba": "torch", "loss": "full", "batch": ub,
+                "runs": [svd]}
         ours = {**common, "model": model, "who": "ours", "mamba": "fast", "loss": "fused", "batch": args.batch,
                 "runs": opt_runs + ([svd] if args.ours_svd else []),
                 "profile": args.profile and model == args.models[0]}
         if model == "granite-1b" and args.checkpoint_1b:
             ours["checkpointing"] = True
-        specs.append(ours)
-        for variant in args.variants:  # ablations of ours, on the first optimizer only
+        specs += [user, ours] if args.device == "cpu" else [ours, user]  # GPU: the headline rows first
+        for variant in args.variants if model == args.models[0] else []:  # ablations of ours, on the first optimizer only
             v = {**ours, "who": f"ours:{variant}", "runs": opt_runs[:1], "profile": False}
             if variant == "full-ce":
                 v["loss"] = "full"
@@ -328,6 +329,14 @@ def main(argv=None):
         print(f"[{time.time() - t0:6.1f}s] {spec['model']} {spec['who']}: "
               + ", ".join(f"{r['optimizer']} {r.get('step_s', r.get('status'))}" for r in got), flush=True)
         rows += got
+        if args.out:  # what finished survives a time-out
+            args.out.mkdir(parents=True, exist_ok=True)
+            with open(args.out / "rows.jsonl", "a") as f:
+                for r in got:
+                    f.write(json.dumps({k: v for k, v in r.items() if k != "profile"}) + "\n")
+            for r in got:
+                if "profile" in r:
+                    (args.out / f"profile_{r['model']}_{r['optimizer']}.txt").write_text(r["profile"])
     profiles = {f"{r['model']}_{r['optimizer']}": r.pop("profile") for r in rows if "profile" in r}
     text = table(rows)
     device = rows[0].get("device_name", args.device) if rows else args.device

@@ -29,6 +29,7 @@ except ImportError:  # CPU-only installs
 def kernel_path() -> str:
     """Which Mamba2 implementation training will use (after `install()`)."""
     try:
+        import mamba_ssm  # noqa: F401  (transformers imports the package root; if that fails it takes torch)
         import mamba_ssm.ops.triton.ssd_combined as ssd
     except Exception:  # ImportError, or a broken build of its extensions
         return "torch"
@@ -42,6 +43,7 @@ def kernel_path() -> str:
 def install() -> str:
     """Give mamba_ssm our Triton conv where causal_conv1d is missing; returns kernel_path()."""
     try:
+        import mamba_ssm  # noqa: F401
         import mamba_ssm.ops.triton.ssd_combined as ssd
     except Exception:
         return "torch"
