@@ -50,7 +50,8 @@ clean: ## remove caches (keeps outputs/ and .venv)
 PRESET ?=
 CLUSTER ?= local
 ARGS ?=
-TINY := +preset=tiny model=tiny data=local hardware=cpu logger=disabled hydra/launcher=local_parallel
+TINY := +preset=tiny model=tiny data=local hardware=cpu logger=disabled hydra/launcher=local_parallel \
+	hydra.sweeper.max_batch_size=2
 # $(call sweep_overrides,<hardware of the sweep's jobs>)
 sweep_overrides = $(if $(filter tiny,$(PRESET)),$(TINY),hydra/launcher=$(CLUSTER)_$(1)) $(ARGS)
 launch = $(PY) train.py -m -cd sweeps -cn $(1) $(call sweep_overrides,$(2))

@@ -1,0 +1,49 @@
+"""Preemption and time-outs: checkpoint at the next step boundary, then let the launcher requeue the job.
+
+SLURM (through submitit) signals a job `signal_delay_s` before its time limit and when it is preempted: USR2,
+or $SUBMITIT_PREEMPT_SIGNAL. submitit's own handler would checkpoint and requeue right away, in the middle of a
+step, with our state half-updated. So while training, the signal only raises a flag; at the end of the step
+every rank agrees to stop, rank 0 writes the checkpoint, and then submitit's handler runs: it calls the
+launcher's `checkpoint()` (hydra-submitit-launcher resubmits the same job) and requeues it. The requeued job
+finds checkpoint.pt in its run directory and resumes. Outside submitit (plain process, torchrun) the same
+signal (USR2, e.g. from `sbatch --signal=USR2@120`) checkpoints and ends the run as "interrupted"; launching
+it again resumes it.
+"""
+import os
+import signal
+import threading
+
+import torch
+
+from orthonoise import distributed
+
+
+def watched_signal() -> signal.Signals:
+    return getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
+
+
+class Preemption:
+    def __init__(self):
+        self.signum, self.previous = None, None
+        if threading.current_thread() is threading.main_thread():  # Python handles signals there only
+            self.previous = signal.signal(watched_signal(), self._note)
+
+    def _note(self, signum, frame) -> None:
+        self.signum = signum
+
+    def requested(self, device: torch.device) -> bool:
+        """Whether any rank was signalled: all ranks must stop at the same step (a collective call)."""
+        flag = torch.tensor(float(self.signum is not None), device=device)
+        return distributed.all_reduce_mean(flag).item() > 0
+
+    def close(self) -> None:
+        if self.previous is not None:
+            signal.signal(watched_signal(), self.previous)
+            self.previous = None
+
+    def hand_over(self) -> None:
+        """After the checkpoint: run the handler we displaced (submitit's requeue-and-exit), if there was one."""
+        previous = self.previous
+        self.close()
+        if callable(previous) and self.signum is not None:
+            previous(self.signum, None)
