@@ -21,7 +21,7 @@ log = logging.getLogger("orthonoise")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> str:
+def main(cfg: DictConfig) -> str | float:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
@@ -31,6 +31,10 @@ def main(cfg: DictConfig) -> str:
     from orthonoise.trainer import train
 
     try:
+        if cfg.get("objective"):  # an Optuna trial (sweeps/optuna.yaml): returns the number it minimises
+            from orthonoise.objective import mean_final_val_loss
+
+            return mean_final_val_loss(cfg, run_dir, dict(hydra_cfg.runtime.choices))
         return train(cfg, run_dir, choices=dict(hydra_cfg.runtime.choices))["status"]
     except ConfigError as err:
         message = f"error: {err}"

@@ -19,9 +19,18 @@ class Dist:
 
 
 def env_ranks() -> Dist:
-    """Ranks from torchrun's variables, else SLURM's (one task per GPU), else a single process."""
+    """Ranks from torchrun's variables, else submitit's task (local or SLURM), else SLURM's, else one process."""
     if "WORLD_SIZE" in os.environ and "RANK" in os.environ:
         return Dist(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ["WORLD_SIZE"]))
+    if os.environ.get("SUBMITIT_EXECUTOR"):  # a task of hydra/launcher=local_* or slurm_*
+        import submitit
+
+        env = submitit.JobEnvironment()
+        if env.num_tasks > 1:
+            # one job's tasks meet on its first host, at a port of their own: jobs sharing a host don't collide
+            os.environ.setdefault("MASTER_ADDR", env.hostnames[0] if env.num_nodes > 1 else "127.0.0.1")
+            os.environ.setdefault("MASTER_PORT", str(20000 + int(env.raw_job_id) % 20000))
+        return Dist(env.global_rank, env.local_rank, env.num_tasks)
     if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ:
         return Dist(int(os.environ["SLURM_PROCID"]), int(os.environ.get("SLURM_LOCALID", 0)), int(os.environ["SLURM_NTASKS"]))
     return Dist()

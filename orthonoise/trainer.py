@@ -21,6 +21,7 @@ from orthonoise.loss import causal_lm_loss as fused_causal_lm_loss
 from orthonoise.metrics import RunRecord, read_summary
 from orthonoise.model import build_model, count_parameters, mamba_kernel_path
 from orthonoise.optim import build_optimizers
+from orthonoise.preemption import Preemption
 from orthonoise.wandb_run import start_wandb
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ def causal_lm_loss(model, windows: torch.Tensor, fused: bool = True) -> torch.Te
 @torch.no_grad()
 def evaluate(model, val: torch.Tensor, cfg: DictConfig, device, autocast, ranks) -> float:
     """Mean validation loss over the first eval_batches × batch_size windows, sharded over ranks."""
+    model = unwrap(model)  # DDP's forward is a collective; ranks may get different numbers of eval batches
     model.eval()
     n = len(val) if cfg.trainer.eval_batches == 0 else min(len(val), cfg.trainer.eval_batches * cfg.hardware.batch_size)
     total = torch.zeros(2, device=device)  # sum of losses, number of windows
@@ -164,6 +166,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict | None = None) -> dict:
         log_row({"step": 0, "tokens": 0, "val_loss": first, "val_ppl": math.exp(min(first, 50))})
     record.summary("running", step, step * tokens_per_step)
     status = "completed"
+    preemption = Preemption()  # SLURM's time-out / preemption signal: checkpoint at the end of the step
     bar = tqdm(total=cfg.trainer.max_steps, initial=step, disable=not (ranks.is_main and cfg.trainer.progress_bar),
                desc="train", dynamic_ncols=True)
     while step < cfg.trainer.max_steps:
@@ -207,6 +210,10 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict | None = None) -> dict:
         if step % cfg.trainer.checkpoint_every == 0 or step == cfg.trainer.max_steps:
             checkpoint_now()
             record.summary("running", step, step * tokens_per_step)
+        if preemption.requested(device):
+            status = "interrupted"
+            checkpoint_now()
+            break
     bar.close()
     summary = record.summary(status, step, step * tokens_per_step, mamba_path=mamba_kernel_path(),
                              **meter.summary())
@@ -217,6 +224,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict | None = None) -> dict:
         wandb_run.finish()
     del model, optimizers
     distributed.teardown()
+    preemption.hand_over()  # under submitit: requeue this job (it resumes from the checkpoint) and exit
     return summary
 
 
