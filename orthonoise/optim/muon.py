@@ -121,14 +121,17 @@ class Muon(Optimizer):
             entries = [(offset + j, p) for j, p in enumerate(group["params"]) if p.grad is not None]
             offset += len(group["params"])
             self._begin_group(group)
-            grads = {}
+            grads, bufs = {}, []
             for key, p in entries:
                 state = self.state[p]
                 if "momentum_buffer" not in state:
                     state["momentum_buffer"] = torch.zeros_like(p.grad, memory_format=torch.preserve_format)
-                g = grads[key] = self._gradient(group, p.grad)
-                state["momentum_buffer"].lerp_(g, 1 - group["momentum"])
-                self._after_momentum(group, g, state["momentum_buffer"])
+                grads[key] = self._gradient(group, p.grad)
+                bufs.append(state["momentum_buffer"])
+            if bufs:  # foreach: one fused kernel instead of one per matrix
+                torch._foreach_lerp_(bufs, list(grads.values()), 1 - group["momentum"])
+            for (key, _), buf in zip(entries, bufs):
+                self._after_momentum(group, grads[key], buf)
             by_shape = defaultdict(list)
             for key, p in entries:
                 by_shape[tuple(p.shape)].append((key, p))
@@ -139,17 +142,17 @@ class Muon(Optimizer):
                 O = self._orthogonalize_own(group, own, grads, noise) if own else None
                 if world > 1:
                     O = self._all_gather(O, share, shape, group, members[0][1])[:len(members)]
-                for (key, p), o in zip(members, O):
-                    p.mul_(1 - group["lr"] * group["weight_decay"])
-                    p.add_(o, alpha=-adjust_lr(group["lr"], group["adjust_lr_fn"], shape))
+                params = [p for _, p in members]
+                torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
+                torch._foreach_add_(params, list(O), alpha=-adjust_lr(group["lr"], group["adjust_lr_fn"], shape))
         return loss
 
     def _orthogonalize_own(self, group, own, grads, noise) -> Tensor:
-        mu = group["momentum"]
+        bufs = [self.state[p]["momentum_buffer"] for _, p in own]
+        if group["nesterov"]:
+            bufs = torch._foreach_lerp([grads[key] for key, _ in own], bufs, group["momentum"])
         updates, steps = [], []
-        for key, p in own:
-            buf, g = self.state[p]["momentum_buffer"], grads[key]
-            U = g.lerp(buf, mu) if group["nesterov"] else buf
+        for (key, _), U in zip(own, bufs):
             if noise.get(key) is not None:
                 U = U + noise[key]
             updates.append(self._before_orthogonalize(group, U))
@@ -246,12 +249,15 @@ class _NoisyMuon(Muon):
 
     def _noise(self, group, shape, members, own) -> dict:
         alpha = self.current_alpha(group)
-        triggered = self._triggered(group, shape, members) if alpha > 0 else [False] * len(members)
-        bufs = torch.stack([self.state[p]["momentum_buffer"] for _, p in members]).float()
-        grads = torch.stack([p.grad for _, p in members]).float()
-        eps = alpha * grads.norm(dim=(-2, -1))
+        if alpha == 0:
+            for _, p in members:
+                self.state[p]["noised"] = False
+            return {}
+        triggered = self._triggered(group, shape, members)
+        eps = alpha * torch.stack(torch._foreach_norm([p.grad for _, p in members])).float()
         # the noise-to-momentum ratio is known without drawing N: ‖ε·N‖_F = ε·sqrt(min(m, n))
-        ratio = eps * math.sqrt(min(shape)) / bufs.norm(dim=(-2, -1)).clamp(min=torch.finfo(torch.float32).tiny)
+        buf_norms = torch.stack(torch._foreach_norm([self.state[p]["momentum_buffer"] for _, p in members])).float()
+        ratio = eps * math.sqrt(min(shape)) / buf_norms.clamp(min=torch.finfo(torch.float32).tiny)
         for (_, p), hit, r in zip(members, triggered, ratio):
             self.state[p]["noised"] = hit
             self.state[p]["noise_ratio"] = r

@@ -224,3 +224,10 @@ def test_lr_is_read_from_the_group_each_step():
     run(opt, params, steps=1)
     sched.step()
     assert torch.equal(params[0], before)
+
+
+def test_seed_defaults_to_torch_rng():
+    torch.manual_seed(123)
+    a = OrthoNoise(make_params()).param_groups[0]["seed"]
+    torch.manual_seed(123)
+    assert OrthoNoise(make_params()).param_groups[0]["seed"] == a
