@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -32,6 +33,15 @@ def _subplots(n: int, title: str):
     return fig, list(axes.flat[:n])
 
 
+def legend_labels(members: list[Group]) -> dict[int, str]:
+    """id(group) -> its label without the `key=value` parts that all groups of one panel share,
+    wrapped: a panel's groups share a setting, so the labels' setting parts are noise there."""
+    parts = {id(g): g.label.split(" ") for g in members}
+    shared = set.intersection(*(set(p) for p in parts.values())) if len(members) > 1 else set()
+    return {key: textwrap.fill(" ".join(p for p in words if p not in shared) or members[0].kind, 60)
+            for key, words in parts.items()}
+
+
 def _colors(n: int):
     cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
     return [cmap(i % cmap.N) for i in range(n)]
@@ -55,12 +65,13 @@ def _curves(groups: list[Group], key: str, ylabel: str, title: str, path: Path) 
         return None
     fig, axes = _subplots(len(settings), title)
     for ax, members in zip(axes, settings.values()):
+        labels = legend_labels(members)
         for group, color in zip(members, _colors(len(members))):
             steps, mean, low, high = seed_band(group, key)
             if not steps:
                 continue
             style = {"color": "black", "linewidth": 2.2, "zorder": 3} if group.is_baseline else {"color": color}
-            ax.plot(steps, mean, label=f"{group.label} (n={len(group.completed)})", **style)
+            ax.plot(steps, mean, label=f"{labels[id(group)]} (n={len(group.completed)})", **style)
             ax.fill_between(steps, low, high, color=style["color"], alpha=0.15, linewidth=0)
         ax.set_title(members[0].setting_label)
         ax.set_xlabel("step")
@@ -114,7 +125,7 @@ def final_loss_vs_alpha(groups: list[Group], path: Path) -> Path | None:
             values = list(final_losses(base).values())
             if values:
                 mean, std = np.mean(values), (np.std(values, ddof=1) if len(values) > 1 else 0.0)
-                ax.axhline(mean, color="black", linestyle="--", label=f"baseline {base.label} (n={len(values)})")
+                ax.axhline(mean, color="black", linestyle="--", label=f"baseline (n={len(values)})")
                 ax.axhspan(mean - std, mean + std, color="black", alpha=0.08)
         ax.set_xscale("log")
         ax.set_xlabel("alpha")
