@@ -86,7 +86,8 @@ def evaluate(model, val: torch.Tensor, cfg: DictConfig, device, autocast, ranks)
     """Mean validation loss over the first eval_batches × batch_size windows, sharded over ranks."""
     model = unwrap(model)  # DDP's forward is a collective; ranks may get different numbers of eval batches
     model.eval()
-    n = len(val) if cfg.trainer.eval_batches == 0 else min(len(val), cfg.trainer.eval_batches * cfg.hardware.batch_size)
+    # eval_batches global batches (batch_size × world_size windows): the same windows on any number of GPUs
+    n = len(val) if cfg.trainer.eval_batches == 0 else min(len(val), cfg.trainer.eval_batches * cfg.hardware.batch_size * ranks.world_size)
     total = torch.zeros(2, device=device)  # sum of losses, number of windows
     shard = val[:n][ranks.rank :: ranks.world_size]
     for i in range(0, len(shard), cfg.hardware.batch_size):
