@@ -1,0 +1,27 @@
+"""Shared fixtures: Hydra compose with the project's conf/, and fast overrides for real training runs."""
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+# A few real optimisation steps on the tiny model, in seconds.
+FAST = [
+    "trainer.max_steps=6", "trainer.eval_every=3", "trainer.eval_batches=1", "trainer.log_every=1",
+    "trainer.checkpoint_every=3", "trainer.warmup_steps=2", "trainer.progress_bar=false",
+    "hardware.batch_size=4", "logger=disabled",
+]
+
+
+@pytest.fixture
+def compose_cfg():
+    """compose_cfg(*overrides) -> the composed config, as `python train.py <overrides>` would see it."""
+
+    def _compose(*overrides, return_hydra_config=False):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return compose("config", overrides=list(overrides), return_hydra_config=return_hydra_config)
+
+    return _compose
+

@@ -1,0 +1,42 @@
+"""train.py as a user runs it: through a subprocess, single runs, multiruns and bad input."""
+import json
+import subprocess
+import sys
+
+from tests.conftest import FAST, ROOT
+
+
+def run_train(*args, cwd=ROOT, timeout=300):
+    return subprocess.run([sys.executable, "train.py", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def test_print_job_config_of_a_gpu_preset_works_anywhere():
+    out = run_train("model=granite-350m", "hardware=h100", "--cfg", "job")
+    assert out.returncode == 0, out.stderr
+    assert "ibm-granite/granite-4.0-h-350m-base" in out.stdout and "precision: bf16" in out.stdout
+
+
+def test_multirun_writes_one_directory_per_job(tmp_path):
+    out = run_train("-m", "seed=1,2", *FAST, "trainer.max_steps=3", f"hydra.sweep.dir={tmp_path}")
+    assert out.returncode == 0, out.stderr
+    jobs = sorted(p for p in tmp_path.iterdir() if (p / "summary.json").exists())
+    assert [p.name for p in jobs] == ["seed=1", "seed=2"]
+    for job in jobs:
+        assert json.loads((job / "summary.json").read_text())["status"] == "completed"
+        assert (job / ".hydra" / "config.yaml").exists()
+
+
+def test_bad_input_gives_one_clear_error_and_nonzero_exit(tmp_path):
+    out = run_train("hardware=h100", f"hydra.run.dir={tmp_path}")
+    assert out.returncode != 0
+    assert "needs a CUDA GPU" in out.stderr + out.stdout and "Traceback" not in out.stderr
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "failed"
+    out = run_train("trainer.max_stepz=3", f"hydra.run.dir={tmp_path}")
+    assert out.returncode != 0 and "max_stepz" in out.stderr
+
+
+def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
+    # job hardware=h100 fails on this CPU box; job hardware=cpu must still run and complete
+    out = run_train("-m", "hardware=h100,cpu", *FAST, "trainer.max_steps=2", f"hydra.sweep.dir={tmp_path}")
+    status = {p.name: json.loads((p / "summary.json").read_text())["status"] for p in tmp_path.iterdir() if p.is_dir()}
+    assert status == {"hardware=h100": "failed", "hardware=cpu": "completed"}, out.stderr
