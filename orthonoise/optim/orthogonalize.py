@@ -28,16 +28,14 @@ def coefficient_schedule(ns_coefficients, steps: int) -> list[tuple[float, float
     """Per-step (a, b, c): one triple repeated, a per-step list (its last entry repeated), or "polar_express"."""
     if isinstance(ns_coefficients, str):
         if ns_coefficients != "polar_express":
-            raise ValueError(f"ns_coefficients must be 3 numbers, a list of triples or 'polar_express', not {ns_coefficients!r}")
+            raise ValueError(f"ns_coefficients must be 3 numbers, a list of triples or 'polar_express', "
+                             f"not {ns_coefficients!r}")
         ns_coefficients = POLAR_EXPRESS_COEFFICIENTS
-    coeffs = [tuple(float(x) for x in c) for c in ns_coefficients] if _is_nested(ns_coefficients) else [tuple(float(x) for x in ns_coefficients)]
+    nested = len(ns_coefficients) > 0 and not isinstance(ns_coefficients[0], (int, float))
+    coeffs = [tuple(float(x) for x in c) for c in (ns_coefficients if nested else [ns_coefficients])]
     if not coeffs or any(len(c) != 3 for c in coeffs):
         raise ValueError(f"ns_coefficients must be (a, b, c) triples, got {ns_coefficients!r}")
     return (coeffs + [coeffs[-1]] * steps)[:steps]
-
-
-def _is_nested(seq) -> bool:
-    return len(seq) > 0 and not isinstance(seq[0], (int, float))
 
 
 def newton_schulz(X: Tensor, coefficients: list[tuple[float, float, float]], eps: float = 1e-7,
