@@ -1,0 +1,82 @@
+"""A sweep rehearsed end to end through `train.py -m` in a subprocess: relaunch skips completed jobs, a failing
+job stops no other and is retried, and a preempted run checkpoints and resumes."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from orthonoise.plan import ROOT
+
+TINY = ["+preset=tiny", "model=tiny", "data=local", "hardware=cpu", "logger=disabled"]
+QUICK = ["trainer.max_steps=2", "trainer.eval_every=2", "trainer.checkpoint_every=2", "hardware.batch_size=2"]
+
+
+def sweep(sweep_dir: Path, *overrides: str, sweep_name: str = "phase32_adaptive") -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "train.py", "-m", "-cd", "sweeps", "-cn", sweep_name, *TINY, *QUICK,
+           f"hydra.sweep.dir={sweep_dir}", *overrides]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def states(sweep_dir: Path) -> dict[str, str]:
+    """Status by run dir, named by its sweep overrides only (the QUICK ones are in every name)."""
+    return {",".join(kv for kv in p.parent.name.split(",") if kv.split("=")[0] in ("optimizer.rank_threshold", "seed")):
+            json.loads(p.read_text())["status"] for p in sweep_dir.glob("*/summary.json")}
+
+
+def run_dir(sweep_dir: Path, name: str) -> Path:
+    return next(p.parent for p in sweep_dir.glob("*/summary.json") if name in p.parent.name)
+
+
+def test_rehearsal_relaunch_and_failure_isolation(tmp_path):
+    # rank_threshold=7 is rejected by the optimizer: that job fails, the other three must still complete
+    thresholds = "optimizer.rank_threshold=0.3,7"
+    result = sweep(tmp_path, thresholds)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert states(tmp_path) == {"optimizer.rank_threshold=0.3,seed=1": "completed",
+                                "optimizer.rank_threshold=0.3,seed=2": "completed",
+                                "optimizer.rank_threshold=7,seed=1": "failed",
+                                "optimizer.rank_threshold=7,seed=2": "failed"}
+    done = run_dir(tmp_path, "optimizer.rank_threshold=0.3,seed=1")
+    metrics_before = (done / "metrics.jsonl").read_text()
+    result = sweep(tmp_path, thresholds)  # relaunch: completed jobs skipped, failed ones retried
+    assert "already completed" in result.stdout + result.stderr
+    assert (done / "metrics.jsonl").read_text() == metrics_before
+    failed = json.loads((run_dir(tmp_path, "optimizer.rank_threshold=7,seed=1") / "summary.json").read_text())
+    assert failed["status"] == "failed" and "rank_threshold" in failed["error"]
+
+
+@pytest.mark.slow
+def test_rehearsal_with_the_parallel_submitit_launcher(tmp_path):
+    """make phase31 PRESET=tiny's launcher: 2 jobs at a time in subprocesses, one failing job isolated."""
+    result = sweep(tmp_path, "hydra/launcher=local_parallel", "hydra.sweeper.max_batch_size=2",
+                   "optimizer.rank_threshold=0.3,7", "hardware.num_threads=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(states(tmp_path).values()) == ["completed", "completed", "failed", "failed"]
+
+
+def test_preemption_signal_checkpoints_and_relaunch_resumes(tmp_path):
+    out_dir = tmp_path / "run"
+    cmd = [sys.executable, "train.py", "model=tiny", "logger=disabled", "hardware.batch_size=2",
+           "hardware.num_threads=1", "trainer.max_steps=400", "trainer.eval_every=1000", "trainer.log_every=1",
+           "trainer.checkpoint_every=1000", "trainer.progress_bar=false", f"hydra.run.dir={out_dir}"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metrics = out_dir / "metrics.jsonl"
+    deadline = time.time() + 240
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):  # step 0 eval + 2 steps
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
+        time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGUSR2)  # what SLURM sends (submitit's default) before a time-out or preemption
+    out, _ = proc.communicate(timeout=120)
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted", out[-3000:]
+    assert (out_dir / "checkpoint.pt").exists() and 2 <= summary["steps"] < 400
+    stopped_at = summary["steps"]
+    resumed = subprocess.run([*cmd, "trainer.max_steps=" + str(stopped_at + 2)], cwd=ROOT, capture_output=True,
+                             text=True, timeout=300)
+    assert f"resumed from {out_dir / 'checkpoint.pt'} at step {stopped_at}" in resumed.stdout + resumed.stderr
+    assert json.loads((out_dir / "summary.json").read_text())["status"] == "completed"
