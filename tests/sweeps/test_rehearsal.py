@@ -80,3 +80,24 @@ def test_preemption_signal_checkpoints_and_relaunch_resumes(tmp_path):
                              text=True, timeout=300)
     assert f"resumed from {out_dir / 'checkpoint.pt'} at step {stopped_at}" in resumed.stdout + resumed.stderr
     assert json.loads((out_dir / "summary.json").read_text())["status"] == "completed"
+
+
+@pytest.mark.slow
+def test_submitit_requeues_a_preempted_job_which_resumes(tmp_path):
+    """The SLURM path, on submitit's local executor: USR2 → checkpoint → launcher.checkpoint() → requeue → resume."""
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", "-m", "-cd", "sweeps", "-cn", "phase31", *TINY, "hydra/launcher=local_parallel",
+         "arm=baseline", "seed=1", "trainer.max_steps=40", "trainer.checkpoint_every=1000", "trainer.eval_every=1000",
+         "trainer.log_every=1", f"hydra.sweep.dir={tmp_path}"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    while not any(len(p.read_text().splitlines()) >= 3 for p in tmp_path.glob("*/metrics.jsonl")):
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
+        time.sleep(0.5)
+    task = subprocess.run(["pgrep", "-f", f"submitit.core._submit {tmp_path}"], capture_output=True, text=True)
+    os.kill(int(task.stdout.split()[0]), signal.SIGUSR2)
+    proc.communicate(timeout=300)
+    (job_dir,) = [p.parent for p in tmp_path.glob("*/summary.json")]
+    log = (job_dir / "train.log").read_text()
+    assert "Requeued job" in log and "resumed from" in log
+    assert json.loads((job_dir / "summary.json").read_text())["status"] == "completed"
