@@ -122,6 +122,7 @@ def run_config(spec: dict) -> list[dict]:
     results = []
     for run in spec["runs"]:
         base = {**{k: spec[k] for k in ("model", "who", "batch", "seq", "loss")}, "compile": bool(spec.get("compile")),
+                "cudagraph": bool(spec.get("cudagraph")),
                 "checkpointing": bool(spec.get("checkpointing")), "mamba_path": path, "n_params": n_params,
                 "optimizer": run["label"], "device_name": torch.cuda.get_device_name(device)
                 if device.type == "cuda" else "cpu"}
@@ -133,6 +134,14 @@ def run_config(spec: dict) -> list[dict]:
             optimizers = build_optimizers(model, run["optimizer"], **run.get("overrides", {}))
             timer = perf.StepTimer(device)
             steps, splits = [], {}
+            graphed, check = None, {}
+            if spec.get("cudagraph"):
+                with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec["bf16"]):
+                    eager = causal_lm_loss(model, windows, fused=spec["loss"] == "fused").item()
+                graphed = perf.CudaGraphStep(
+                    model, lambda m, w: causal_lm_loss(m, w, fused=spec["loss"] == "fused"), windows,
+                    torch.bfloat16 if spec["bf16"] else None)
+                check = {"graph_vs_eager_loss": abs(graphed(windows).item() - eager)}
             warmup = run.get("warmup", spec["warmup"])
             total = warmup + run.get("steps", spec["steps"])
             for i in range(total):
@@ -140,9 +149,12 @@ def run_config(spec: dict) -> list[dict]:
                     torch.cuda.synchronize()
                 t0 = time.perf_counter()
                 timer.start()
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec["bf16"]):
-                    loss = causal_lm_loss(model, windows, fused=spec["loss"] == "fused")
-                loss.backward()
+                if graphed is not None:
+                    loss = graphed(windows)
+                else:
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec["bf16"]):
+                        loss = causal_lm_loss(model, windows, fused=spec["loss"] == "fused")
+                    loss.backward()
                 timer.mark("fwd_bwd")
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 for opt in optimizers:
@@ -164,16 +176,23 @@ def run_config(spec: dict) -> list[dict]:
                             "optimizer_frac": round(op / (fb + op), 4), "tokens_per_s": round(tps, 1),
                             "mfu": round(m, 4) if m is not None else None,
                             "peak_mem_gib": round(perf.peak_memory_gib(device), 2) if device.type == "cuda" else None,
-                            "final_loss": round(value, 4)})
+                            "final_loss": round(value, 4), **check})
         except torch.cuda.OutOfMemoryError:
             results.append({**base, "status": "oom"})
         except Exception as err:  # keep the other rows of the table
             results.append({**base, "status": f"error: {type(err).__name__}: {str(err).splitlines()[0][:200]}"})
             traceback.print_exc()
+        if spec.get("isolated"):  # the parent keeps what finished if this process later times out
+            print("ROW " + json.dumps(results[-1]), flush=True)
         del optimizers
+        graphed = None
         model.zero_grad(set_to_none=True)
-        if spec.get("profile") and results[-1]["status"] == "ok":
-            results[-1]["profile"] = profile_step(model, windows, spec, run, device)
+        if spec.get("profile") and run is spec["runs"][0] and results[-1]["status"] == "ok":
+            text = profile_step(model, windows, spec, run, device)
+            if spec.get("out"):
+                Path(spec["out"], f"profile_{spec['model']}_{run['label']}.txt").write_text(text)
+            else:
+                results[-1]["profile"] = text
     return results
 
 
@@ -198,22 +217,31 @@ def profile_step(model, windows, spec, run, device) -> str:
         loss.item()
 
     step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
     with profile(activities=activities) as prof:
         for _ in range(3):
             step()
+    wall = (time.perf_counter() - t0) / 3
+    averages = prof.key_averages()
     key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    return prof.key_averages().table(sort_by=key, row_limit=40, max_name_column_width=60)
+    gpu_us = sum(getattr(e, "self_device_time_total", 0) or 0 for e in averages) / 3
+    head = (f"per step (3 profiled steps, profiler on): wall {wall * 1e3:.1f} ms, summed GPU kernel time "
+            f"{gpu_us / 1e3:.1f} ms, kernel launches {sum(e.count for e in averages if getattr(e, 'self_device_time_total', 0)) / 3:.0f}\n")
+    return head + averages.table(sort_by=key, row_limit=45, max_name_column_width=70)
 
 
 # ------------------------------------------------------------------ the plan, the table -------------------------
 
 def plan(args) -> list[dict]:
-    opt_runs = [{"optimizer": o, "label": o} for o in args.optimizers]
+    slow = {"steps": min(args.steps, args.svd_steps), "warmup": min(args.warmup, 1)}  # ~1 s/step optimizers
+    opt_runs = [{"optimizer": o, "label": o, **(slow if o == "nolah" else {})} for o in args.optimizers]
     common = {"device": args.device, "seq": args.seq, "warmup": args.warmup, "steps": args.steps,
               "bf16": args.device == "cuda"}
     svd = {"optimizer": "muon", "label": "muon-svd", "overrides": {"orthogonalizer": "svd"},
            "steps": min(args.steps, args.svd_steps), "warmup": min(args.warmup, 1)}
-    specs = []
+    first, users, groups = [], [], []
     for model in args.models:
         ub = args.user_batch if args.device == "cuda" else args.batch
         user = {**common, "model": model, "who": "user", "mamba": "torch", "loss": "full", "batch": ub,
@@ -223,8 +251,10 @@ def plan(args) -> list[dict]:
                 "profile": args.profile and model == args.models[0]}
         if model == "granite-1b" and args.checkpoint_1b:
             ours["checkpointing"] = True
-        specs += [user, ours] if args.device == "cpu" else [ours, user]  # GPU: the headline rows first
-        for variant in args.variants if model == args.models[0] else []:  # ablations of ours, on the first optimizer only
+        first.append(ours)
+        users.append(user)
+        groups.append({"ours": ours, "user": user, "variants": []})
+        for variant in args.variants:  # ablations of ours, on the first optimizer only
             v = {**ours, "who": f"ours:{variant}", "runs": opt_runs[:1], "profile": False}
             if variant == "full-ce":
                 v["loss"] = "full"
@@ -232,11 +262,23 @@ def plan(args) -> list[dict]:
                 v["compile"] = True
             elif variant == "ckpt":
                 v["checkpointing"] = True
+            elif variant == "cudagraph":
+                v["cudagraph"] = True
             elif variant == "torch-scan":
                 v["mamba"] = "torch"
             else:
                 raise SystemExit(f"unknown variant {variant}")
-            specs.append(v)
+            first.append(v)
+            groups[-1]["variants"].append(v)
+    # CPU: user first (the test reads that order). GPU, by priority under --deadline: the first model's ours and
+    # ablations, then each other model's ours, user and ablations, the first model's (slow) user run last.
+    if args.device == "cpu":
+        specs = users + first
+    else:
+        specs = [groups[0]["ours"], *groups[0]["variants"]]
+        for g in groups[1:]:
+            specs += [g["ours"], g["user"], *g["variants"]]
+        specs.append(groups[0]["user"])
     if args.device == "cpu":
         for s in specs:
             s["model_config"] = {"vocab_size": 512}
@@ -249,13 +291,17 @@ def run_isolated(spec: dict, timeout: int) -> list[dict]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps({**spec, "isolated": True})]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-    except subprocess.TimeoutExpired:
-        return [{**_row_base(spec, r), "status": f"timeout {timeout}s"} for r in spec["runs"]]
-    for line in proc.stdout.splitlines():
+        stdout, stderr, status = proc.stdout, proc.stderr, f"crashed (exit {proc.returncode})"
+    except subprocess.TimeoutExpired as err:
+        stdout = err.stdout.decode() if isinstance(err.stdout, bytes) else (err.stdout or "")
+        stderr = err.stderr.decode() if isinstance(err.stderr, bytes) else (err.stderr or "")
+        status = f"timeout {timeout}s"
+    for line in stdout.splitlines():
         if line.startswith("RESULTS "):
             return json.loads(line[len("RESULTS "):])
-    sys.stderr.write(proc.stderr[-4000:])
-    return [{**_row_base(spec, r), "status": f"crashed (exit {proc.returncode})"} for r in spec["runs"]]
+    done = [json.loads(line[4:]) for line in stdout.splitlines() if line.startswith("ROW ")]
+    sys.stderr.write(stderr[-3000:])
+    return done + [{**_row_base(spec, r), "status": status} for r in spec["runs"][len(done):]]
 
 
 def _row_base(spec, run):
@@ -278,6 +324,7 @@ def table(rows: list[dict]) -> str:
             speed = (u["step_s"] / (u["batch"] * u["seq"])) / (r["step_s"] / (r["batch"] * r["seq"]))
         extra = "+compile" if r.get("compile") else ""
         extra += "+ckpt" if r.get("checkpointing") else ""
+        extra += "+cudagraph" if r.get("cudagraph") and "cudagraph" not in r["who"] else ""
         lines.append(
             f"| {r['model']} | {r['who']}{extra} | {r.get('mamba_path', '')} | {r['loss']} | {r['batch']}×{r['seq']} "
             f"| {r['optimizer']} | {fmt(r.get('step_s'), '.3f')} | {fmt(r.get('fwd_bwd_s'), '.3f')} "
@@ -298,11 +345,12 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=None, help="timed steps per run (GPU 10, CPU 2)")
     p.add_argument("--svd-steps", type=int, default=3, help="timed steps for the slow SVD-Muon runs")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (GPU 3, CPU 1)")
-    p.add_argument("--variants", default="", help="ablations of ours: full-ce,compile,ckpt,torch-scan")
+    p.add_argument("--variants", default="", help="ablations of ours: full-ce,compile,cudagraph,ckpt,torch-scan")
     p.add_argument("--ours-svd", action="store_true", help="also time SVD Muon on our fast path")
     p.add_argument("--checkpoint-1b", action="store_true", help="activation checkpointing for granite-1b (ours)")
     p.add_argument("--profile", action="store_true", help="profiler table of ours on the first model")
     p.add_argument("--timeout", type=int, default=420, help="seconds per GPU configuration process")
+    p.add_argument("--deadline", type=int, default=None, help="seconds for the whole run: later configs are skipped")
     p.add_argument("--out", type=Path, default=None, help="write results.json, table.md (and profile_*.txt)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -322,10 +370,17 @@ def main(argv=None):
     args.seq = args.seq or (512 if gpu else 64)
     args.steps = args.steps or (10 if gpu else 2)
     args.warmup = args.warmup if args.warmup is not None else (3 if gpu else 1)
-    rows = []
+    rows, start = [], time.time()
     for spec in plan(args):
         t0 = time.time()
-        got = run_isolated(spec, args.timeout) if gpu else run_config(spec)
+        left = args.deadline - (t0 - start) if args.deadline else args.timeout
+        if left < 30:
+            got = [{**_row_base(spec, r), "status": "skipped (deadline)"} for r in spec["runs"]]
+        else:
+            if args.out:
+                args.out.mkdir(parents=True, exist_ok=True)
+                spec["out"] = str(args.out)
+            got = run_isolated(spec, int(min(args.timeout, left))) if gpu else run_config(spec)
         print(f"[{time.time() - t0:6.1f}s] {spec['model']} {spec['who']}: "
               + ", ".join(f"{r['optimizer']} {r.get('step_s', r.get('status'))}" for r in got), flush=True)
         rows += got
