@@ -38,19 +38,30 @@ def test_completed_run_is_skipped_on_relaunch(compose_cfg, tmp_path):
     assert (tmp_path / "metrics.jsonl").read_text() == lines
 
 
-def test_interrupted_run_resumes_exactly(compose_cfg, tmp_path):
-    """6 steps straight == 3 steps, 'crash', resume for the other 3: same weights, same losses."""
+def test_interrupted_run_resumes_exactly(compose_cfg, tmp_path, monkeypatch):
+    """6 steps straight == crash right after the step-3 checkpoint, then relaunch: same weights, same losses."""
+    from orthonoise import trainer
+
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     straight.mkdir(), resumed.mkdir()
     train(compose_cfg(*FAST), straight)
-    train(compose_cfg(*FAST, "trainer.max_steps=3"), resumed)
-    (resumed / "summary.json").unlink()  # as if killed after the step-3 checkpoint
-    train(compose_cfg(*FAST), resumed)
+
+    def save_then_crash(run_dir, state):
+        trainer_save(run_dir, state)
+        raise RuntimeError("simulated crash after the step-3 checkpoint")
+
+    trainer_save = trainer.save_checkpoint
+    monkeypatch.setattr(trainer, "save_checkpoint", save_then_crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(compose_cfg(*FAST), resumed)
+    monkeypatch.setattr(trainer, "save_checkpoint", trainer_save)
+    assert train(compose_cfg(*FAST), resumed)["steps"] == 6
     a = torch.load(straight / "checkpoint.pt", weights_only=False)["model"]
     b = torch.load(resumed / "checkpoint.pt", weights_only=False)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
-    last = {r["step"]: r.get("train_loss") for r in read_metrics(resumed)}
-    assert last[6] == {r["step"]: r.get("train_loss") for r in read_metrics(straight)}[6]
+    straight_losses = {r["step"]: r.get("train_loss") for r in read_metrics(straight)}
+    resumed_losses = {r["step"]: r.get("train_loss") for r in read_metrics(resumed)}  # last occurrence wins
+    assert resumed_losses == straight_losses
 
 
 def test_adamw_baseline_trains_every_parameter_with_adamw(compose_cfg, tmp_path):
