@@ -60,14 +60,23 @@ def load_hydra(sweeps_dir: Path = ROOT / "sweeps"):
 
 def expand(sweep: str, overrides: list[str], sweeps_dir: Path = ROOT / "sweeps") -> list[tuple[list[str], DictConfig]]:
     """(job overrides, job config with resolved hydra node) for every job of `train.py -m -cn <sweep>`."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.global_hydra import GlobalHydra
     from hydra.core.utils import setup_globals
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.types import RunMode
 
     setup_globals()  # the ${now:...} and ${hydra:...} resolvers
     loader = load_hydra(sweeps_dir).config_loader
+    try:
+        return expand_jobs(loader, sweep, overrides)
+    finally:
+        GlobalHydra.instance().clear()  # leave no global Hydra behind for the next compose()
+
+
+def expand_jobs(loader, sweep: str, overrides: list[str]) -> list[tuple[list[str], DictConfig]]:
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.types import RunMode
+
     master = loader.load_configuration(sweep, list(overrides), run_mode=RunMode.MULTIRUN)
     if master.hydra.sweeper._target_ != "hydra._internal.core_plugins.basic_sweeper.BasicSweeper":
         raise SystemExit(f"{sweep}: only grid sweeps (the basic sweeper) can be listed ahead of time")

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -20,6 +21,7 @@ def compose_cfg():
     """compose_cfg(*overrides) -> the composed config, as `python train.py <overrides>` would see it."""
 
     def _compose(*overrides, return_hydra_config=False):
+        GlobalHydra.instance().clear()  # whatever an earlier test left behind
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             return compose("config", overrides=list(overrides), return_hydra_config=return_hydra_config)
 
