@@ -122,7 +122,7 @@ def run_config(spec: dict) -> list[dict]:
     results = []
     for run in spec["runs"]:
         base = {**{k: spec[k] for k in ("model", "who", "batch", "seq", "loss")}, "compile": bool(spec.get("compile")),
-                "cudagraph": bool(spec.get("cudagraph")),
+                "cudagraph": bool(spec.get("cudagraph") or run.get("cudagraph")),
                 "checkpointing": bool(spec.get("checkpointing")), "mamba_path": path, "n_params": n_params,
                 "optimizer": run["label"], "device_name": torch.cuda.get_device_name(device)
                 if device.type == "cuda" else "cpu"}
@@ -135,13 +135,19 @@ def run_config(spec: dict) -> list[dict]:
             timer = perf.StepTimer(device)
             steps, splits = [], {}
             graphed, check = None, {}
-            if spec.get("cudagraph"):
+            if spec.get("check_paths") and run is spec["runs"][0] and device.type == "cuda":
+                with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec["bf16"]):
+                    a = causal_lm_loss(model, windows).item()  # fused Mamba2 kernel (use_cache=False)
+                    b = torch.nn.functional.cross_entropy(  # transformers' default: cache → unfused conv + scan
+                        model(input_ids=windows[:, :-1]).logits.float().flatten(0, 1), windows[:, 1:].flatten()).item()
+                check["fused_vs_unfused_mamba_loss"] = abs(a - b)
+            if spec.get("cudagraph") or run.get("cudagraph"):
                 with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec["bf16"]):
                     eager = causal_lm_loss(model, windows, fused=spec["loss"] == "fused").item()
                 graphed = perf.CudaGraphStep(
                     model, lambda m, w: causal_lm_loss(m, w, fused=spec["loss"] == "fused"), windows,
                     torch.bfloat16 if spec["bf16"] else None)
-                check = {"graph_vs_eager_loss": abs(graphed(windows).item() - eager)}
+                check["graph_vs_eager_loss"] = abs(graphed(windows).item() - eager)
             warmup = run.get("warmup", spec["warmup"])
             total = warmup + run.get("steps", spec["steps"])
             for i in range(total):
@@ -237,6 +243,9 @@ def profile_step(model, windows, spec, run, device) -> str:
 def plan(args) -> list[dict]:
     slow = {"steps": min(args.steps, args.svd_steps), "warmup": min(args.warmup, 1)}  # ~1 s/step optimizers
     opt_runs = [{"optimizer": o, "label": o, **(slow if o == "nolah" else {})} for o in args.optimizers]
+    if args.cudagraph:  # each optimizer with the captured forward+backward, then --eager ones without
+        opt_runs = [{**r, "cudagraph": True} for r in opt_runs] + [
+            {"optimizer": o, "label": o, **(slow if o == "nolah" else {})} for o in args.eager]
     common = {"device": args.device, "seq": args.seq, "warmup": args.warmup, "steps": args.steps,
               "bf16": args.device == "cuda"}
     svd = {"optimizer": "muon", "label": "muon-svd", "overrides": {"orthogonalizer": "svd"},
@@ -248,7 +257,7 @@ def plan(args) -> list[dict]:
                 "runs": [svd]}
         ours = {**common, "model": model, "who": "ours", "mamba": "fast", "loss": "fused", "batch": args.batch,
                 "runs": opt_runs + ([svd] if args.ours_svd else []),
-                "profile": args.profile and model == args.models[0]}
+                "profile": args.profile and model == args.models[0], "check_paths": True}
         if model == "granite-1b" and args.checkpoint_1b:
             ours["checkpointing"] = True
         first.append(ours)
@@ -279,6 +288,7 @@ def plan(args) -> list[dict]:
         for g in groups[1:]:
             specs += [g["ours"], g["user"], *g["variants"]]
         specs.append(groups[0]["user"])
+        specs = [s for s in specs if not (s["who"] == "user" and s["model"] in args.skip_user)]
     if args.device == "cpu":
         for s in specs:
             s["model_config"] = {"vocab_size": 512}
@@ -325,6 +335,7 @@ def table(rows: list[dict]) -> str:
         extra = "+compile" if r.get("compile") else ""
         extra += "+ckpt" if r.get("checkpointing") else ""
         extra += "+cudagraph" if r.get("cudagraph") and "cudagraph" not in r["who"] else ""
+        extra += "" if r.get("cudagraph") or r["who"] == "user" else " (eager)"
         lines.append(
             f"| {r['model']} | {r['who']}{extra} | {r.get('mamba_path', '')} | {r['loss']} | {r['batch']}×{r['seq']} "
             f"| {r['optimizer']} | {fmt(r.get('step_s'), '.3f')} | {fmt(r.get('fwd_bwd_s'), '.3f')} "
@@ -350,6 +361,9 @@ def main(argv=None):
     p.add_argument("--checkpoint-1b", action="store_true", help="activation checkpointing for granite-1b (ours)")
     p.add_argument("--profile", action="store_true", help="profiler table of ours on the first model")
     p.add_argument("--timeout", type=int, default=420, help="seconds per GPU configuration process")
+    p.add_argument("--cudagraph", action="store_true", help="ours: capture forward+backward in a CUDA graph")
+    p.add_argument("--eager", default="", help="with --cudagraph: optimizers also timed without the graph")
+    p.add_argument("--skip-user", default="", help="models whose user configuration is not run")
     p.add_argument("--deadline", type=int, default=None, help="seconds for the whole run: later configs are skipped")
     p.add_argument("--out", type=Path, default=None, help="write results.json, table.md (and profile_*.txt)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -366,6 +380,8 @@ def main(argv=None):
     args.models = [m if m.startswith(("granite", "tiny")) else f"granite-{m}" for m in args.models]
     args.optimizers = [o for o in args.optimizers.split(",") if o]
     args.variants = [v for v in args.variants.split(",") if v]
+    args.eager = [o for o in args.eager.split(",") if o]
+    args.skip_user = [m if m.startswith(("granite", "tiny")) else f"granite-{m}" for m in args.skip_user.split(",") if m]
     args.batch = args.batch or (8 if gpu else 2)
     args.seq = args.seq or (512 if gpu else 64)
     args.steps = args.steps or (10 if gpu else 2)

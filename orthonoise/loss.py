@@ -115,10 +115,12 @@ def causal_lm_loss(model: nn.Module, windows: Tensor, fused: bool = True,
     Granite divides the logits by logits_scaling; dividing the hidden states instead is the same product.
     """
     inputs, targets = windows[:, :-1], windows[:, 1:].flatten()
+    # use_cache=False: with a cache (the config's default) transformers skips mamba_ssm's fused training kernel
+    # for the unfused conv + scan path and also builds KV / SSM state caches nobody reads.
     if not (fused and supports_fused_loss(model)):
-        logits = model(input_ids=inputs).logits
+        logits = model(input_ids=inputs, use_cache=False).logits
         return F.cross_entropy(logits.float().flatten(0, 1), targets)
     inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     with _lm_head_bypassed(inner) as head:
-        hidden = model(input_ids=inputs).logits  # = last hidden state / logits_scaling
+        hidden = model(input_ids=inputs, use_cache=False).logits  # = last hidden state / logits_scaling
     return linear_cross_entropy(hidden.flatten(0, 1), head.weight, targets, chunk_rows=chunk_rows)

@@ -229,3 +229,17 @@ class CudaGraphStep:
         for p, g in zip(self.params, self.grads):
             p.grad = g
         return self.static_loss
+
+
+def try_cuda_graph(model, loss_fn, example: torch.Tensor, bf16: bool, grad_accum: int, world_size: int, log):
+    """A CudaGraphStep for the trainer, or False (with a warning) where it cannot be used or capture fails."""
+    if example.device.type != "cuda" or grad_accum != 1 or world_size != 1:
+        log.warning("hardware.cuda_graph needs one CUDA process and grad_accum=1: forward+backward runs eagerly")
+        return False
+    try:
+        graph = CudaGraphStep(model, loss_fn, example, torch.bfloat16 if bf16 else None)
+    except Exception as err:  # a host sync or an op capture refuses: stay eager
+        log.warning("CUDA graph capture failed (%s: %s): forward+backward runs eagerly", type(err).__name__, err)
+        return False
+    log.info("forward+backward captured in a CUDA graph (replayed every step)")
+    return graph

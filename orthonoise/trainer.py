@@ -133,6 +133,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict | None = None) -> dict:
 
     tokens_per_step = cfg.hardware.batch_size * cfg.hardware.grad_accum * ranks.world_size * cfg.data.seq_len
     meter = perf.PerfMeter(device, n_params, tokens_per_step, cfg.hardware.get("peak_tflops"))
+    graph = None
     record = RunRecord(run_dir, enabled=ranks.is_main, n_params=n_params, max_steps=cfg.trainer.max_steps,
                        device=device.type, world_size=ranks.world_size)
     step, wandb_id = 0, None
@@ -177,9 +178,15 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict | None = None) -> dict:
         for micro in range(cfg.hardware.grad_accum):
             windows = batches.next().to(device, non_blocking=True)
             sync = micro == cfg.hardware.grad_accum - 1 or ranks.world_size == 1
-            with autocast(), (model.no_sync() if not sync else contextlib.nullcontext()):
-                loss = causal_lm_loss(model, windows) / cfg.hardware.grad_accum
-            loss.backward()
+            if graph is None:  # hardware.cuda_graph: capture forward+backward once, replay it (orthonoise.perf)
+                graph = cfg.hardware.get("cuda_graph", False) and perf.try_cuda_graph(
+                    model, causal_lm_loss, windows, bf16, cfg.hardware.grad_accum, ranks.world_size, log)
+            if graph:
+                loss = graph(windows)
+            else:
+                with autocast(), (model.no_sync() if not sync else contextlib.nullcontext()):
+                    loss = causal_lm_loss(model, windows) / cfg.hardware.grad_accum
+                loss.backward()
             loss_sum += loss.detach()
         meter.mark("fwd_bwd")
         if cfg.trainer.grad_clip:
