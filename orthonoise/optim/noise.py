@@ -5,9 +5,10 @@ positive-diagonal R, of a Gaussian matrix. Two ways to compute that same Q:
 - "qr": Householder QR, then flip Q's columns by sign(diag R) (Mezzadri 2007). Exact, but per-matrix and
   sequential on a GPU.
 - "cholesky" (default): Cholesky-QR, Q = G R⁻¹ with R = chol(GᵀG). Two GEMMs, a small Cholesky and a
-  triangular solve per pass, all batched. Its R has a positive diagonal by construction, so it is the same Q
+  triangular inverse per pass, all batched. Its R has a positive diagonal by construction, so it is the same Q
   as sign-corrected QR (and Haar for the same reason). One pass loses orthogonality as cond(G)²·u, so it runs
-  twice (CholeskyQR2); a Gaussian with rows ≥ 2·cols has cond ≲ 6 and that is float32-exact. Near-square
+  twice (CholeskyQR2; the first pass may use TF32, the last is IEEE float32); a Gaussian with rows ≥ 2·cols
+  has cond ≲ 6 and that is float32-exact. Near-square
   Gaussians are ill-conditioned (cond ~ n, unbounded tail), so those run in float64 with a shifted first
   pass (shifted CholeskyQR3, Fukaya et al. 2020), which never fails. See docs/optimizers.md for timings.
 """
@@ -47,11 +48,16 @@ def haar_from_gaussian(G: Tensor, method: str = "cholesky") -> Tensor:
     elif method == "cholesky":
         m, n = X.shape[-2:]
         well_conditioned = m >= 2 * n
-        X = X.float() if well_conditioned else X.double()
-        with _ieee_fp32_matmul():  # TF32 Gram matrices would leave QᵀQ - I at ~1e-3
+        if well_conditioned:
+            # A sloppy first pass (TF32 GEMMs where the GPU allows them) still leaves the exact QR factor: any
+            # upper-triangular R₁ with a positive diagonal gives G = Q·(R₂R₁), the unique such factorisation.
+            X = _cholesky_qr_pass(X.float())
+        else:
+            X = X.double()
+        with _ieee_fp32_matmul():  # a TF32 last pass would leave QᵀQ - I at ~1e-3
             if not well_conditioned:
-                X = _cholesky_qr_pass(X, shift=True)
-            X = _cholesky_qr_pass(_cholesky_qr_pass(X))
+                X = _cholesky_qr_pass(_cholesky_qr_pass(X, shift=True))
+            X = _cholesky_qr_pass(X)
         Q = X.float()
     else:
         raise ValueError(f"unknown noise sampler {method!r}; choose one of {SAMPLERS}")
@@ -60,13 +66,15 @@ def haar_from_gaussian(G: Tensor, method: str = "cholesky") -> Tensor:
 
 def _cholesky_qr_pass(X: Tensor, shift: bool = False) -> Tensor:
     """X R⁻¹ with RᵀR = XᵀX (+ s·I when shifted, s from Fukaya et al.'s bound with ‖X‖_F² ≥ ‖X‖₂²)."""
+    m, n = X.shape[-2:]
     gram = X.mT @ X
     if shift:
-        m, n = X.shape[-2:]
         s = 11 * (m * n + n * (n + 1)) * torch.finfo(X.dtype).eps * gram.diagonal(dim1=-2, dim2=-1).sum(-1)
         gram = gram + s[..., None, None] * torch.eye(n, dtype=X.dtype, device=X.device)
     L = torch.linalg.cholesky(gram)
-    return torch.linalg.solve_triangular(L.mT, X, upper=True, left=False)
+    # R⁻¹ of the small n×n factor, then one GEMM: faster on a GPU than a triangular solve against all m rows
+    R_inv = torch.linalg.solve_triangular(L.mT, torch.eye(n, dtype=X.dtype, device=X.device), upper=True)
+    return X @ R_inv
 
 
 @contextlib.contextmanager
