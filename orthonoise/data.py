@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -21,8 +22,8 @@ SPLIT_SEED = 1234  # fixed: the validation split must not move with the run seed
 
 @dataclass
 class Corpus:
-    train: torch.Tensor  # [n_train, seq_len + 1] int64
-    val: torch.Tensor  # [n_val, seq_len + 1]
+    train: torch.Tensor  # [n_train, seq_len + 1] int32
+    val: torch.Tensor  # [n_val, seq_len + 1] int32
     vocab_size: int
 
 
@@ -103,7 +104,8 @@ def load_corpus(data_cfg: DictConfig) -> Corpus:
     log.info("preparing %s corpus in %s", data_cfg.name, cache)
     texts = shakespeare_texts() if data_cfg.name == "local" else fineweb_texts(data_cfg)
     docs, vocab_size = encode(texts, data_cfg, cache)
-    ids = torch.tensor([t for doc in docs for t in doc], dtype=torch.int64)
+    # int32 halves the memory of a large corpus (vocab 100352 < 2^31); batches become int64 as they are drawn
+    ids = torch.from_numpy(np.concatenate([np.asarray(doc, dtype=np.int32) for doc in docs]))
     train, val = split_windows(ids, data_cfg.seq_len, data_cfg.val_fraction)
     if data_cfg.get("num_examples") and data_cfg.name == "local":
         train = train[: data_cfg.num_examples]
@@ -126,7 +128,7 @@ class Batches:
 
     def next(self) -> torch.Tensor:
         idx = torch.randint(len(self.windows), (self.batch_size * self.world_size,), generator=self.generator)
-        return self.windows[idx[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]]
+        return self.windows[idx[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]].long()
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}

@@ -91,7 +91,7 @@ def evaluate(model, val: torch.Tensor, cfg: DictConfig, device, autocast, ranks)
     total = torch.zeros(2, device=device)  # sum of losses, number of windows
     shard = val[:n][ranks.rank :: ranks.world_size]
     for i in range(0, len(shard), cfg.hardware.batch_size):
-        batch = shard[i : i + cfg.hardware.batch_size].to(device)
+        batch = shard[i : i + cfg.hardware.batch_size].to(device).long()
         with autocast():
             total += torch.stack([causal_lm_loss(model, batch) * len(batch), torch.tensor(float(len(batch)), device=device)])
     if torch.distributed.is_initialized():
