@@ -350,8 +350,11 @@ class NOLAH(Muon):
 
 
 def percentile_value(x: Tensor, percentile: float) -> Tensor:
-    """The value below or at which `percentile`% of x lies: the ceil(p·n/100)-th smallest (kthvalue; no
-    torch.quantile, which refuses inputs above 2^24 elements)."""
+    """The value below or at which `percentile`% of x lies: the ceil(p·n/100)-th smallest (no torch.quantile,
+    which refuses inputs above 2^24 elements). On a GPU, NOLAH's step with kthvalue took 1.3 s on the 350M shapes
+    (bench/RESULTS.md), so CUDA tensors take a radix sort instead (not yet timed there); on a CPU kthvalue is O(n)."""
     flat = x.flatten()
     k = max(1, math.ceil(percentile / 100 * flat.numel()))
+    if flat.is_cuda:
+        return flat.sort().values[k - 1]
     return flat.kthvalue(k).values

@@ -231,3 +231,11 @@ def test_seed_defaults_to_torch_rng():
     a = OrthoNoise(make_params()).param_groups[0]["seed"]
     torch.manual_seed(123)
     assert OrthoNoise(make_params()).param_groups[0]["seed"] == a
+
+
+def test_percentile_by_sort_equals_kthvalue():
+    """The CUDA path (a full sort) and the CPU path (kthvalue) pick the same element."""
+    x = torch.randn(1000, 37).abs()
+    for percentile in (50.0, 95.0, 99.9):
+        k = math.ceil(percentile / 100 * x.numel())
+        assert x.flatten().sort().values[k - 1] == percentile_value(x, percentile)
