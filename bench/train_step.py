@@ -64,7 +64,6 @@ def instantiate_partial(node: dict):
 
 def build_optimizers(model, name: str, **overrides):
     """Like orthonoise.optim.build_optimizers (Muon family on hidden matrices, AdamW on the rest), Hydra-free."""
-    import torch
     from omegaconf import OmegaConf
 
     from orthonoise.optim import Muon

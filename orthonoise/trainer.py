@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig
 from tqdm import tqdm
 
@@ -17,7 +16,7 @@ from orthonoise import distributed, perf
 from orthonoise.checkpoint import load_checkpoint, save_checkpoint
 from orthonoise.data import Batches, load_corpus
 from orthonoise.errors import ConfigError
-from orthonoise.loss import causal_lm_loss as fused_causal_lm_loss
+from orthonoise.loss import causal_lm_loss
 from orthonoise.metrics import RunRecord, read_summary
 from orthonoise.model import build_model, count_parameters, mamba_kernel_path
 from orthonoise.optim import build_optimizers
@@ -70,15 +69,6 @@ def lr_multiplier(trainer: DictConfig):
         return 1.0
 
     return multiplier
-
-
-def causal_lm_loss(model, windows: torch.Tensor, fused: bool = True) -> torch.Tensor:
-    """Mean next-token cross-entropy of windows [B, T+1]; fused: lm_head + loss in chunks (orthonoise.loss),
-    never the full-vocabulary fp32 logits; fused=False: full logits and F.cross_entropy (same value)."""
-    if fused:
-        return fused_causal_lm_loss(model, windows)
-    logits = model(input_ids=windows[:, :-1]).logits
-    return F.cross_entropy(logits.float().flatten(0, 1), windows[:, 1:].flatten())
 
 
 @torch.no_grad()
