@@ -12,13 +12,11 @@ Both: bf16 autocast with fp32 master weights, TF32 on, grad-clip 1.0, the AdamW 
 parameters. Each GPU configuration runs in its own process (the torch-scan one hides mamba_ssm before
 transformers is imported; peak memory is per process). Step time = host clock around a synchronised step,
 median over --steps after --warmup; the forward+backward / optimizer split comes from CUDA events.
-Needs torch, transformers, omegaconf and the project; not Hydra.
+Needs torch, transformers, hydra-core and the project (on the GPU image: shared/gpu/wheelhouse.sh).
 """
 from __future__ import annotations
 
 import argparse
-import functools
-import importlib
 import json
 import os
 import statistics
@@ -37,45 +35,17 @@ OPTIMIZERS = ("muon", "orthonoise", "isotropic", "nolah", "adamw")
 
 # ------------------------------------------------------------------ config without Hydra ----------------------
 
-def optimizer_node(name: str, seed: int = 0, **overrides):
-    """conf/optimizer/<name>.yaml with its defaults list merged and ${noise.*}/${seed} resolved (noise=constant)."""
-    from omegaconf import OmegaConf
-
-    def load(n):
-        node = OmegaConf.load(CONF / "optimizer" / f"{n}.yaml")
-        defaults = node.pop("defaults", [])
-        merged = OmegaConf.create({})
-        for d in defaults:
-            merged = OmegaConf.merge(merged, load(d) if d != "_self_" else node)
-        return merged if defaults else node
-
-    root = OmegaConf.create({"seed": seed, "noise": OmegaConf.load(CONF / "noise" / "constant.yaml"),
-                             "optimizer": load(name)})
-    root.optimizer = OmegaConf.merge(root.optimizer, overrides)
-    return OmegaConf.to_container(root, resolve=True)["optimizer"]
-
-
-def instantiate_partial(node: dict):
-    node = dict(node)
-    module, cls = node.pop("_target_").rsplit(".", 1)
-    node.pop("_partial_", None)
-    return functools.partial(getattr(importlib.import_module(module), cls), **node)
-
-
 def build_optimizers(model, name: str, **overrides):
-    """Like orthonoise.optim.build_optimizers (Muon family on hidden matrices, AdamW on the rest), Hydra-free."""
-    from omegaconf import OmegaConf
+    """orthonoise.optim.build_optimizers on the config `python train.py optimizer=<name>` composes."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
 
-    from orthonoise.optim import Muon
-    from orthonoise.optim.params import split_parameters
+    from orthonoise.optim import build_optimizers as build
 
-    make = instantiate_partial(optimizer_node(name, **overrides))
-    if not issubclass(make.func, Muon):
-        return [make([p for p in model.parameters() if p.requires_grad])]
-    hidden, rest = split_parameters(model)
-    adamw = OmegaConf.to_container(OmegaConf.load(CONF / "config.yaml").adamw)
-    return [make([p for _, p in hidden]), instantiate_partial(adamw)([p for _, p in rest])] if rest else \
-        [make([p for _, p in hidden])]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[f"optimizer={name}", *(f"optimizer.{k}={v}" for k, v in overrides.items())])
+    return build(model, cfg, log=lambda *_: None)
 
 
 def model_node(preset: str, **config_overrides):

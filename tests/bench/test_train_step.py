@@ -27,9 +27,16 @@ def test_cpu_run_prints_the_ratio_table(tmp_path, capsys):
     assert len(saved["rows"]) == 2 and (tmp_path / "table.md").read_text().startswith("device: cpu")
 
 
-def test_optimizer_nodes_resolve_without_hydra():
+def test_bench_optimizers_are_the_trainers():
+    """The bench builds its optimizers through orthonoise.optim.build_optimizers on the composed config."""
+    import torch
+    from omegaconf import OmegaConf
+    from orthonoise.model import build_model
+    from orthonoise.optim import OrthoNoise
+
     bench = load_bench()
-    node = bench.optimizer_node("orthonoise", seed=3)
-    assert node["_target_"] == "orthonoise.optim.OrthoNoise" and node["seed"] == 3
-    assert node["momentum"] == 0.95 and node["schedule"] == "constant"  # from muon.yaml and noise/constant.yaml
-    assert bench.optimizer_node("muon", orthogonalizer="svd")["orthogonalizer"] == "svd"
+    model = build_model(OmegaConf.load(ROOT / "conf" / "model" / "tiny.yaml"), vocab_size=64)
+    matrices, rest = bench.build_optimizers(model, "orthonoise", orthogonalizer="svd")
+    assert isinstance(matrices, OrthoNoise) and isinstance(rest, torch.optim.AdamW)
+    group = matrices.param_groups[0]
+    assert group["orthogonalizer"] == "svd" and group["momentum"] == 0.95 and group["schedule"] == "constant"
