@@ -1,4 +1,5 @@
-"""Shared fixtures: Hydra compose with the project's conf/, and fast overrides for real training runs."""
+"""Shared fixtures: Hydra compose with the project's conf/, fast overrides for real training runs, bench scripts."""
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -27,3 +28,11 @@ def compose_cfg():
 
     return _compose
 
+
+
+def load_bench(name: str):
+    """bench/<name>.py as a module (the bench scripts are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,20 +1,14 @@
 """bench/train_step.py on the CPU: the tiny preset, user configuration vs ours, a couple of steps."""
-import importlib.util
 import json
 from pathlib import Path
+
+from tests.conftest import load_bench
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_train_step", ROOT / "bench" / "train_step.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_cpu_run_prints_the_ratio_table(tmp_path, capsys):
-    bench = load_bench()
+    bench = load_bench("train_step")
     rows = bench.main(["--device", "cpu", "--optimizers", "muon", "--steps", "1", "--warmup", "1",
                        "--seq", "16", "--batch", "1", "--out", str(tmp_path)])
     out = capsys.readouterr().out
@@ -34,7 +28,7 @@ def test_bench_optimizers_are_the_trainers():
     from orthonoise.model import build_model
     from orthonoise.optim import OrthoNoise
 
-    bench = load_bench()
+    bench = load_bench("train_step")
     model = build_model(OmegaConf.load(ROOT / "conf" / "model" / "tiny.yaml"), vocab_size=64)
     matrices, rest = bench.build_optimizers(model, "orthonoise", orthogonalizer="svd")
     assert isinstance(matrices, OrthoNoise) and isinstance(rest, torch.optim.AdamW)

@@ -1,5 +1,4 @@
 """bench/optimizer.py's hand-written matrix shapes are the ones the real Granite presets build."""
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -8,15 +7,9 @@ from omegaconf import OmegaConf
 
 from orthonoise.model import granite_config
 from orthonoise.optim.params import split_parameters
+from tests.conftest import load_bench
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_optimizer", ROOT / "bench" / "optimizer.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("preset,yaml,params,matrices", [
@@ -31,5 +24,6 @@ def test_bench_shapes_are_the_models(preset, yaml, params, matrices):
     if params is not None:
         assert sum(p.numel() for p in model.parameters()) == params
     hidden, _ = split_parameters(model)
-    shapes = load_bench().matrix_shapes(**load_bench().PRESETS[preset])
+    bench = load_bench("optimizer")
+    shapes = bench.matrix_shapes(**bench.PRESETS[preset])
     assert [tuple(p.shape) for _, p in hidden] == shapes and len(shapes) == matrices
