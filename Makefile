@@ -34,9 +34,9 @@ test-slow: $(STAMP) ## the slow tests too (minutes)
 status: $(STAMP) ## every run under outputs/: state, step, last val loss, age
 	$(PY) -m orthonoise.status outputs
 
-report: $(STAMP) ## multi-seed statistics, pass criteria and plots: make report SWEEP=outputs/sweeps/<name>
-	@test -n "$(SWEEP)" || { echo "usage: make report SWEEP=<sweep dir>"; exit 2; }
-	$(PY) -m orthonoise.report $(SWEEP)
+report: $(STAMP) ## statistics, pass criteria, plots: make report SWEEP="outputs/sweeps/<name> [more dirs]" [ARGS=--phase 3.2]
+	@test -n "$(SWEEP)" || { echo "usage: make report SWEEP=<sweep dir> [ARGS=...]"; exit 2; }
+	$(PY) -m orthonoise.report $(SWEEP) $(ARGS)
 
 clean: ## remove caches (keeps outputs/ and .venv)
 	rm -rf .cache .pytest_cache

@@ -1,11 +1,14 @@
-"""python -m orthonoise.report <sweep_dir> [--phase 3.1|3.2|3.3|4] [--baseline KEY=VALUE ...]
+"""python -m orthonoise.report <sweep_dir> [<sweep_dir> ...] [--phase 3.1|3.2|3.3|4] [--baseline KEY=VALUE ...]
 
-Writes report.md, groups.md/.csv, runs.md/.csv, criteria.csv and PNG plots into the sweep dir.
+Writes report.md, groups.md/.csv, runs.md/.csv, criteria.csv and PNG plots into the first sweep dir. Several
+dirs are read as one pool of runs: phase 3.2's sweeps have no baseline runs of their own, so
+`python -m orthonoise.report outputs/sweeps/phase32_alpha outputs/sweeps/phase31` compares them with 3.1's.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections import Counter
@@ -23,7 +26,7 @@ from .table import (GROUP_CSV_HEADER, GROUP_MD_HEADER, RUN_HEADER, age_text, gro
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m orthonoise.report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("sweep_dir", type=Path)
+    parser.add_argument("sweep_dirs", type=Path, nargs="+", metavar="sweep_dir")
     parser.add_argument("--phase", choices=criteria.PHASES,
                         help="whose pass criteria to evaluate (default: the runs' `phase` config key)")
     parser.add_argument("--baseline", nargs="+", metavar="KEY=VALUE",
@@ -60,11 +63,11 @@ def problems_section(groups, root: Path, now: float) -> str:
             + markdown_table(header, rows))
 
 
-def render(sweep_dir: Path, phase, groups, rows, verdicts, plots, out_dir: Path, now: float) -> str:
+def render(sweep_dirs: list[Path], root: Path, phase, groups, rows, verdicts, plots, out_dir: Path, now: float) -> str:
     n_runs = sum(len(g.runs) for g in groups)
     n_done = sum(len(g.completed) for g in groups)
     lines = [
-        f"# Sweep report: `{sweep_dir}`",
+        "# Sweep report: " + ", ".join(f"`{d}`" for d in sweep_dirs),
         "",
         f"Generated {datetime.fromtimestamp(now).isoformat(timespec='seconds')}: {n_runs} jobs "
         f"({n_done} completed) in {len(groups)} groups; phase {phase or 'not set'}. "
@@ -102,21 +105,24 @@ def render(sweep_dir: Path, phase, groups, rows, verdicts, plots, out_dir: Path,
             lines += [f"### {title}", "", f"![{title}]({path.relative_to(out_dir)})", ""]
     else:
         lines += ["No evaluation data to plot yet.", ""]
-    lines += ["## Jobs that did not complete", "", problems_section(groups, sweep_dir, now)]
+    lines += ["## Jobs that did not complete", "", problems_section(groups, root, now)]
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    sweep_dir = args.sweep_dir.resolve()
-    if not sweep_dir.is_dir():
-        print(f"not a directory: {sweep_dir}", file=sys.stderr)
-        return 2
-    runs, groups, rows = analyse(sweep_dir, args.baseline)
+    sweep_dirs = [d.resolve() for d in args.sweep_dirs]
+    for d in sweep_dirs:
+        if not d.is_dir():
+            print(f"not a directory: {d}", file=sys.stderr)
+            return 2
+    root = Path(os.path.commonpath(sweep_dirs))  # run paths in the tables are relative to it
+    runs, groups, rows = analyse(sweep_dirs, args.baseline)
     if not runs:
-        print(f"no run directories (with .hydra/ or summary.json) under {sweep_dir}", file=sys.stderr)
+        print(f"no run directories (with .hydra/ or summary.json) under {', '.join(map(str, sweep_dirs))}",
+              file=sys.stderr)
         return 1
-    out_dir = (args.out or sweep_dir).resolve()
+    out_dir = (args.out or sweep_dirs[0]).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     now = time.time()
     phase = args.phase or infer_phase(runs)
@@ -125,13 +131,13 @@ def main(argv=None) -> int:
 
     write_csv(out_dir / "groups.csv", GROUP_CSV_HEADER, group_csv_rows(rows))
     (out_dir / "groups.md").write_text(markdown_table(GROUP_MD_HEADER, group_md_rows(rows)))
-    runs_table = run_rows(groups, sweep_dir)
+    runs_table = run_rows(groups, root)
     write_csv(out_dir / "runs.csv", RUN_HEADER, runs_table)
     (out_dir / "runs.md").write_text(markdown_table(RUN_HEADER, runs_table))
     write_csv(out_dir / "criteria.csv", ["phase", "criterion", "verdict", "numbers"],
               [[phase, c.name, c.verdict, c.numbers] for c in verdicts])
     report = out_dir / "report.md"
-    report.write_text(render(sweep_dir, phase, groups, rows, verdicts, plots, out_dir, now))
+    report.write_text(render(sweep_dirs, root, phase, groups, rows, verdicts, plots, out_dir, now))
 
     print(f"{len(runs)} jobs in {len(groups)} groups -> {report}")
     for c in verdicts:

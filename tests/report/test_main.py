@@ -65,3 +65,23 @@ def test_runs_as_a_module(tmp_path):
                             cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "6 jobs in 2 groups" in result.stdout
+
+
+def test_several_sweep_dirs_are_one_pool(tmp_path):
+    """Phase 3.2's sweeps have no baseline of their own: read together with phase 3.1's, they get one."""
+    alpha, sanity = tmp_path / "phase32_alpha", tmp_path / "phase31"
+    for seed in (1, 2):
+        write_run(alpha, f"alpha=0.005,seed={seed}", seed=seed, phase="3.2", optimizer="orthonoise", alpha=5e-3,
+                  val=linear_curve(1.95 + seed / 1000))
+        write_run(sanity, f"arm=baseline,seed={seed}", seed=seed, phase="3.1", val=linear_curve(2.0 + seed / 1000))
+    assert main([str(alpha)]) == 0
+    assert "optimizer=muon" not in (alpha / "groups.csv").read_text()  # alone: no baseline to compare with
+    assert main([str(alpha), str(sanity), "--phase", "3.2"]) == 0
+    assert "| An OrthoNoise config beats baseline by >1% (p<0.05) | **PASS** |" in (alpha / "report.md").read_text()
+    with open(alpha / "groups.csv") as handle:
+        groups = {row["group"]: row for row in csv.DictReader(handle)}
+    ortho = groups["optimizer=orthonoise phase=3.2"]
+    assert ortho["baseline"] == "optimizer=muon phase=3.1" and float(ortho["delta_final_pct"]) < -1
+    with open(alpha / "runs.csv") as handle:
+        paths = sorted(row["run"] for row in csv.DictReader(handle))
+    assert paths[0].startswith("phase31/") and paths[-1].startswith("phase32_alpha/")
