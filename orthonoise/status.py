@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from .report.collect import STALE_AFTER_S, Run, load_runs
-from .report.table import age_text
+from .report.table import age_text, relative_path
 
 
 def state_text(run: Run, now: float, stale_after_s: float) -> str:
@@ -33,7 +33,7 @@ def status_rows(root: Path, now: float, stale_after_s: float = STALE_AFTER_S) ->
             age_text(now - run.last_activity),
             run.optimizer_name or "–",
             run.error.splitlines()[0][:60] if run.error else "",
-            str(run.path.relative_to(root)) if run.path != root else ".",  # last: sweep paths are long
+            relative_path(run.path, root),  # last: sweep paths are long
         ])
     return rows
 

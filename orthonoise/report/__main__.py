@@ -20,7 +20,7 @@ from .analysis import analyse
 from .collect import COMPLETED
 from .plots import write_plots
 from .table import (GROUP_CSV_HEADER, GROUP_MD_HEADER, RUN_HEADER, age_text, group_csv_rows,
-                    group_md_rows, markdown_table, run_rows, write_csv)
+                    group_md_rows, markdown_table, relative_path, run_rows, write_csv)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -53,7 +53,7 @@ def problems_section(groups, root: Path, now: float) -> str:
             state = run.state + (" (stale)" if run.is_stale(now) else "")
             detail = run.error or ("no summary.json or metrics.jsonl: crashed before writing output"
                                    if run.state == "missing" else "")
-            rows.append([str(run.path.relative_to(root)) if run.path != root else ".", g.label, run.seed, state,
+            rows.append([relative_path(run.path, root), g.label, run.seed, state,
                          f"{run.steps if run.steps is not None else '–'}/{run.max_steps or '–'}",
                          age_text(now - run.last_activity), detail])
     if not rows:

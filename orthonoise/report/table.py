@@ -176,13 +176,14 @@ def run_rows(groups: list[Group], root: Path) -> list[list]:
     for g in groups:
         for run in g.runs:
             rows.append([
-                _relative(run.path, root), g.label, run.seed, run.state, run.steps, run.max_steps,
+                relative_path(run.path, root), g.label, run.seed, run.state, run.steps, run.max_steps,
                 run.final_val_loss, run.best_val_loss, run.last_eff_rank, run.gpu_hours, run.error or "",
             ])
     return rows
 
 
-def _relative(path: Path, root: Path) -> str:
+def relative_path(path: Path, root: Path) -> str:
+    """A run's path as the tables show it: relative to the report's root, or whole if outside it."""
     try:
         return str(Path(path).relative_to(root)) or "."
     except ValueError:
