@@ -13,12 +13,13 @@ directory already says completed costs nothing; an interrupted one costs its rem
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+
+from orthonoise.metrics import read_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 HISTORY = Path("outputs")
@@ -97,7 +98,7 @@ def measured_step_times(history: Path = HISTORY) -> dict[tuple[str, str], list[f
     for summary_path in history.rglob("summary.json"):
         config_path = summary_path.parent / ".hydra" / "config.yaml"
         try:
-            summary = json.loads(summary_path.read_text())
+            summary = read_summary(summary_path.parent)
             config = OmegaConf.load(config_path)
             key = (config.model.preset, config.hardware.name)
         except Exception:  # a half-written or foreign directory is no evidence
@@ -120,8 +121,7 @@ def plan(sweep: str, overrides: list[str], history: Path = HISTORY, gpu_hour_usd
             step_time, source = statistics.median(runs), f"{len(runs)} runs"
         else:
             step_time, source = OmegaConf.select(hw, "step_time_s", default={}).get(model), "config"
-        summary_path = run_dir / "summary.json"
-        previous = json.loads(summary_path.read_text()) if summary_path.exists() else None
+        previous = read_summary(run_dir)
         state = previous["status"] if previous else "new"
         done = cfg.trainer.max_steps if state == "completed" else (previous or {}).get("steps") or 0
         jobs.append(Job(
