@@ -41,11 +41,8 @@ def peak_bf16_flops(device_name: str | None, override_tflops: float | None = Non
 
 
 def device_peak_flops(device: torch.device, override_tflops: float | None = None) -> float | None:
-    if override_tflops:
-        return float(override_tflops) * 1e12
-    if device.type != "cuda":
-        return None
-    return peak_bf16_flops(torch.cuda.get_device_name(device))
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    return peak_bf16_flops(name, override_tflops)
 
 
 def mfu(n_params: int, tokens_per_s: float, peak_flops: float | None) -> float | None:
