@@ -105,8 +105,9 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict | None = None) -> dict:
     model = build_model(cfg.model, vocab_size=corpus.vocab_size).to(device)
     n_params = count_parameters(model)
     say = log.info if ranks.is_main else (lambda *a, **k: None)
-    say("model %s: %.2fM parameters, Mamba2 path: %s", cfg.model.preset, n_params / 1e6, mamba_kernel_path())
-    if device.type == "cuda" and mamba_kernel_path() == "torch":
+    mamba_path = mamba_kernel_path()
+    say("model %s: %.2fM parameters, Mamba2 path: %s", cfg.model.preset, n_params / 1e6, mamba_path)
+    if device.type == "cuda" and mamba_path == "torch":
         log.warning("SLOW: mamba_ssm is not installed, Mamba2 runs transformers' pure-torch scan (pip install .[kernels])")
     if cfg.hardware.compile:
         say("torch.compile: %d per-layer modules (norms, MLP, attention)", perf.compile_blocks(model))
@@ -213,7 +214,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict | None = None) -> dict:
             checkpoint_now()
             break
     bar.close()
-    summary = record.summary(status, step, step * tokens_per_step, mamba_path=mamba_kernel_path(),
+    summary = record.summary(status, step, step * tokens_per_step, mamba_path=mamba_path,
                              **meter.summary())
     if ranks.is_main:
         print(one_line(summary, record.first_val_loss, run_dir))
