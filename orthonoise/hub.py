@@ -1,6 +1,8 @@
 """Hugging Face hub access: decided once, quickly, so an offline machine fails in seconds, not after retries."""
+import functools
 import os
 import socket
+from pathlib import Path
 from urllib.parse import urlparse
 
 _HUB = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
@@ -9,7 +11,11 @@ _HUB = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
 def hub_reachable(timeout_s: float = 3.0) -> bool:
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
         return False
-    host = urlparse(_HUB).hostname
+    return _connects(urlparse(_HUB).hostname, timeout_s)
+
+
+@functools.cache  # asked by train.py and again by the config check: one 3 s timeout, not two
+def _connects(host: str, timeout_s: float) -> bool:
     try:
         socket.create_connection((host, 443), timeout=timeout_s).close()
         return True
@@ -27,3 +33,11 @@ def use_local_cache_if_offline() -> bool:
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["HF_DATASETS_OFFLINE"] = "1"
     return online
+
+
+def in_local_cache(repo_id: str, repo_type: str = "model") -> bool:
+    """Whether a snapshot of the repo is in the hub cache, so it loads without the network."""
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    snapshots = Path(HF_HUB_CACHE) / f"{repo_type}s--{repo_id.replace('/', '--')}" / "snapshots"
+    return snapshots.is_dir() and any(snapshots.iterdir())

@@ -40,6 +40,24 @@ class RunRecord:
             with open(self.run_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
 
+    def rewind(self, step: int) -> None:
+        """Drop the metric lines past `step`: a killed run logged them after its last checkpoint (maybe the last
+        one half-written), and the resumed run logs them again. step=-1 starts the file afresh."""
+        path = self.run_dir / "metrics.jsonl"
+        if not self.enabled or not path.exists():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if row.get("step", math.inf) <= step:
+                kept.append(line + "\n")
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(kept))
+        os.replace(tmp, path)
+
     def wall_time_s(self) -> float:
         return self.elapsed_before + time.time() - self.start
 

@@ -7,7 +7,8 @@ every rank agrees to stop, rank 0 writes the checkpoint, and then submitit's han
 launcher's `checkpoint()` (hydra-submitit-launcher resubmits the same job) and requeues it. The requeued job
 finds checkpoint.pt in its run directory and resumes. Outside submitit (plain process, torchrun) the same
 signal (USR2, e.g. from `sbatch --signal=USR2@120`) checkpoints and ends the run as "interrupted"; launching
-it again resumes it.
+it again resumes it. SIGTERM (what `kill`, `scancel` and SLURM's preemption send first) does the same
+everywhere: the run checkpoints at the end of its step and exits cleanly, with nothing requeued.
 """
 import os
 import signal
@@ -24,9 +25,9 @@ def watched_signal() -> signal.Signals:
 
 class Preemption:
     def __init__(self):
-        self.signum, self.previous = None, None
+        self.signum, self.previous = None, {}
         if threading.current_thread() is threading.main_thread():  # Python handles signals there only
-            self.previous = signal.signal(watched_signal(), self._note)
+            self.previous = {sig: signal.signal(sig, self._note) for sig in {watched_signal(), signal.SIGTERM}}
 
     def _note(self, signum, frame) -> None:
         self.signum = signum
@@ -37,13 +38,14 @@ class Preemption:
         return distributed.all_reduce_mean(flag).item() > 0
 
     def close(self) -> None:
-        if self.previous is not None:
-            signal.signal(watched_signal(), self.previous)
-            self.previous = None
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        self.previous = {}
 
     def hand_over(self) -> None:
-        """After the checkpoint: run the handler we displaced (submitit's requeue-and-exit), if there was one."""
-        previous = self.previous
+        """After the checkpoint: run the handler we displaced for the preemption signal (submitit's
+        requeue-and-exit), if there was one. SIGTERM is not handed over: its default would kill us now."""
+        previous = self.previous.get(watched_signal())
         self.close()
-        if callable(previous) and self.signum is not None:
+        if callable(previous) and self.signum == watched_signal():
             previous(self.signum, None)

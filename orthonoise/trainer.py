@@ -6,6 +6,7 @@ import contextlib
 import logging
 import math
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -13,35 +14,21 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from orthonoise import distributed, perf
-from orthonoise.checkpoint import load_checkpoint, save_checkpoint
+from orthonoise.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from orthonoise.data import Batches, load_corpus
-from orthonoise.errors import ConfigError
 from orthonoise.loss import causal_lm_loss
 from orthonoise.metrics import RunRecord, read_summary
 from orthonoise.model import build_model, count_parameters, mamba_kernel_path
 from orthonoise.optim import build_optimizers
 from orthonoise.preemption import Preemption
+from orthonoise.validate import validate
 from orthonoise.wandb_run import start_wandb
 
 log = logging.getLogger(__name__)
 
 
-def check_hardware(hw: DictConfig, ranks: distributed.Dist) -> torch.device:
-    """Everything about the machine that can be wrong, checked before any compute."""
-    if hw.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"hardware={hw.name} needs a CUDA GPU but none is visible here; use hardware=cpu")
-    if hw.device == "cuda" and hw.world_size > torch.cuda.device_count():
-        raise ConfigError(f"hardware={hw.name} needs {hw.world_size} GPUs, {torch.cuda.device_count()} visible")
-    if hw.world_size != ranks.world_size:
-        raise ConfigError(
-            f"hardware={hw.name} expects {hw.world_size} processes but this is {ranks.world_size}: launch with "
-            f"`torchrun --nproc_per_node {hw.world_size} train.py ...` or a submitit_slurm launcher with "
-            f"tasks_per_node={hw.world_size}"
-        )
-    if hw.precision not in ("fp32", "bf16"):
-        raise ConfigError(f"hardware.precision must be fp32 or bf16, got {hw.precision!r}")
-    if hw.batch_size < 1 or hw.grad_accum < 1:
-        raise ConfigError("hardware.batch_size and hardware.grad_accum must be >= 1")
+def set_up_device(hw: DictConfig, ranks: distributed.Dist) -> torch.device:
+    """The device of this process and its math settings (the hardware was validated already)."""
     if hw.num_threads:
         torch.set_num_threads(hw.num_threads)
     if hw.device == "cuda":
@@ -55,8 +42,6 @@ def check_hardware(hw: DictConfig, ranks: distributed.Dist) -> torch.device:
 def lr_multiplier(trainer: DictConfig):
     """Linear warmup, then constant / linear / cosine decay to min_lr_ratio."""
     warmup, total, floor = trainer.warmup_steps, trainer.max_steps, trainer.min_lr_ratio
-    if trainer.lr_decay not in ("constant", "linear", "cosine"):
-        raise ConfigError(f"trainer.lr_decay must be constant, linear or cosine, got {trainer.lr_decay!r}")
 
     def multiplier(step: int) -> float:
         if step < warmup:
@@ -97,8 +82,9 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict | None = None) -> dict:
     if previous and previous["status"] == "completed":
         log.info("already completed in %s: skipping (delete summary.json to rerun)", run_dir)
         return previous
+    validate(cfg, world_size=distributed.env_ranks().world_size)  # every config mistake, before any compute
     ranks = distributed.init(cfg.hardware.device)
-    device = check_hardware(cfg.hardware, ranks)
+    device = set_up_device(cfg.hardware, ranks)
     torch.manual_seed(cfg.seed)
 
     corpus = load_corpus(cfg.data)
@@ -127,27 +113,28 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict | None = None) -> dict:
     graph = None
     record = RunRecord(run_dir, enabled=ranks.is_main, n_params=n_params, max_steps=cfg.trainer.max_steps,
                        device=device.type, world_size=ranks.world_size)
-    step, wandb_id = 0, None
-    checkpoint = load_checkpoint(run_dir)
+    step, skipped, wandb_id = 0, 0, None
+    checkpoint, checkpoint_path = load_checkpoint(run_dir)  # the newest intact one
     if checkpoint:
         unwrap(model).load_state_dict(checkpoint["model"])
         for obj, state in zip([*optimizers, *schedulers], checkpoint["optimizers"] + checkpoint["schedulers"]):
             obj.load_state_dict(state)
         batches.load_state_dict(checkpoint["batches"])
         record.load_state_dict(checkpoint["record"])
-        torch.set_rng_state(checkpoint["torch_rng"])
-        step, wandb_id = checkpoint["step"], checkpoint.get("wandb_id")
-        say("resumed from %s at step %d", run_dir / "checkpoint.pt", step)
+        set_rng_state(checkpoint["rng"])
+        step, skipped, wandb_id = checkpoint["step"], checkpoint["skipped"], checkpoint["wandb_id"]
+        say("resumed from %s at step %d", checkpoint_path, step)
+    record.rewind(step if checkpoint else -1)  # drop what a killed run logged after its last checkpoint
     wandb_run = start_wandb(cfg, run_dir, choices or {}, resume_id=wandb_id) if ranks.is_main else None
 
     def checkpoint_now():
         if ranks.is_main:
             save_checkpoint(run_dir, {
-                "step": step, "model": unwrap(model).state_dict(),
+                "step": step, "skipped": skipped, "model": unwrap(model).state_dict(),
                 "optimizers": [o.state_dict() for o in optimizers], "schedulers": [s.state_dict() for s in schedulers],
-                "batches": batches.state_dict(), "record": record.state_dict(), "torch_rng": torch.get_rng_state(),
+                "batches": batches.state_dict(), "record": record.state_dict(), "rng": rng_state(),
                 "wandb_id": wandb_run.id if wandb_run else None,
-            })
+            }, step, keep=cfg.trainer.keep_checkpoints)
 
     def log_row(row):
         record.log(row)
@@ -158,7 +145,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict | None = None) -> dict:
         first = evaluate(model, corpus.val, cfg, device, autocast, ranks)
         log_row({"step": 0, "tokens": 0, "val_loss": first, "val_ppl": math.exp(min(first, 50))})
     record.summary("running", step, step * tokens_per_step)
-    status = "completed"
+    status, diverged = "completed", None
     preemption = Preemption()  # SLURM's time-out / preemption signal: checkpoint at the end of the step
     bar = tqdm(total=cfg.trainer.max_steps, initial=step, disable=not (ranks.is_main and cfg.trainer.progress_bar),
                desc="train", dynamic_ncols=True)
@@ -180,23 +167,38 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict | None = None) -> dict:
                 loss.backward()
             loss_sum += loss.detach()
         meter.mark("fwd_bwd")
-        if cfg.trainer.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.trainer.grad_clip)
+        grad_norm = gradient_norm(model, cfg.trainer.grad_clip)  # clips too, when grad_clip is set
+        loss = distributed.all_reduce_mean(torch.as_tensor(loss_sum, device=device))
+        train_loss, grad_norm = torch.stack([loss.float(), grad_norm.float()]).tolist()  # one host sync
+        finite = math.isfinite(train_loss) and math.isfinite(grad_norm)
         for opt in optimizers:
-            opt.step()
+            if finite:  # a non-finite step would poison the weights and the momentum: it is never applied
+                opt.step()
             opt.zero_grad(set_to_none=True)
         meter.mark("optimizer")
-        for sched in schedulers:
-            sched.step()
-        train_loss = distributed.all_reduce_mean(torch.as_tensor(loss_sum, device=device)).item()
+        with warnings.catch_warnings():  # a skipped first step: the schedule still follows the step count
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()` before")
+            for sched in schedulers:
+                sched.step()
         step += 1
         bar.update(1)
-        if not math.isfinite(train_loss) or train_loss > cfg.trainer.diverge_loss:
-            status = "diverged"
-            log_row({"step": step, "train_loss": train_loss if math.isfinite(train_loss) else None})
+        row = {"step": step, "train_loss": _finite_or_none(train_loss), "grad_norm": _finite_or_none(grad_norm),
+               "lr": optimizers[0].param_groups[0]["lr"], "tokens": step * tokens_per_step,
+               "step_time_s": round(time.perf_counter() - t0, 4)}
+        if not finite:
+            skipped += 1
+            row["skipped"] = True
+            problem = f"non-finite {'loss' if not math.isfinite(train_loss) else 'gradient norm'} at step {step}"
+            if skipped > cfg.trainer.skip_nonfinite:
+                status, diverged = "diverged", problem
+                log_row(row)
+                break
+            log.warning("%s: step skipped (%d of at most trainer.skip_nonfinite=%d)", problem, skipped,
+                        cfg.trainer.skip_nonfinite)
+        elif train_loss > cfg.trainer.diverge_loss:
+            status, diverged = "diverged", f"train loss {train_loss:.4g} above trainer.diverge_loss at step {step}"
+            log_row(row)
             break
-        row = {"step": step, "train_loss": train_loss, "lr": optimizers[0].param_groups[0]["lr"],
-               "tokens": step * tokens_per_step, "step_time_s": round(time.perf_counter() - t0, 4)}
         row.update(meter.end_step(row["step_time_s"], log=True))  # tokens/s, split, MFU, peak memory
         if step % cfg.trainer.eval_every == 0 or step == cfg.trainer.max_steps:
             row["val_loss"] = evaluate(model, corpus.val, cfg, device, autocast, ranks)
@@ -204,7 +206,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict | None = None) -> dict:
             for opt in optimizers:
                 row.update(opt.metrics() if hasattr(opt, "metrics") else {})
             bar.set_postfix(train=f"{train_loss:.3f}", val=f"{row['val_loss']:.3f}")
-        if step % cfg.trainer.log_every == 0 or "val_loss" in row:
+        if step % cfg.trainer.log_every == 0 or "val_loss" in row or not finite:
             log_row(row)
         if step % cfg.trainer.checkpoint_every == 0 or step == cfg.trainer.max_steps:
             checkpoint_now()
@@ -214,8 +216,10 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict | None = None) -> dict:
             checkpoint_now()
             break
     bar.close()
-    summary = record.summary(status, step, step * tokens_per_step, mamba_path=mamba_path,
-                             **meter.summary())
+    if diverged:
+        log.error("diverged: %s", diverged)
+    summary = record.summary(status, step, step * tokens_per_step, mamba_path=mamba_path, skipped_steps=skipped,
+                             diverged=diverged, **meter.summary())
     if ranks.is_main:
         print(one_line(summary, record.first_val_loss, run_dir))
     if wandb_run:
@@ -225,6 +229,18 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict | None = None) -> dict:
     distributed.teardown()
     preemption.hand_over()  # under submitit: requeue this job (it resumes from the checkpoint) and exit
     return summary
+
+
+def gradient_norm(model, clip: float | None) -> torch.Tensor:
+    """The global gradient norm before clipping (DDP gradients are averaged already: the same on every rank)."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    if clip:
+        return torch.nn.utils.clip_grad_norm_(params, clip)
+    return torch.nn.utils.get_total_norm([p.grad for p in params])
+
+
+def _finite_or_none(x: float) -> float | None:
+    return x if math.isfinite(x) else None  # JSON has no NaN
 
 
 def unwrap(model):

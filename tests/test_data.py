@@ -42,8 +42,22 @@ def test_batches_replay_from_state_and_ranks_take_disjoint_slices(corpus):
     assert torch.equal(torch.cat([r0.next(), r1.next()]), Batches(corpus.train, 4, seed=5).next())
 
 
-def test_bad_split_is_refused():
+def test_local_path_trains_on_your_own_text_files(tmp_path):
+    folder = tmp_path / "texts"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.txt").write_text("the quick brown fox jumps over the lazy dog. " * 400)
+    (folder / "sub" / "b.txt").write_text("a stitch in time saves nine. " * 400)
+    (folder / "skipped.md").write_text("not a text file " * 1000)
     cfg = OmegaConf.load(CONF / "data" / "local.yaml")
-    cfg.val_fraction = 1.5
-    with pytest.raises(ConfigError, match="val_fraction"):
+    cfg.path, cfg.cache_dir, cfg.vocab_size, cfg.seq_len = str(folder), str(tmp_path / "cache"), 300, 16
+    corpus = load_corpus(cfg)
+    assert corpus.vocab_size <= 300 and corpus.train.shape[1] == 17
+    # only the two .txt files were read: ~1000 tokens each at most, far fewer than Shakespeare's ~1.5M
+    assert 10 < len(corpus.train) + len(corpus.val) < 2000
+
+
+def test_a_folder_without_text_files_is_refused(tmp_path):
+    cfg = OmegaConf.load(CONF / "data" / "local.yaml")
+    cfg.path, cfg.cache_dir = str(tmp_path), str(tmp_path / "cache")
+    with pytest.raises(ConfigError, match="holds no .txt files"):
         load_corpus(cfg)

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from orthonoise.checkpoint import checkpoint_paths
 from orthonoise.errors import ConfigError
 from orthonoise.trainer import lr_multiplier, train
 from tests.conftest import FAST
@@ -27,7 +28,7 @@ def test_short_muon_run_learns_and_leaves_its_records(compose_cfg, tmp_path):
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     assert on_disk == summary and summary["status"] == "completed" and summary["steps"] == 30
     assert summary["best_val_loss"] <= summary["final_val_loss"] and summary["n_params"] > 1e6
-    assert (tmp_path / "checkpoint.pt").exists()
+    assert [p.name for p in checkpoint_paths(tmp_path)] == ["step-00000015.pt", "step-00000030.pt"]
 
 
 def test_completed_run_is_skipped_on_relaunch(compose_cfg, tmp_path):
@@ -39,29 +40,97 @@ def test_completed_run_is_skipped_on_relaunch(compose_cfg, tmp_path):
 
 
 def test_interrupted_run_resumes_exactly(compose_cfg, tmp_path, monkeypatch):
-    """6 steps straight == crash right after the step-3 checkpoint, then relaunch: same weights, same losses."""
+    """6 steps straight == crash right after the step-3 checkpoint, then relaunch: same weights, same metrics."""
     from orthonoise import trainer
 
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     straight.mkdir(), resumed.mkdir()
-    train(compose_cfg(*FAST), straight)
+    train(compose_cfg(*FAST, "optimizer=orthonoise"), straight)
 
-    def save_then_crash(run_dir, state):
-        trainer_save(run_dir, state)
+    def save_then_crash(*args, **kwargs):
+        trainer_save(*args, **kwargs)
         raise RuntimeError("simulated crash after the step-3 checkpoint")
 
     trainer_save = trainer.save_checkpoint
     monkeypatch.setattr(trainer, "save_checkpoint", save_then_crash)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train(compose_cfg(*FAST), resumed)
+        train(compose_cfg(*FAST, "optimizer=orthonoise"), resumed)
     monkeypatch.setattr(trainer, "save_checkpoint", trainer_save)
-    assert train(compose_cfg(*FAST), resumed)["steps"] == 6
-    a = torch.load(straight / "checkpoint.pt", weights_only=False)["model"]
-    b = torch.load(resumed / "checkpoint.pt", weights_only=False)["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    straight_losses = {r["step"]: r.get("train_loss") for r in read_metrics(straight)}
-    resumed_losses = {r["step"]: r.get("train_loss") for r in read_metrics(resumed)}  # last occurrence wins
-    assert resumed_losses == straight_losses
+    assert train(compose_cfg(*FAST, "optimizer=orthonoise"), resumed)["steps"] == 6
+    a = torch.load(checkpoint_paths(straight)[-1], weights_only=True)
+    b = torch.load(checkpoint_paths(resumed)[-1], weights_only=True)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert torch.equal(a["rng"]["torch"], b["rng"]["torch"]) and a["rng"]["python"] == b["rng"]["python"]
+    assert without_timing(read_metrics(resumed)) == without_timing(read_metrics(straight))
+
+
+TIMING = {"step_time_s", "tokens_per_s", "fwd_bwd_s", "optimizer_s", "optimizer_share", "mfu", "peak_memory_gb"}
+
+
+def without_timing(rows: list[dict]) -> list[dict]:
+    """Metric rows minus the wall-clock fields, which no two runs share."""
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
+
+
+def poison_loss_at(monkeypatch, calls: set[int]):
+    """Make the training loss NaN on the given forward calls (1-based; evaluation calls are not counted)."""
+    from orthonoise import trainer
+
+    count = {"n": 0}
+    real = trainer.causal_lm_loss
+
+    def loss(model, batch):
+        value = real(model, batch)
+        if torch.is_grad_enabled():
+            count["n"] += 1
+            if count["n"] in calls:
+                return value * float("nan")
+        return value
+
+    monkeypatch.setattr(trainer, "causal_lm_loss", loss)
+
+
+def test_nan_loss_ends_the_run_as_diverged_with_its_step(compose_cfg, tmp_path, monkeypatch):
+    poison_loss_at(monkeypatch, {3})
+    summary = train(compose_cfg(*FAST), tmp_path)
+    assert summary["status"] == "diverged" and summary["steps"] == 3
+    assert summary["diverged"] == "non-finite loss at step 3"
+    last = read_metrics(tmp_path)[-1]
+    assert last == {**last, "step": 3, "train_loss": None, "skipped": True}
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "diverged"
+
+
+def test_nan_gradient_is_caught_even_when_the_loss_is_finite(compose_cfg, tmp_path, monkeypatch):
+    from orthonoise import trainer
+
+    real_build = trainer.build_model
+
+    def build_model(*args, **kwargs):  # NaN into one gradient only: the loss itself stays finite
+        model = real_build(*args, **kwargs)
+        model.get_input_embeddings().weight.register_hook(lambda g: torch.full_like(g, float("nan")))
+        return model
+
+    monkeypatch.setattr(trainer, "build_model", build_model)
+    summary = train(compose_cfg(*FAST), tmp_path)
+    assert summary["status"] == "diverged" and summary["diverged"] == "non-finite gradient norm at step 1"
+    assert math.isfinite(read_metrics(tmp_path)[-1]["train_loss"])
+
+
+def test_nonfinite_steps_can_be_skipped_up_to_a_limit(compose_cfg, tmp_path, monkeypatch):
+    poison_loss_at(monkeypatch, {2, 4})
+    summary = train(compose_cfg(*FAST, "trainer.skip_nonfinite=2"), tmp_path)
+    assert summary["status"] == "completed" and summary["steps"] == 6 and summary["skipped_steps"] == 2
+    rows = read_metrics(tmp_path)
+    assert [r["step"] for r in rows if r.get("skipped")] == [2, 4]
+    assert all(math.isfinite(r["val_loss"]) for r in rows if "val_loss" in r)  # the weights were never poisoned
+    model = torch.load(checkpoint_paths(tmp_path)[-1], weights_only=True)["model"]
+    assert all(torch.isfinite(t).all() for t in model.values())
+
+
+def test_one_skip_too_many_ends_the_run(compose_cfg, tmp_path, monkeypatch):
+    poison_loss_at(monkeypatch, {2, 4})
+    summary = train(compose_cfg(*FAST, "trainer.skip_nonfinite=1"), tmp_path)
+    assert summary["status"] == "diverged" and summary["steps"] == 4 and summary["skipped_steps"] == 2
 
 
 def test_adamw_baseline_trains_every_parameter_with_adamw(compose_cfg, tmp_path):
@@ -69,9 +138,10 @@ def test_adamw_baseline_trains_every_parameter_with_adamw(compose_cfg, tmp_path)
     assert summary["status"] == "completed"
 
 
-def test_divergence_is_recorded_not_hidden(compose_cfg, tmp_path):
+def test_a_loss_above_the_limit_is_divergence(compose_cfg, tmp_path):
     summary = train(compose_cfg(*FAST, "trainer.diverge_loss=1.0"), tmp_path)
     assert summary["status"] == "diverged" and summary["steps"] == 1
+    assert summary["diverged"].startswith("train loss") and "trainer.diverge_loss" in summary["diverged"]
 
 
 def test_gpu_preset_on_a_cpu_box_is_refused_before_compute(compose_cfg, tmp_path):

@@ -60,15 +60,19 @@ class Muon(Optimizer):
     def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95,
                  nesterov: bool = True, ns_coefficients=MUON_COEFFICIENTS, eps: float = 1e-7, ns_steps: int = 5,
                  adjust_lr_fn: str | None = None, orthogonalizer: str = "newton_schulz"):
-        if lr < 0 or weight_decay < 0 or not 0 <= momentum < 1:
-            raise ConfigError(f"Muon needs lr ≥ 0, weight_decay ≥ 0, 0 ≤ momentum < 1 "
-                              f"(got {lr}, {weight_decay}, {momentum})")
+        # Every message starts with the argument's name: the config check prefixes it with its key.
+        if lr < 0:
+            raise ConfigError(f"lr must be ≥ 0, got {lr}")
+        if weight_decay < 0:
+            raise ConfigError(f"weight_decay must be ≥ 0, got {weight_decay}")
+        if not 0 <= momentum < 1:
+            raise ConfigError(f"momentum must be in [0, 1), got {momentum}")
         if not isinstance(ns_steps, int) or ns_steps < 1:
             raise ConfigError(f"ns_steps must be an integer ≥ 1, got {ns_steps!r}")
         if adjust_lr_fn not in ADJUST_LR_FNS:
-            raise ConfigError(f"unknown adjust_lr_fn {adjust_lr_fn!r}; choose one of {ADJUST_LR_FNS}")
+            raise ConfigError(f"adjust_lr_fn must be one of {ADJUST_LR_FNS}, got {adjust_lr_fn!r}")
         if orthogonalizer not in ORTHOGONALIZERS:
-            raise ConfigError(f"unknown orthogonalizer {orthogonalizer!r}; choose one of {ORTHOGONALIZERS}")
+            raise ConfigError(f"orthogonalizer must be one of {ORTHOGONALIZERS}, got {orthogonalizer!r}")
         ns_coefficients = _plain(ns_coefficients)
         try:
             coefficient_schedule(ns_coefficients, ns_steps)
@@ -308,7 +312,7 @@ class OrthoNoise(_NoisyMuon):
 
     def __init__(self, params, *args, sampler: str = "cholesky", **kwargs):
         if sampler not in SAMPLERS:
-            raise ConfigError(f"unknown noise sampler {sampler!r}; choose one of {SAMPLERS}")
+            raise ConfigError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
         super().__init__(params, *args, **kwargs)
         self._set_defaults(sampler=sampler)
 
@@ -332,8 +336,10 @@ class NOLAH(Muon):
 
     def __init__(self, params, *args, gate: bool = True, momentum_scaling: bool = True, projection: bool = True,
                  scale: float = 0.9, percentile: float = 95.0, **kwargs):
-        if not 0 < scale <= 1 or not 0 < percentile < 100:
-            raise ConfigError(f"NOLAH needs 0 < scale ≤ 1 and 0 < percentile < 100 (got {scale}, {percentile})")
+        if not 0 < scale <= 1:
+            raise ConfigError(f"scale must be in (0, 1], got {scale}")
+        if not 0 < percentile < 100:
+            raise ConfigError(f"percentile must be in (0, 100), got {percentile}")
         super().__init__(params, *args, **kwargs)
         self._set_defaults(gate=gate, momentum_scaling=momentum_scaling, projection=projection, scale=scale,
                            percentile=percentile)

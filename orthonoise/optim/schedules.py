@@ -24,7 +24,8 @@ def alpha_at(t: int, alpha: float, schedule: str, end_factor: float, steps: int)
 
 def check_schedule(schedule: str, end_factor: float, steps: int) -> None:
     if schedule not in SCHEDULES:
-        raise ValueError(f"unknown noise schedule {schedule!r}; choose one of {SCHEDULES}")
-    if schedule != "constant" and (steps < 1 or end_factor < 0 or (schedule == "exponential" and end_factor == 0)):
-        raise ValueError(f"noise schedule {schedule} needs steps ≥ 1 (got {steps}) and end_factor ≥ 0 "
-                         f"(> 0 for exponential; got {end_factor})")
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if schedule != "constant" and steps < 1:
+        raise ValueError(f"schedule_steps must be ≥ 1 for the {schedule} schedule, got {steps}")
+    if schedule != "constant" and (end_factor < 0 or (schedule == "exponential" and end_factor == 0)):
+        raise ValueError(f"end_factor must be ≥ 0 (> 0 for exponential), got {end_factor}")

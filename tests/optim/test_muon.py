@@ -192,9 +192,16 @@ def test_state_dict_round_trip_resumes_exactly(cls, kwargs):
     (Muon, dict(adjust_lr_fn="sqrt"), "adjust_lr_fn"),
     (Muon, dict(ns_coefficients="cubic"), "ns_coefficients"),
     (NOLAH, dict(percentile=100), "percentile"),
+    (NOLAH, dict(scale=0.0), "scale"),
+    (Muon, dict(lr=-0.1), "lr"),
+    (Muon, dict(weight_decay=-1.0), "weight_decay"),
+    (OrthoNoise, dict(momentum=1.0), "momentum"),
+    (OrthoNoise, dict(schedule="linear", end_factor=-0.5), "end_factor"),
+    (IsotropicNoise, dict(schedule="cosine", schedule_steps=0), "schedule_steps"),
 ])
 def test_bad_settings_fail_at_construction(cls, kwargs, match):
-    with pytest.raises(ValueError, match=match):
+    """Each message starts with the argument's name (the config check turns it into the config key)."""
+    with pytest.raises(ValueError, match=f"^{match} must be"):
         cls(make_params(), **kwargs)
 
 
