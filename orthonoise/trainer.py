@@ -177,7 +177,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict | None = None) -> dict:
             opt.zero_grad(set_to_none=True)
         meter.mark("optimizer")
         with warnings.catch_warnings():  # a skipped first step: the schedule still follows the step count
-            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()` before")
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step\(\)` before")
             for sched in schedulers:
                 sched.step()
         step += 1
@@ -199,14 +199,16 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict | None = None) -> dict:
             status, diverged = "diverged", f"train loss {train_loss:.4g} above trainer.diverge_loss at step {step}"
             log_row(row)
             break
-        row.update(meter.end_step(row["step_time_s"], log=True))  # tokens/s, split, MFU, peak memory
-        if step % cfg.trainer.eval_every == 0 or step == cfg.trainer.max_steps:
+        evaluating = step % cfg.trainer.eval_every == 0 or step == cfg.trainer.max_steps
+        log_this_step = evaluating or step % cfg.trainer.log_every == 0 or not finite
+        row.update(meter.end_step(row["step_time_s"], log=log_this_step))  # tokens/s, split, MFU, peak memory
+        if evaluating:
             row["val_loss"] = evaluate(model, corpus.val, cfg, device, autocast, ranks)
             row["val_ppl"] = math.exp(min(row["val_loss"], 50))
             for opt in optimizers:
                 row.update(opt.metrics() if hasattr(opt, "metrics") else {})
             bar.set_postfix(train=f"{train_loss:.3f}", val=f"{row['val_loss']:.3f}")
-        if step % cfg.trainer.log_every == 0 or "val_loss" in row or not finite:
+        if log_this_step:
             log_row(row)
         if step % cfg.trainer.checkpoint_every == 0 or step == cfg.trainer.max_steps:
             checkpoint_now()

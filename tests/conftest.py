@@ -1,5 +1,8 @@
 """Shared fixtures: Hydra compose with the project's conf/, fast overrides for real training runs, bench scripts."""
 import importlib.util
+import json
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -29,10 +32,33 @@ def compose_cfg():
     return _compose
 
 
-
 def load_bench(name: str):
     """bench/<name>.py as a module (the bench scripts are scripts, not a package)."""
     spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+TIMING = {"step_time_s", "tokens_per_s", "fwd_bwd_s", "optimizer_s", "mfu", "peak_mem_gib"}
+
+
+def without_timing(rows: list[dict]) -> list[dict]:
+    """Metric rows minus the wall-clock fields, which no two runs share."""
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
+
+
+def wait_for_step(proc: subprocess.Popen, metrics: Path, step: int, timeout_s: float = 240) -> int:
+    """Poll a training subprocess's metrics.jsonl until it has logged `step` (or later); returns the step seen."""
+    deadline = time.time() + timeout_s
+    while True:
+        lines = metrics.read_text().splitlines() if metrics.exists() else []
+        seen = json.loads(lines[-1])["step"] if lines and lines[-1].endswith("}") else -1
+        if seen >= step:
+            return seen
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read() if proc.stdout else ""
+        time.sleep(0.02)

@@ -1,9 +1,14 @@
 """train.py as a user runs it: through a subprocess, single runs, multiruns and bad input."""
 import json
+import os
+import signal
 import subprocess
 import sys
 
-from tests.conftest import FAST, ROOT
+import torch
+
+from orthonoise.checkpoint import checkpoint_paths
+from tests.conftest import FAST, ROOT, read_metrics, wait_for_step, without_timing
 
 
 def run_train(*args, cwd=ROOT, timeout=300):
@@ -41,3 +46,27 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
     status = {p.name.split(",")[1]: json.loads((p / "summary.json").read_text())["status"]
               for p in tmp_path.iterdir() if p.is_dir()}  # dirs: hardware.batch_size=4,hardware=<name>,...
     assert status == {"hardware=h100": "failed", "hardware=cpu": "completed"}, out.stderr
+
+
+def test_sigkill_mid_interval_then_the_same_command_finishes_bit_identical(tmp_path):
+    """kill -9 between checkpoints (nothing gets to clean up), rerun the same command: same metrics, same weights."""
+    args = ["optimizer=orthonoise", "logger=disabled", "hardware.batch_size=2", "hardware.num_threads=1",
+            "trainer.max_steps=40", "trainer.eval_every=10", "trainer.eval_batches=1", "trainer.log_every=1",
+            "trainer.checkpoint_every=10", "trainer.progress_bar=false"]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert run_train(*args, f"hydra.run.dir={straight}").returncode == 0
+    proc = subprocess.Popen([sys.executable, "train.py", *args, f"hydra.run.dir={killed}"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_step(proc, killed / "metrics.jsonl", 15)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    logged = read_metrics(killed)[-1]["step"]
+    newest = checkpoint_paths(killed)[-1]
+    assert logged < 40 and int(newest.stem.split("-")[1]) <= logged
+    again = run_train(*args, f"hydra.run.dir={killed}")
+    assert again.returncode == 0 and f"resumed from {newest}" in again.stdout + again.stderr
+    assert without_timing(read_metrics(killed)) == without_timing(read_metrics(straight))  # no duplicated rows
+    a, b = (torch.load(checkpoint_paths(d)[-1], weights_only=True) for d in (straight, killed))
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert all(torch.equal(x, y) for x, y in zip(a["optimizers"][0]["state"][0].values(),
+                                                 b["optimizers"][0]["state"][0].values()) if torch.is_tensor(x))

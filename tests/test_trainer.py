@@ -8,11 +8,7 @@ import torch
 from orthonoise.checkpoint import checkpoint_paths
 from orthonoise.errors import ConfigError
 from orthonoise.trainer import lr_multiplier, train
-from tests.conftest import FAST
-
-
-def read_metrics(run_dir):
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+from tests.conftest import FAST, read_metrics, without_timing
 
 
 def test_short_muon_run_learns_and_leaves_its_records(compose_cfg, tmp_path):
@@ -62,14 +58,6 @@ def test_interrupted_run_resumes_exactly(compose_cfg, tmp_path, monkeypatch):
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert torch.equal(a["rng"]["torch"], b["rng"]["torch"]) and a["rng"]["python"] == b["rng"]["python"]
     assert without_timing(read_metrics(resumed)) == without_timing(read_metrics(straight))
-
-
-TIMING = {"step_time_s", "tokens_per_s", "fwd_bwd_s", "optimizer_s", "optimizer_share", "mfu", "peak_memory_gb"}
-
-
-def without_timing(rows: list[dict]) -> list[dict]:
-    """Metric rows minus the wall-clock fields, which no two runs share."""
-    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
 
 
 def poison_loss_at(monkeypatch, calls: set[int]):

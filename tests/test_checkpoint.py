@@ -1,0 +1,91 @@
+"""Checkpoint files: last K kept, atomic, checksummed, loaded without pickle, every RNG restored."""
+import logging
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from orthonoise.checkpoint import checkpoint_paths, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from orthonoise.errors import ConfigError
+
+
+def state(step: int) -> dict:
+    return {"step": step, "model": {"w": torch.full((64, 64), float(step))}, "rng": rng_state()}
+
+
+def test_only_the_newest_k_are_kept_and_no_temporary_file_is_left(tmp_path):
+    for step in (10, 20, 30, 40):
+        save_checkpoint(tmp_path, state(step), step, keep=2)
+    assert [p.name for p in checkpoint_paths(tmp_path)] == ["step-00000030.pt", "step-00000040.pt"]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "step-00000030.pt", "step-00000030.sha256", "step-00000040.pt", "step-00000040.sha256"]
+    loaded, path = load_checkpoint(tmp_path)
+    assert loaded["step"] == 40 and path.name == "step-00000040.pt"
+
+
+def test_a_run_without_checkpoints_starts_fresh(tmp_path):
+    assert load_checkpoint(tmp_path) == (None, None)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip_a_byte", "no_checksum"])
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog, damage):
+    save_checkpoint(tmp_path, state(10), 10, keep=3)
+    newest = save_checkpoint(tmp_path, state(20), 20, keep=3)
+    data = bytearray(newest.read_bytes())
+    if damage == "truncate":  # e.g. the disk filled up
+        newest.write_bytes(data[: len(data) // 2])
+    elif damage == "flip_a_byte":  # in the tensor data: torch.load alone would read it without complaint
+        data[len(data) // 2] ^= 0xFF
+        newest.write_bytes(data)
+    else:  # killed between the checkpoint's rename and its checksum's
+        newest.with_suffix(".sha256").unlink()
+    with caplog.at_level(logging.WARNING):
+        loaded, path = load_checkpoint(tmp_path)
+    assert loaded["step"] == 10 and torch.equal(loaded["model"]["w"], torch.full((64, 64), 10.0))
+    assert "step-00000020.pt is unusable" in caplog.text
+
+
+def test_a_half_written_temporary_file_is_ignored_and_cleaned_up(tmp_path):
+    save_checkpoint(tmp_path, state(10), 10)
+    stale = tmp_path / "checkpoints" / "step-00000020.pt.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    assert load_checkpoint(tmp_path)[0]["step"] == 10 and not stale.exists()
+
+
+def test_no_readable_checkpoint_is_an_error_not_a_silent_restart(tmp_path):
+    path = save_checkpoint(tmp_path, state(10), 10)
+    path.write_bytes(b"garbage")
+    with pytest.raises(ConfigError, match="none of the 1 checkpoints"):
+        load_checkpoint(tmp_path)
+
+
+class RunsCode:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, monkeypatch):
+    """weights_only loading: a pickle that calls os.system is rejected even with a valid checksum."""
+    monkeypatch.chdir(tmp_path)
+    save_checkpoint(tmp_path, state(10), 10)
+    save_checkpoint(tmp_path, {"step": 20, "payload": RunsCode()}, 20)
+    loaded, _ = load_checkpoint(tmp_path)
+    assert loaded["step"] == 10 and not (tmp_path / "pwned").exists()
+
+
+def test_every_rng_is_restored():
+    saved = rng_state()
+    first = (random.random(), np.random.rand(), torch.rand(3))
+    set_rng_state(saved)
+    again = (random.random(), np.random.rand(), torch.rand(3))
+    assert first[0] == again[0] and first[1] == again[1] and torch.equal(first[2], again[2])
+
+
+def test_rng_state_survives_the_weights_only_round_trip(tmp_path):
+    save_checkpoint(tmp_path, state(1), 1)
+    expected = (random.random(), np.random.rand(), torch.rand(3))  # what follows the saved state
+    set_rng_state(load_checkpoint(tmp_path)[0]["rng"])
+    got = (random.random(), np.random.rand(), torch.rand(3))
+    assert expected[0] == got[0] and expected[1] == got[1] and torch.equal(expected[2], got[2])

@@ -1,0 +1,31 @@
+"""SLURM's signals: USR2 (time-out / preemption warning) and SIGTERM (kill, scancel) checkpoint and end cleanly."""
+import json
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from orthonoise.checkpoint import checkpoint_paths
+from tests.conftest import ROOT, wait_for_step
+
+
+@pytest.mark.parametrize("signum", [signal.SIGUSR2, signal.SIGTERM], ids=["USR2", "TERM"])
+def test_signal_checkpoints_at_the_step_end_and_relaunch_resumes(tmp_path, signum):
+    out_dir = tmp_path / "run"
+    cmd = [sys.executable, "train.py", "model=tiny", "logger=disabled", "hardware.batch_size=2",
+           "hardware.num_threads=1", "trainer.max_steps=400", "trainer.eval_every=1000", "trainer.log_every=1",
+           "trainer.checkpoint_every=1000", "trainer.progress_bar=false", f"hydra.run.dir={out_dir}"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for_step(proc, out_dir / "metrics.jsonl", 2)
+    proc.send_signal(signum)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out[-3000:]  # a clean exit, not a kill
+    summary = json.loads((out_dir / "summary.json").read_text())
+    stopped_at = summary["steps"]
+    assert summary["status"] == "interrupted" and 2 <= stopped_at < 400
+    assert [p.name for p in checkpoint_paths(out_dir)] == [f"step-{stopped_at:08d}.pt"]  # not a multiple of 1000
+    resumed = subprocess.run([*cmd, f"trainer.max_steps={stopped_at + 2}"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=300)
+    assert f"resumed from {checkpoint_paths(out_dir)[0]} at step {stopped_at}" in resumed.stdout + resumed.stderr
+    assert json.loads((out_dir / "summary.json").read_text())["status"] == "completed"
