@@ -11,11 +11,11 @@ _HUB = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
 def hub_reachable(timeout_s: float = 3.0) -> bool:
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
         return False
-    return _connects(urlparse(_HUB).hostname, timeout_s)
+    return can_connect(urlparse(_HUB).hostname, timeout_s)
 
 
 @functools.cache  # asked by train.py and again by the config check: one 3 s timeout, not two
-def _connects(host: str, timeout_s: float) -> bool:
+def can_connect(host: str, timeout_s: float = 3.0) -> bool:
     try:
         socket.create_connection((host, 443), timeout=timeout_s).close()
         return True

@@ -8,7 +8,8 @@ The jobs come from Hydra itself (the same config loader and basic-sweeper expans
 Seconds per step come from earlier runs of the same model on the same hardware (wall_time_s / steps of the
 summary.json files under outputs/, median), else from the config's `hardware.step_time_s[<model preset>]`.
 Cost = GPUs × hours × hardware.gpu_hour_usd (per GPU: a 4×H100 node is 4 × 2.80 = 11.20 $/h). A job whose run
-directory already says completed costs nothing; an interrupted one costs its remaining steps.
+directory already says completed costs nothing; an interrupted one costs its remaining steps. Every job's
+settings are checked as train.py would check them (orthonoise.validate); the command exits 1 if any is invalid.
 """
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from orthonoise.errors import ConfigError
 from orthonoise.metrics import read_summary
+from orthonoise.validate import validate_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 HISTORY = Path("outputs")
@@ -37,6 +40,7 @@ class Job:
     step_time_s: float | None
     step_time_source: str     # "N runs" measured here, or "config"
     gpu_hour_usd: float
+    invalid: str | None = None  # the config error train.py would stop this job with
 
     @property
     def gpu_hours(self) -> float:
@@ -124,12 +128,17 @@ def plan(sweep: str, overrides: list[str], history: Path = HISTORY, gpu_hour_usd
         previous = read_summary(run_dir)
         state = previous["status"] if previous else "new"
         done = cfg.trainer.max_steps if state == "completed" else (previous or {}).get("steps") or 0
+        try:
+            validate_settings(cfg)
+            invalid = None
+        except ConfigError as err:
+            invalid = str(err)
         jobs.append(Job(
             overrides=[o for o in job_overrides if o not in common],
             run_dir=run_dir, model=model, hardware=hw.name,
             gpus=hw.world_size if hw.device == "cuda" else 0, steps=max(0, cfg.trainer.max_steps - done),
             state=state, step_time_s=step_time, step_time_source=source,
-            gpu_hour_usd=hw.gpu_hour_usd if gpu_hour_usd is None else gpu_hour_usd,
+            gpu_hour_usd=hw.gpu_hour_usd if gpu_hour_usd is None else gpu_hour_usd, invalid=invalid,
         ))
     return jobs
 
@@ -138,7 +147,7 @@ def format_plan(name: str, jobs: list[Job]) -> str:
     rows = [["#", "overrides", "run dir", "state", "model", "hardware", "steps", "s/step", "GPU-h", "$"]]
     for i, job in enumerate(jobs):
         rows.append([
-            str(i), " ".join(job.overrides), str(job.run_dir), job.state, job.model, job.hardware, str(job.steps),
+            str(i), " ".join(job.overrides), str(job.run_dir), "INVALID" if job.invalid else job.state, job.model, job.hardware, str(job.steps),
             "?" if job.step_time_s is None else f"{job.step_time_s:.2f} ({job.step_time_source})",
             f"{job.gpu_hours:.2f}", f"{job.usd:.2f}",
         ])
@@ -151,6 +160,7 @@ def format_plan(name: str, jobs: list[Job]) -> str:
     lines.insert(len(lines) - 1, "-" * len(lines[0]))
     if any(j.step_time_s is None for j in jobs):
         lines.append("? = no step time known for that model/hardware: add hardware.step_time_s.<model preset>")
+    lines += [f"INVALID job {i}: {job.invalid}" for i, job in enumerate(jobs) if job.invalid]
     return "\n".join(lines)
 
 
@@ -164,16 +174,19 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     sweeps = [a for a in args.args if "=" not in a]
     overrides = [a for a in args.args if "=" in a]
-    total_jobs, total_h, total_usd = 0, 0.0, 0.0
+    total_jobs, total_h, total_usd, invalid = 0, 0.0, 0.0, 0
     for sweep in sweeps:
         jobs = plan(sweep, overrides, args.history, args.gpu_hour_usd)
         print(format_plan(sweep, jobs) + "\n")
+        invalid += sum(bool(j.invalid) for j in jobs)
         total_jobs += len(jobs)
         total_h += sum(j.gpu_hours for j in jobs)
         total_usd += sum(j.usd for j in jobs)
     if len(sweeps) > 1:
         print(f"total: {total_jobs} jobs, {total_h:.2f} GPU-hours, ${total_usd:.2f}")
-    return 0
+    if invalid:
+        print(f"error: {invalid} job(s) have invalid settings (listed above); fix them before launching")
+    return 1 if invalid else 0
 
 
 if __name__ == "__main__":

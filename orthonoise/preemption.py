@@ -5,7 +5,7 @@ or $SUBMITIT_PREEMPT_SIGNAL. submitit's own handler would checkpoint and requeue
 step, with our state half-updated. So while training, the signal only raises a flag; at the end of the step
 every rank agrees to stop, rank 0 writes the checkpoint, and then submitit's handler runs: it calls the
 launcher's `checkpoint()` (hydra-submitit-launcher resubmits the same job) and requeues it. The requeued job
-finds checkpoint.pt in its run directory and resumes. Outside submitit (plain process, torchrun) the same
+finds its checkpoint in the run directory and resumes. Outside submitit (plain process, torchrun) the same
 signal (USR2, e.g. from `sbatch --signal=USR2@120`) checkpoints and ends the run as "interrupted"; launching
 it again resumes it. SIGTERM (what `kill`, `scancel` and SLURM's preemption send first) does the same
 everywhere: the run checkpoints at the end of its step and exits cleanly, with nothing requeued.

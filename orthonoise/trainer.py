@@ -177,7 +177,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict | None = None) -> dict:
             opt.zero_grad(set_to_none=True)
         meter.mark("optimizer")
         with warnings.catch_warnings():  # a skipped first step: the schedule still follows the step count
-            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step\(\)` before")
+            warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler.step\(\)` before")
             for sched in schedulers:
                 sched.step()
         step += 1

@@ -63,16 +63,21 @@ RULES: dict[str, tuple[Callable, str]] = {
 
 def validate(cfg: DictConfig, world_size: int = 1) -> None:
     """All checks, cheapest first; `world_size` is the number of processes actually launched."""
+    validate_settings(cfg)
+    _check_hardware(cfg.hardware, world_size)
+    _check_hub(cfg)
+
+
+def validate_settings(cfg: DictConfig) -> None:
+    """The checks that hold on any machine (the sweep preflight runs these on a login node)."""
     for key, (test, allowed) in RULES.items():
         value = OmegaConf.select(cfg, key, throw_on_missing=True)
         if not test(value):
             raise ConfigError(f"{key}={value!r} is out of range: must be {allowed}")
     _check_sequence_length(cfg)
-    _check_hardware(cfg.hardware, world_size)
     _check_optimizer(cfg, "optimizer")
     _check_optimizer(cfg, "adamw")
     _check_data_path(cfg.data)
-    _check_hub(cfg)
 
 
 def _check_sequence_length(cfg: DictConfig) -> None:
@@ -110,8 +115,8 @@ def _check_optimizer(cfg: DictConfig, node: str) -> None:
         if arg in raw:
             source = raw[arg]
             key = source[2:-1] if isinstance(source, str) and source.startswith("${") else f"{node}.{arg}"
-            raise ConfigError(f"{key}={OmegaConf.select(cfg, f'{node}.{arg}')!r} is out of range: "
-                              f"{message.split(' ', 1)[1]}") from None
+            allowed = message.split(" ", 1)[1].rsplit(", got ", 1)[0]  # the value is shown once, with its key
+            raise ConfigError(f"{key}={OmegaConf.select(cfg, f'{node}.{arg}')!r} is out of range: {allowed}") from None
         raise ConfigError(f"{node} ({cfg[node]._target_}): {message}") from None
 
 

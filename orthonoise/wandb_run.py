@@ -1,8 +1,13 @@
 """Weights & Biases: runs of one sweep share a group and tags, so the web view filters like the report."""
 import logging
+import netrc
+import os
 from pathlib import Path
+from urllib.parse import urlparse
 
 from omegaconf import DictConfig, OmegaConf
+
+from orthonoise.hub import can_connect
 
 log = logging.getLogger(__name__)
 
@@ -17,9 +22,36 @@ def run_tags(cfg: DictConfig, choices: dict) -> list[str]:
     return tags + list(cfg.tags)
 
 
+def has_credentials(host: str) -> bool:
+    """An API key in the environment, or the one `wandb login` stored in ~/.netrc (or $NETRC)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def logging_mode(requested: str) -> str:
+    """online needs credentials and the server; without either the run logs offline instead of failing."""
+    if requested != "online":
+        return requested
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    if not has_credentials(host):
+        problem = "no wandb credentials (set WANDB_API_KEY or run `wandb login`)"
+    elif not can_connect(host):
+        problem = f"{host} cannot be reached"
+    else:
+        return "online"
+    log.warning("logger=online but %s: logging offline instead; upload later with "
+                "`wandb sync <run dir>/wandb/offline-run-*`", problem)
+    return "offline"
+
+
 def start_wandb(cfg: DictConfig, run_dir: Path, choices: dict, resume_id: str | None = None):
     """A wandb run in the run directory, or None when logger.mode=disabled."""
-    if cfg.logger.mode == "disabled":
+    mode = logging_mode(cfg.logger.mode)
+    if mode == "disabled":
         return None
     import wandb
 
@@ -30,7 +62,7 @@ def start_wandb(cfg: DictConfig, run_dir: Path, choices: dict, resume_id: str | 
         tags=run_tags(cfg, choices),
         name=run_dir.name,
         dir=str(run_dir),
-        mode=cfg.logger.mode,
+        mode=mode,
         config=OmegaConf.to_container(cfg, resolve=True),
         id=resume_id,
         resume="allow" if resume_id else None,

@@ -54,3 +54,11 @@ def test_table_and_cli(tmp_path, capsys):
     assert main(["phase32_schedule", "phase32_adaptive", "--history", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "phase32_schedule: 6 jobs" in out and "total: 10 jobs" in out
+
+
+def test_invalid_jobs_are_flagged_before_anything_is_launched(tmp_path, capsys):
+    jobs = plan("phase32_alpha", ["optimizer.rank_threshold=1.5"], history=tmp_path)
+    assert all(j.invalid and j.invalid.startswith("optimizer.rank_threshold=1.5 is out of range") for j in jobs)
+    assert main(["phase32_alpha", "optimizer.rank_threshold=1.5", "--history", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "INVALID job 0: optimizer.rank_threshold=1.5" in out and "error: 20 job(s) have invalid settings" in out

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from orthonoise.checkpoint import checkpoint_paths
@@ -31,13 +32,22 @@ def test_multirun_writes_one_directory_per_job(tmp_path):
         assert (job / ".hydra" / "config.yaml").exists()
 
 
-def test_bad_input_gives_one_clear_error_and_nonzero_exit(tmp_path):
-    out = run_train("hardware=h100", f"hydra.run.dir={tmp_path}")
-    assert out.returncode != 0
-    assert "needs a CUDA GPU" in out.stderr + out.stdout and "Traceback" not in out.stderr
-    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "failed"
-    out = run_train("trainer.max_stepz=3", f"hydra.run.dir={tmp_path}")
-    assert out.returncode != 0 and "max_stepz" in out.stderr
+@pytest.mark.parametrize("overrides,message", [
+    (["hardware=h100"], "error: hardware=h100 needs a CUDA GPU"),
+    (["optimizer=orthonoise", "optimizer.alpha=-0.1"], "error: optimizer.alpha=-0.1 is out of range: must be ≥ 0"),
+    (["data.path=/no/such/corpus"], "error: data.path='/no/such/corpus' does not exist"),
+    (["trainer.max_stepz=3"], "Could not override 'trainer.max_stepz'"),  # Hydra's own message for a typo
+])
+def test_bad_input_gives_one_clear_error_and_nonzero_exit(tmp_path, overrides, message):
+    if "hardware=h100" in overrides and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    out = run_train(*overrides, f"hydra.run.dir={tmp_path}")
+    output = out.stdout + out.stderr
+    assert out.returncode == 1 and message in output and "Traceback" not in output
+    if message.startswith("error:"):
+        assert sum("error:" in line for line in output.splitlines()) == 1
+        assert json.loads((tmp_path / "summary.json").read_text())["status"] == "failed"
+        assert not (tmp_path / "metrics.jsonl").exists()  # stopped before any compute
 
 
 def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
@@ -70,3 +80,17 @@ def test_sigkill_mid_interval_then_the_same_command_finishes_bit_identical(tmp_p
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert all(torch.equal(x, y) for x, y in zip(a["optimizers"][0]["state"][0].values(),
                                                  b["optimizers"][0]["state"][0].values()) if torch.is_tensor(x))
+
+
+def test_secrets_from_the_environment_are_written_nowhere_in_the_run_dir(tmp_path):
+    secrets = {"WANDB_API_KEY": "wandbsecret" + "7" * 29, "HF_TOKEN": "hf_secret" + "Q" * 25}
+    out = subprocess.run([sys.executable, "train.py", *FAST, "logger=offline", "trainer.max_steps=2",
+                          f"hydra.run.dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**{k: v for k, v in os.environ.items() if k != "WANDB_MODE"}, **secrets})
+    assert out.returncode == 0, out.stderr[-3000:]
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".wandb" for p in files) and any(p.parent.name == ".hydra" for p in files)
+    for path in files:  # config snapshots, logs, metrics, summary, checkpoints, the offline wandb run
+        data = path.read_bytes()
+        assert not any(secret.encode() in data for secret in secrets.values()), path
+    assert not any(secret in out.stdout + out.stderr for secret in secrets.values())

@@ -137,16 +137,37 @@ def test_nolah_with_every_part_off_is_muon():
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("make", [
+EVERY_VARIANT = [
     lambda ps: Muon(ps), lambda ps: Muon(ps, orthogonalizer="svd"), lambda ps: OrthoNoise(ps, alpha=0.1),
-    lambda ps: OrthoNoise(ps, alpha=0.1, rank_threshold=0.5, noise_into_buffer=True),
-    lambda ps: IsotropicNoise(ps, alpha=0.1), lambda ps: NOLAH(ps),
-])
+    lambda ps: OrthoNoise(ps, alpha=0.1, rank_threshold=0.5, rank_every=1, noise_into_buffer=True),
+    lambda ps: OrthoNoise(ps, alpha=0.1, sampler="qr"), lambda ps: IsotropicNoise(ps, alpha=0.1),
+    lambda ps: NOLAH(ps),
+]
+
+
+@pytest.mark.parametrize("make", EVERY_VARIANT)
 def test_zero_gradients_give_no_nan(make):
     params = make_params()
     opt = make(params)
     run(opt, params, steps=2, grad_scale=0.0)
     assert all(torch.isfinite(p).all() for p in params)
+    assert all(math.isfinite(v) for v in opt.metrics().values())
+
+
+@pytest.mark.parametrize("make", EVERY_VARIANT)
+def test_degenerate_matrices_give_no_nan(make):
+    """Vectors as matrices (1×n, n×1, 1×1), rank-1 and all-zero gradients, tiny ones, and all-zero momentum."""
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(1, 16), (16, 1), (1, 1), (24, 8), (8, 24), (12, 12)]
+    params = [torch.nn.Parameter(torch.randn(s, generator=gen)) for s in shapes]
+    opt = make(params)
+    for step in range(4):
+        for p in params:
+            m, n = p.shape
+            rank_one = torch.randn(m, 1, generator=gen) @ torch.randn(1, n, generator=gen)
+            p.grad = [rank_one, torch.zeros(m, n), rank_one * 1e-30, torch.randn(m, n, generator=gen)][step]
+        opt.step()
+        assert all(torch.isfinite(p).all() for p in params), f"non-finite weights after step {step + 1}"
     assert all(math.isfinite(v) for v in opt.metrics().values())
 
 

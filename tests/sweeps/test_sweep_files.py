@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 from orthonoise.plan import ROOT, expand
+from orthonoise.validate import validate_settings
 
 TINY = ["+preset=tiny", "model=tiny", "data=local", "hardware=cpu", "logger=disabled"]
 
@@ -38,6 +39,7 @@ def test_sweep_expands_to_the_planned_runs(sweep):
         assert cfg.hydra.sweep.dir == f"outputs/sweeps/{sweep}"  # deterministic: a relaunch finds the same dirs
         assert cfg.model.pretrained == ("scratch" not in sweep and "phase4" not in sweep)
         assert cfg.data.name == "fineweb-edu" and cfg.optimizer.lr == 1e-4
+        validate_settings(cfg)  # every job passes the checks train.py makes before any compute
 
 
 def optimizer_of(cfg):
