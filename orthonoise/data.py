@@ -53,7 +53,9 @@ def train_bpe(texts: list[str], vocab_size: int, path: Path):
 
     tok = ByteLevelBPETokenizer()
     tok.train_from_iterator(texts, vocab_size=vocab_size, special_tokens=["<|endoftext|>"], show_progress=False)
-    tok.save(str(path))
+    tmp = path.with_suffix(".tmp")
+    tok.save(str(tmp))
+    tmp.replace(path)  # a run killed mid-save must not leave a half tokenizer for the next one
 
 
 def fineweb_texts(data_cfg: DictConfig) -> list[str]:

@@ -112,7 +112,9 @@ class Run:
 
     @property
     def error(self) -> str | None:
-        return (self.summary or {}).get("error")
+        """Why the run did not complete: the crash, or what made it diverge."""
+        summary = self.summary or {}
+        return summary.get("error") or summary.get("diverged")
 
 
 def _is_finite(value) -> bool:

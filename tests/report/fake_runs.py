@@ -46,7 +46,7 @@ def make_config(*, seed: int, optimizer: str = "muon", alpha=None, schedule: str
 
 def write_run(root: Path, name: str, *, seed: int = 1, val: dict[int, float] | None = None,
               eff_rank: dict[int, float] | None = None, status: str | None = "completed",
-              error: str | None = None, gpu_hours: float = 0.0, tokens_per_s: float = 1000.0,
+              error: str | None = None, diverged: str | None = None, gpu_hours: float = 0.0, tokens_per_s: float = 1000.0,
               hydra_yaml: bool = True, metrics: bool = True, **config_kwargs) -> Path:
     """One run dir. `val` maps eval step -> val loss; status None writes no summary.json."""
     run = Path(root) / name
@@ -75,7 +75,7 @@ def write_run(root: Path, name: str, *, seed: int = 1, val: dict[int, float] | N
             "best_val_loss": min(losses) if losses else None,
             "best_step": min(val, key=val.get) if val else None, "wall_time_s": 60.0,
             "tokens": 1000, "tokens_per_s": tokens_per_s, "n_params": 1000, "device": "cpu",
-            "world_size": 1, "gpu_hours": gpu_hours, "error": error, "updated_at": "2025-01-01T00:00:00",
+            "world_size": 1, "gpu_hours": gpu_hours, "error": error, "diverged": diverged, "updated_at": "2025-01-01T00:00:00",
         }
         (run / "summary.json").write_text(json.dumps(summary))
     return run

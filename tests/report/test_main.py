@@ -47,6 +47,15 @@ def test_report_written_with_tables_plots_and_problem_jobs(tmp_path, capsys):
     assert "FAIL" in capsys.readouterr().out
 
 
+def test_a_diverged_job_is_listed_with_its_cause(tmp_path):
+    make_sweep(tmp_path)
+    write_run(tmp_path, "ortho/seed=5", seed=5, phase="3.1", optimizer="orthonoise", alpha=1e-3,
+              status="diverged", diverged="non-finite gradient norm at step 120", val={50: 2.4, 100: 2.3})
+    assert main([str(tmp_path)]) == 0
+    report = (tmp_path / "report.md").read_text()
+    assert "ortho/seed=5" in report and "non-finite gradient norm at step 120" in report
+
+
 def test_phase_override_and_out_dir(tmp_path):
     make_sweep(tmp_path)
     out = tmp_path / "elsewhere"
