@@ -79,7 +79,7 @@ def save_checkpoint(run_dir: Path, state: dict, step: int, keep: int = 2) -> Pat
 def load_checkpoint(run_dir: Path) -> tuple[dict, Path] | tuple[None, None]:
     """The newest readable checkpoint and its path; (None, None) when the run has none yet."""
     for stale in (Path(run_dir) / DIRNAME).glob("*.tmp"):  # a write that was killed half-way
-        stale.unlink()
+        stale.unlink(missing_ok=True)  # every rank looks; the first one removes it
     paths = checkpoint_paths(run_dir)
     for path in reversed(paths):
         checksum = path.with_suffix(".sha256")

@@ -108,7 +108,7 @@ def load_corpus(data_cfg: DictConfig) -> Corpus:
     cache = Path(data_cfg.cache_dir) / f"{data_cfg.name}-{digest}"
     tensors = cache / "windows.pt"
     if tensors.exists():
-        return Corpus(**torch.load(tensors))
+        return Corpus(**torch.load(tensors, weights_only=True))
     cache.mkdir(parents=True, exist_ok=True)
     log.info("preparing %s corpus in %s", data_cfg.name, cache)
     if data_cfg.name == "local":
