@@ -16,8 +16,10 @@ from omegaconf import DictConfig
 
 from orthonoise.errors import ConfigError
 from orthonoise.hub import use_local_cache_if_offline
+from orthonoise.run_dirs import register_resolvers
 
 log = logging.getLogger("orthonoise")
+register_resolvers()  # before Hydra composes conf/: the run directory's name uses one
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from orthonoise.errors import ConfigError
 from orthonoise.metrics import read_summary
+from orthonoise.run_dirs import register_resolvers
 from orthonoise.validate import validate_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,6 +70,7 @@ def expand(sweep: str, overrides: list[str], sweeps_dir: Path = ROOT / "sweeps")
     from hydra.core.utils import setup_globals
 
     setup_globals()  # the ${now:...} and ${hydra:...} resolvers
+    register_resolvers()  # and ours
     loader = load_hydra(sweeps_dir).config_loader
     try:
         return expand_jobs(loader, sweep, overrides)

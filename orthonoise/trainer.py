@@ -80,7 +80,8 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict | None = None) -> dict:
     run_dir = Path(run_dir)
     previous = read_summary(run_dir)
     if previous and previous["status"] == "completed":
-        log.info("already completed in %s: skipping (delete summary.json to rerun)", run_dir)
+        print(f"already completed: {previous['steps']} steps, final val_loss {previous['final_val_loss']} | {run_dir} "
+              f"(the same command finds the same run; delete that directory, or change the seed, to run again)")
         return previous
     validate(cfg, world_size=distributed.env_ranks().world_size)  # every config mistake, before any compute
     ranks = distributed.init(cfg.hardware.device)

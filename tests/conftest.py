@@ -9,6 +9,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
+from orthonoise.run_dirs import register_resolvers
+
+register_resolvers()  # as train.py does before Hydra composes conf/
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -59,27 +60,40 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
 
 
 def test_sigkill_mid_interval_then_the_same_command_finishes_bit_identical(tmp_path):
-    """kill -9 between checkpoints (nothing gets to clean up), rerun the same command: same metrics, same weights."""
+    """kill -9 between checkpoints (nothing gets to clean up), then the very same command again: it finds its run
+    directory (named by the overrides), resumes, and ends with the same metrics and weights as an unbroken run."""
     args = ["optimizer=orthonoise", "logger=disabled", "hardware.batch_size=2", "hardware.num_threads=1",
             "trainer.max_steps=40", "trainer.eval_every=10", "trainer.eval_batches=1", "trainer.log_every=1",
-            "trainer.checkpoint_every=10", "trainer.progress_bar=false"]
-    straight, killed = tmp_path / "straight", tmp_path / "killed"
+            "trainer.checkpoint_every=10", "trainer.progress_bar=false", f"data.cache_dir={ROOT / '.cache' / 'data'}"]
+    command = [sys.executable, str(ROOT / "train.py"), *args]
+    straight = tmp_path / "straight"
     assert run_train(*args, f"hydra.run.dir={straight}").returncode == 0
-    proc = subprocess.Popen([sys.executable, "train.py", *args, f"hydra.run.dir={killed}"], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    proc = subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    (killed,) = wait_for_run_dir(proc, workdir / "outputs" / "runs")
     wait_for_step(proc, killed / "metrics.jsonl", 15)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     logged = read_metrics(killed)[-1]["step"]
     newest = checkpoint_paths(killed)[-1]
     assert logged < 40 and int(newest.stem.split("-")[1]) <= logged
-    again = run_train(*args, f"hydra.run.dir={killed}")
+    again = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and f"resumed from {newest}" in again.stdout + again.stderr
+    assert [p.name for p in (workdir / "outputs" / "runs").iterdir()] == [killed.name]  # no second run dir
     assert without_timing(read_metrics(killed)) == without_timing(read_metrics(straight))  # no duplicated rows
     a, b = (torch.load(checkpoint_paths(d)[-1], weights_only=True) for d in (straight, killed))
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert all(torch.equal(x, y) for x, y in zip(a["optimizers"][0]["state"][0].values(),
                                                  b["optimizers"][0]["state"][0].values()) if torch.is_tensor(x))
+
+
+def wait_for_run_dir(proc: subprocess.Popen, parent, timeout_s: float = 120) -> list:
+    deadline = time.time() + timeout_s
+    while not (parent.exists() and any(parent.iterdir())):
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    return list(parent.iterdir())
 
 
 def test_secrets_from_the_environment_are_written_nowhere_in_the_run_dir(tmp_path):
