@@ -6,6 +6,7 @@ options never get here: Hydra refuses them with its own message.
 """
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 from typing import Callable
@@ -22,7 +23,7 @@ def _int(low: int) -> tuple[Callable, str]:
 
 
 def _number(test: Callable, allowed: str) -> tuple[Callable, str]:
-    return (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and test(v)), allowed
+    return (lambda v: _is_number(v) and test(v)), allowed
 
 
 def _optional(rule: tuple[Callable, str]) -> tuple[Callable, str]:
@@ -104,20 +105,46 @@ def _check_hardware(hw: DictConfig, world_size: int) -> None:
 def _check_optimizer(cfg: DictConfig, node: str) -> None:
     """Build the optimizer on one dummy matrix: its constructor checks every argument, and its message starts
     with the argument's name, which becomes the config key (or the key it is interpolated from, e.g. noise.*)."""
-    from hydra.utils import instantiate
+    from hydra.utils import get_class, instantiate
 
+    raw = OmegaConf.to_container(cfg[node], resolve=False)
+
+    def key_of(arg: str) -> str:
+        source = raw.get(arg)
+        return source[2:-1] if isinstance(source, str) and source.startswith("${") else f"{node}.{arg}"
+
+    try:
+        cls = get_class(cfg[node]._target_)
+    except Exception as err:  # noqa: BLE001 - hydra raises ImportError or ValueError, wrapped differently by version
+        raise ConfigError(f"{node}._target_={cfg[node]._target_!r} cannot be imported: {str(err).splitlines()[0]}") from None
+    for name, default in _defaults(cls).items():  # a number given as text, e.g. alpha=1e-3x
+        value = cfg[node].get(name)
+        if name in raw and _is_number(default) and value is not None and not _is_number(value):
+            raise ConfigError(f"{key_of(name)}={value!r} is out of range: must be a number")
     try:
         instantiate(cfg[node], _convert_="all")([torch.nn.Parameter(torch.zeros(2, 2))])
     except (ValueError, TypeError) as err:
         message = str(err).splitlines()[0]
-        arg = message.split(" ", 1)[0]
-        raw = OmegaConf.to_container(cfg[node], resolve=False)
+        arg, _, rest = message.partition(" ")
         if arg in raw:
-            source = raw[arg]
-            key = source[2:-1] if isinstance(source, str) and source.startswith("${") else f"{node}.{arg}"
-            allowed = message.split(" ", 1)[1].rsplit(", got ", 1)[0]  # the value is shown once, with its key
-            raise ConfigError(f"{key}={OmegaConf.select(cfg, f'{node}.{arg}')!r} is out of range: {allowed}") from None
+            allowed = rest.rsplit(", got ", 1)[0]  # the value is shown once, with its key
+            raise ConfigError(f"{key_of(arg)}={OmegaConf.select(cfg, f'{node}.{arg}')!r} is out of range: {allowed}") from None
         raise ConfigError(f"{node} ({cfg[node]._target_}): {message}") from None
+
+
+def _defaults(cls) -> dict:
+    """Keyword defaults of a class's constructor, including those its subclasses pass on through **kwargs."""
+    defaults = {}
+    for klass in reversed(cls.__mro__):
+        if "__init__" in vars(klass):
+            for name, param in inspect.signature(klass.__init__).parameters.items():
+                if param.default is not inspect.Parameter.empty:
+                    defaults[name] = param.default
+    return defaults
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _looks_local(path: str) -> bool:

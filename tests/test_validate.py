@@ -14,6 +14,8 @@ BAD_INPUTS = [  # (overrides, what the message must say)
     (["optimizer=orthonoise", "noise=linear", "noise.end_factor=-1"], "noise.end_factor=-1 is out of range: must be ≥ 0"),
     (["optimizer=orthonoise", "noise=cosine", "noise.steps=0"], "noise.steps=0 is out of range: must be ≥ 1"),
     (["optimizer=nolah", "optimizer.percentile=100"], "optimizer.percentile=100 is out of range: must be in (0, 100)"),
+    (["optimizer=orthonoise", "optimizer.alpha=1e-3x"], "optimizer.alpha='1e-3x' is out of range: must be a number"),
+    (["optimizer._target_=orthonoise.optim.Nope"], "optimizer._target_='orthonoise.optim.Nope' cannot be imported"),
     (["optimizer.ns_steps=0"], "optimizer.ns_steps=0 is out of range: must be an integer ≥ 1"),
     (["optimizer.orthogonalizer=qr"], "optimizer.orthogonalizer='qr' is out of range: must be one of"),
     (["optimizer.momentum=1.0"], "optimizer.momentum=1.0 is out of range: must be in [0, 1)"),
