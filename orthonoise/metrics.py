@@ -94,8 +94,10 @@ class RunRecord:
         self.start = time.time()
 
 
-def mark_failed(run_dir: Path, error: str) -> None:
-    """Record a crash in summary.json, keeping what the run had reached."""
+def mark_status(run_dir: Path, status: str, **fields) -> dict:
+    """Set a run's status in summary.json (a crash: "failed" with its error), keeping what the run had reached."""
     summary = read_summary(run_dir) or {"steps": 0}
-    summary.update(status="failed", error=error, updated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    summary.update(status=status, **fields, updated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
     write_json_atomic(Path(run_dir) / "summary.json", summary)
+    return summary

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
 
-from orthonoise.metrics import mark_failed
+from orthonoise.metrics import mark_status
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def mean_final_val_loss(cfg: DictConfig, trial_dir: Path, choices: dict) -> floa
             losses.append(summary["final_val_loss"] if ok else math.nan)
         except Exception as err:  # the trial fails; the study goes on
             traceback.print_exc()
-            mark_failed(run_dir, f"{type(err).__name__}: {err}")
+            mark_status(run_dir, "failed", error=f"{type(err).__name__}: {err}")
             losses.append(math.nan)
     value = sum(losses) / len(losses)
     log.info("objective: mean final val loss over seeds %s = %.4f (%s)", list(cfg.objective.seeds), value, losses)

@@ -7,11 +7,16 @@ every rank agrees to stop, rank 0 writes the checkpoint, and then submitit's han
 launcher's `checkpoint()` (hydra-submitit-launcher resubmits the same job) and requeues it. The requeued job
 finds its checkpoint in the run directory and resumes. Outside submitit (plain process, torchrun) the same
 signal (USR2, e.g. from `sbatch --signal=USR2@120`) checkpoints and ends the run as "interrupted"; launching
-it again resumes it. SIGTERM (what `kill`, `scancel` and SLURM's preemption send first) does the same
-everywhere: the run checkpoints at the end of its step and exits cleanly, with nothing requeued.
+it again resumes it.
+
+SIGTERM (what `kill`, `scancel` and SLURM's preemption send first) and Ctrl-C (SIGINT) do the same everywhere:
+the run checkpoints at the end of its step and exits cleanly, with nothing requeued; a second Ctrl-C aborts at
+once. They stop the process, not just the run: a multirun on the basic launcher runs its jobs one after another
+in one process, and the jobs after a stopped one are recorded as interrupted without being started.
 """
 import os
 import signal
+import sys
 import threading
 
 import torch
@@ -19,17 +24,34 @@ import torch
 from orthonoise import distributed
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_stopped_by: signal.Signals | None = None  # outlives the run that received it
+
+
 def watched_signal() -> signal.Signals:
     return getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
+
+
+def stopped_by() -> str | None:
+    """The stop signal this process received during an earlier run, if any: no further run may start."""
+    return _stopped_by.name if _stopped_by else None
 
 
 class Preemption:
     def __init__(self):
         self.signum, self.previous = None, {}
         if threading.current_thread() is threading.main_thread():  # Python handles signals there only
-            self.previous = {sig: signal.signal(sig, self._note) for sig in {watched_signal(), signal.SIGTERM}}
+            self.previous = {sig: signal.signal(sig, self._note) for sig in {watched_signal(), *STOP_SIGNALS}}
 
     def _note(self, signum, frame) -> None:
+        global _stopped_by
+        if signum == signal.SIGINT:
+            if self.signum == signal.SIGINT:
+                raise KeyboardInterrupt  # the second Ctrl-C: abort now; the last periodic checkpoint stays
+            print("\nCtrl-C: stopping at the end of this step, with a checkpoint (Ctrl-C again aborts now)",
+                  file=sys.stderr, flush=True)
+        if signum in STOP_SIGNALS:
+            _stopped_by = signal.Signals(signum)
         self.signum = signum
 
     def requested(self, device: torch.device) -> bool:

@@ -17,10 +17,10 @@ from orthonoise import distributed, perf
 from orthonoise.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from orthonoise.data import Batches, load_corpus
 from orthonoise.loss import causal_lm_loss
-from orthonoise.metrics import RunRecord, read_summary
+from orthonoise.metrics import RunRecord, mark_status, read_summary
 from orthonoise.model import build_model, count_parameters, mamba_kernel_path
 from orthonoise.optim import build_optimizers
-from orthonoise.preemption import Preemption
+from orthonoise.preemption import Preemption, stopped_by
 from orthonoise.validate import validate
 from orthonoise.wandb_run import start_wandb
 
@@ -84,6 +84,9 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict | None = None) -> dict:
               f"(the same command finds the same run; delete that directory, or change the seed, to run again)")
         return previous
     validate(cfg, world_size=distributed.env_ranks().world_size)  # every config mistake, before any compute
+    if stopped_by():  # an earlier job of this multirun process was told to stop: so is this one
+        log.warning("not started: this process received %s; launch the same command again to run it", stopped_by())
+        return mark_status(run_dir, "interrupted")
     ranks = distributed.init(cfg.hardware.device)
     device = set_up_device(cfg.hardware, ranks)
     torch.manual_seed(cfg.seed)

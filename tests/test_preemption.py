@@ -1,4 +1,4 @@
-"""SLURM's signals: USR2 (time-out / preemption warning) and SIGTERM (kill, scancel) checkpoint and end cleanly."""
+"""USR2 (SLURM's time-out / preemption warning), SIGTERM (kill, scancel) and Ctrl-C checkpoint and end cleanly."""
 import json
 import signal
 import subprocess
@@ -10,7 +10,7 @@ from orthonoise.checkpoint import checkpoint_paths
 from tests.conftest import ROOT, wait_for_step
 
 
-@pytest.mark.parametrize("signum", [signal.SIGUSR2, signal.SIGTERM], ids=["USR2", "TERM"])
+@pytest.mark.parametrize("signum", [signal.SIGUSR2, signal.SIGTERM, signal.SIGINT], ids=["USR2", "TERM", "INT"])
 def test_signal_checkpoints_at_the_step_end_and_relaunch_resumes(tmp_path, signum):
     out_dir = tmp_path / "run"
     cmd = [sys.executable, "train.py", "model=tiny", "logger=disabled", "hardware.batch_size=2",
@@ -29,3 +29,27 @@ def test_signal_checkpoints_at_the_step_end_and_relaunch_resumes(tmp_path, signu
                              timeout=300)
     assert f"resumed from {checkpoint_paths(out_dir)[0]} at step {stopped_at}" in resumed.stdout + resumed.stderr
     assert json.loads((out_dir / "summary.json").read_text())["status"] == "completed"
+
+
+def test_a_stopped_multirun_starts_no_further_job_and_a_relaunch_finishes_all(tmp_path):
+    """The basic launcher runs jobs one after another in one process: SIGTERM in job 1 must not start job 2."""
+    cmd = [sys.executable, "train.py", "-m", "seed=1,2", "logger=disabled", "hardware.batch_size=2",
+           "hardware.num_threads=1", "trainer.max_steps=60", "trainer.eval_every=1000", "trainer.log_every=1",
+           "trainer.checkpoint_every=1000", "trainer.progress_bar=false", f"hydra.sweep.dir={tmp_path}"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    name = "hardware.batch_size=2,hardware.num_threads=1,logger=disabled,seed={},trainer.checkpoint_every=1000," \
+           "trainer.eval_every=1000,trainer.log_every=1,trainer.max_steps=60,trainer.progress_bar=False"
+    first, second = tmp_path / name.format(1), tmp_path / name.format(2)  # run dirs are named by the overrides
+    wait_for_step(proc, first / "metrics.jsonl", 2)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out[-3000:]
+    assert json.loads((first / "summary.json").read_text())["status"] == "interrupted"
+    assert json.loads((second / "summary.json").read_text()) == {**json.loads((second / "summary.json").read_text()),
+                                                                  "status": "interrupted", "steps": 0}
+    assert not (second / "metrics.jsonl").exists()  # never started
+    stopped_at = json.loads((first / "summary.json").read_text())["steps"]
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)  # the very same command
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resumed from {checkpoint_paths(first)[0]} at step {stopped_at}" in again.stdout + again.stderr
+    assert [json.loads((d / "summary.json").read_text())["status"] for d in (first, second)] == ["completed"] * 2
