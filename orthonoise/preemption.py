@@ -38,10 +38,19 @@ def stopped_by() -> str | None:
 
 
 class Preemption:
+    """While open (a `with` block), the stop signals only raise a flag that the training loop reads."""
+
     def __init__(self):
-        self.signum, self.previous = None, {}
+        self.signum, self.previous, self.installed = None, {}, False
         if threading.current_thread() is threading.main_thread():  # Python handles signals there only
             self.previous = {sig: signal.signal(sig, self._note) for sig in {watched_signal(), *STOP_SIGNALS}}
+            self.installed = True
+
+    def __enter__(self) -> "Preemption":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()  # also on a crash: a later run in this process must find the usual handlers
 
     def _note(self, signum, frame) -> None:
         global _stopped_by
@@ -60,14 +69,16 @@ class Preemption:
         return distributed.all_reduce_mean(flag).item() > 0
 
     def close(self) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-        self.previous = {}
+        """Put back the handlers this displaced."""
+        if self.installed:
+            for sig, handler in self.previous.items():
+                signal.signal(sig, handler)
+            self.installed = False
 
     def hand_over(self) -> None:
         """After the checkpoint: run the handler we displaced for the preemption signal (submitit's
         requeue-and-exit), if there was one. SIGTERM is not handed over: its default would kill us now."""
-        previous = self.previous.get(watched_signal())
         self.close()
+        previous = self.previous.get(watched_signal())
         if callable(previous) and self.signum == watched_signal():
             previous(self.signum, None)

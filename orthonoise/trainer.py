@@ -87,6 +87,15 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict | None = None) -> dict:
     if stopped_by():  # an earlier job of this multirun process was told to stop: so is this one
         log.warning("not started: this process received %s; launch the same command again to run it", stopped_by())
         return mark_status(run_dir, "interrupted")
+    with Preemption() as preemption:  # from here on SLURM's USR2, SIGTERM and Ctrl-C stop at the end of a step
+        summary = _train_checked(cfg, run_dir, choices, preemption)
+    preemption.hand_over()  # under submitit: requeue this job (it resumes from the checkpoint) and exit
+    return summary
+
+
+def _train_checked(cfg: DictConfig, run_dir: Path, choices: dict | None, preemption: Preemption) -> dict:
+    """The run itself, once its config has passed every check."""
+    run_dir.mkdir(parents=True, exist_ok=True)
     ranks = distributed.init(cfg.hardware.device)
     device = set_up_device(cfg.hardware, ranks)
     torch.manual_seed(cfg.seed)
@@ -150,7 +159,6 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict | None = None) -> dict:
         log_row({"step": 0, "tokens": 0, "val_loss": first, "val_ppl": math.exp(min(first, 50))})
     record.summary("running", step, step * tokens_per_step)
     status, diverged = "completed", None
-    preemption = Preemption()  # SLURM's time-out / preemption signal: checkpoint at the end of the step
     bar = tqdm(total=cfg.trainer.max_steps, initial=step, disable=not (ranks.is_main and cfg.trainer.progress_bar),
                desc="train", dynamic_ncols=True)
     while step < cfg.trainer.max_steps:
@@ -233,7 +241,6 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict | None = None) -> dict:
         wandb_run.finish()
     del model, optimizers
     distributed.teardown()
-    preemption.hand_over()  # under submitit: requeue this job (it resumes from the checkpoint) and exit
     return summary
 
 

@@ -53,3 +53,21 @@ def test_a_stopped_multirun_starts_no_further_job_and_a_relaunch_finishes_all(tm
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"resumed from {checkpoint_paths(first)[0]} at step {stopped_at}" in again.stdout + again.stderr
     assert [json.loads((d / "summary.json").read_text())["status"] for d in (first, second)] == ["completed"] * 2
+
+
+def test_the_usual_signal_handlers_are_back_after_a_run_even_after_a_crash(compose_cfg, tmp_path, monkeypatch):
+    """Otherwise the next run of a multirun process would inherit a dead run's handlers, and SIGTERM would be lost."""
+    from orthonoise import trainer
+    from tests.conftest import FAST
+
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)}
+    trainer.train(compose_cfg(*FAST, "trainer.max_steps=1"), tmp_path / "ok")
+    assert {sig: signal.getsignal(sig) for sig in before} == before
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(trainer, "build_model", crash)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        trainer.train(compose_cfg(*FAST), tmp_path / "crashed")
+    assert {sig: signal.getsignal(sig) for sig in before} == before
