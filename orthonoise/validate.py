@@ -76,6 +76,7 @@ def validate_settings(cfg: DictConfig) -> None:
         if not test(value):
             raise ConfigError(f"{key}={value!r} is out of range: must be {allowed}")
     _check_sequence_length(cfg)
+    _check_model(cfg.model)
     _check_optimizer(cfg, "optimizer")
     _check_optimizer(cfg, "adamw")
     _check_data_path(cfg.data)
@@ -86,6 +87,29 @@ def _check_sequence_length(cfg: DictConfig) -> None:
     if limit and cfg.data.seq_len > limit:
         raise ConfigError(f"data.seq_len={cfg.data.seq_len} is out of range: model={cfg.model.preset} supports "
                           f"at most {limit} tokens (model.config.max_position_embeddings)")
+
+
+def _check_model(model: DictConfig) -> None:
+    """The architecture's arithmetic, on the config alone (no weights are built)."""
+    from orthonoise.model import granite_config
+
+    c = model.config
+    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "mamba_n_heads",
+                "mamba_d_head", "mamba_d_state", "mamba_n_groups", "mamba_d_conv", "intermediate_size"):
+        test, allowed = _int(1)
+        if key in c and not test(c[key]):
+            raise ConfigError(f"model.config.{key}={c[key]!r} is out of range: must be {allowed}")
+    for part, whole in (("num_attention_heads", "hidden_size"), ("num_key_value_heads", "num_attention_heads")):
+        if c[whole] % c[part]:
+            raise ConfigError(f"model.config.{part}={c[part]} is out of range: must divide "
+                              f"model.config.{whole}={c[whole]}")
+    try:  # transformers' own checks; the vocabulary size is irrelevant here
+        granite_config(model, vocab_size=None if c.vocab_size else 256)
+    except ConfigError:
+        raise
+    except Exception as err:  # noqa: BLE001 - transformers raises several types (a strict-dataclass error, ValueError)
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        raise ConfigError(f"model.config (model={model.preset}) is inconsistent: {lines[-1]}") from None
 
 
 def _check_hardware(hw: DictConfig, world_size: int) -> None:
@@ -117,9 +141,13 @@ def _check_optimizer(cfg: DictConfig, node: str) -> None:
         cls = get_class(cfg[node]._target_)
     except Exception as err:  # noqa: BLE001 - hydra raises ImportError or ValueError, wrapped differently by version
         raise ConfigError(f"{node}._target_={cfg[node]._target_!r} cannot be imported: {str(err).splitlines()[0]}") from None
-    for name, default in _defaults(cls).items():  # a number given as text, e.g. alpha=1e-3x
+    for name, default in _defaults(cls).items():  # a number given as text (alpha=1e-3x), a flag as a word
         value = cfg[node].get(name)
-        if name in raw and _is_number(default) and value is not None and not _is_number(value):
+        if name not in raw or value is None:
+            continue
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ConfigError(f"{key_of(name)}={value!r} is out of range: must be true or false")
+        if _is_number(default) and not _is_number(value):
             raise ConfigError(f"{key_of(name)}={value!r} is out of range: must be a number")
     try:
         instantiate(cfg[node], _convert_="all")([torch.nn.Parameter(torch.zeros(2, 2))])
@@ -152,6 +180,9 @@ def _looks_local(path: str) -> bool:
 
 
 def _check_data_path(data: DictConfig) -> None:
+    if not data.tokenizer:
+        raise ConfigError(f"data.tokenizer is null: data={data.name} uses the model's tokenizer (model.hub_id), and "
+                          f"this model has none; set data.tokenizer=<hub id or local folder>, or use data=local")
     path = data.get("path")
     if path and _looks_local(path) and not Path(path).expanduser().exists():
         what = ("a .txt file or a folder of .txt files" if data.name == "local"

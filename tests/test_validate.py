@@ -37,6 +37,13 @@ BAD_INPUTS = [  # (overrides, what the message must say)
     (["data.seq_len=1"], "data.seq_len=1 is out of range: must be an integer ≥ 2"),
     (["data.val_fraction=1.5"], "data.val_fraction=1.5 is out of range: must be a number in (0, 1)"),
     (["data.path=/no/such/folder"], "data.path='/no/such/folder' does not exist (expected a .txt file or a folder"),
+    (["data=fineweb-edu"], "data.tokenizer is null: data=fineweb-edu uses the model's tokenizer (model.hub_id)"),
+    (["model.config.num_attention_heads=5"], "model.config.num_attention_heads=5 is out of range: must divide model.config.hidden_size=192"),
+    (["model.config.num_key_value_heads=4"], "model.config.num_key_value_heads=4 is out of range: must divide model.config.num_attention_heads=6"),
+    (["model.config.hidden_size=-5"], "model.config.hidden_size=-5 is out of range: must be an integer ≥ 1"),
+    (["model.config.mamba_n_heads=7"], "model.config (model=tiny) is inconsistent: ValueError: mamba_n_heads must divide"),
+    (["model.config.attention_layers=[9]"], "model.config.attention_layers [9] must name layers in [0, 4)"),
+    (["optimizer=nolah", "optimizer.gate=maybe"], "optimizer.gate='maybe' is out of range: must be true or false"),
     (["hardware.world_size=2"], "hardware.world_size=2 (hardware=cpu) but 1 process(es) were launched"),
     (["seed=-3"], "seed=-3 is out of range: must be an integer ≥ 0"),
 ]
