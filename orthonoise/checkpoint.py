@@ -7,13 +7,13 @@ tensors and plain Python values only, so a tampered file cannot run code.
 """
 import hashlib
 import logging
-import os
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from orthonoise.atomic import write_atomic, write_text_atomic
 from orthonoise.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -42,15 +42,6 @@ def _sha256_of(path: Path) -> str:
     return sha256.hexdigest()
 
 
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())  # on disk before the rename makes it visible
-    os.replace(tmp, path)
-
-
 def checkpoint_paths(run_dir: Path) -> list[Path]:
     """The run's checkpoints, oldest first."""
     return sorted((Path(run_dir) / DIRNAME).glob("step-*.pt"))
@@ -61,15 +52,13 @@ def save_checkpoint(run_dir: Path, state: dict, step: int, keep: int = 2) -> Pat
     folder = Path(run_dir) / DIRNAME
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step-{step:08d}.pt"
-    digest = {}
 
-    def write(f):
+    def write(f) -> str:
         hashing = _HashingFile(f)
         torch.save(state, hashing)
-        digest["sha256"] = hashing.sha256.hexdigest()
+        return hashing.sha256.hexdigest()
 
-    _write_atomic(path, write)
-    _write_atomic(path.with_suffix(".sha256"), lambda f: f.write(digest["sha256"].encode()))
+    write_text_atomic(path.with_suffix(".sha256"), write_atomic(path, write))
     for old in checkpoint_paths(run_dir)[:-keep]:
         old.with_suffix(".sha256").unlink(missing_ok=True)
         old.unlink()

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from orthonoise.atomic import write_atomic, write_text_atomic
 from orthonoise.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -53,9 +54,7 @@ def train_bpe(texts: list[str], vocab_size: int, path: Path):
 
     tok = ByteLevelBPETokenizer()
     tok.train_from_iterator(texts, vocab_size=vocab_size, special_tokens=["<|endoftext|>"], show_progress=False)
-    tmp = path.with_suffix(".tmp")
-    tok.save(str(tmp))
-    tmp.replace(path)  # a run killed mid-save must not leave a half tokenizer for the next one
+    write_text_atomic(path, tok.to_str())  # a run killed mid-save must not leave a half tokenizer for the next one
 
 
 def fineweb_texts(data_cfg: DictConfig) -> list[str]:
@@ -122,8 +121,7 @@ def load_corpus(data_cfg: DictConfig) -> Corpus:
     if data_cfg.get("num_examples") and data_cfg.name == "local":
         train = train[: data_cfg.num_examples]
     corpus = Corpus(train=train, val=val, vocab_size=vocab_size)
-    torch.save(corpus.__dict__, tensors.with_suffix(".tmp"))
-    tensors.with_suffix(".tmp").rename(tensors)  # atomic: a parallel job never reads half a file
+    write_atomic(tensors, lambda f: torch.save(corpus.__dict__, f))  # a parallel job never reads half a file
     log.info("corpus: %d train / %d val sequences of %d tokens, vocab %d", len(train), len(val), data_cfg.seq_len, vocab_size)
     return corpus
 

@@ -1,16 +1,15 @@
 """What a run leaves behind: `metrics.jsonl` (one JSON object per logged step) and `summary.json`."""
 import json
 import math
-import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from orthonoise.atomic import write_text_atomic
+
 
 def write_json_atomic(path: Path, obj: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)  # a reader never sees half a file
+    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")  # a reader never sees half a file
 
 
 def read_summary(run_dir: Path) -> dict | None:
@@ -54,9 +53,7 @@ class RunRecord:
                 continue
             if row.get("step", math.inf) <= step:
                 kept.append(line + "\n")
-        tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(kept))
-        os.replace(tmp, path)
+        write_text_atomic(path, "".join(kept))
 
     def wall_time_s(self) -> float:
         return self.elapsed_before + time.time() - self.start
