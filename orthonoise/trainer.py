@@ -84,8 +84,8 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict | None = None) -> dict:
               f"(the same command finds the same run; delete that directory, or change the seed, to run again)")
         return previous
     validate(cfg, world_size=distributed.env_ranks().world_size)  # every config mistake, before any compute
-    if stopped_by():  # an earlier job of this multirun process was told to stop: so is this one
-        log.warning("not started: this process received %s; launch the same command again to run it", stopped_by())
+    if signal_name := stopped_by():  # an earlier job of this multirun process was told to stop: so is this one
+        log.warning("not started: this process received %s; launch the same command again to run it", signal_name)
         return mark_status(run_dir, "interrupted")
     with Preemption() as preemption:  # from here on SLURM's USR2, SIGTERM and Ctrl-C stop at the end of a step
         summary = _train_checked(cfg, run_dir, choices, preemption)

@@ -94,9 +94,9 @@ def _check_model(model: DictConfig) -> None:
     from orthonoise.model import granite_config
 
     c = model.config
+    test, allowed = _int(1)
     for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "mamba_n_heads",
                 "mamba_d_head", "mamba_d_state", "mamba_n_groups", "mamba_d_conv", "intermediate_size"):
-        test, allowed = _int(1)
         if key in c and not test(c[key]):
             raise ConfigError(f"model.config.{key}={c[key]!r} is out of range: must be {allowed}")
     for part, whole in (("num_attention_heads", "hidden_size"), ("num_key_value_heads", "num_attention_heads")):
