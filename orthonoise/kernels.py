@@ -71,14 +71,19 @@ def conv1d_reference(x: Tensor, weight: Tensor, bias: Tensor | None, silu: bool)
 
 if triton is not None:
     @triton.jit
-    def _fwd_kernel(x_ptr, w_ptr, b_ptr, out_ptr, L, D, sxb, sxd, sxl, sob, sod, sol, swd, swk,
-                    W: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr, BL: tl.constexpr, BD: tl.constexpr):
+    def _tile(L, D, BL: tl.constexpr, BD: tl.constexpr):
+        """This program's (batch, time rows t, channels d) and their in-range masks; grid = _grid(B, L, D)."""
         pid, pid_d = tl.program_id(0), tl.program_id(1)
         n_lb = tl.cdiv(L, BL)
         b, lb = pid // n_lb, pid % n_lb
         t = lb * BL + tl.arange(0, BL)
         d = pid_d * BD + tl.arange(0, BD)
-        md, mt = d < D, t < L
+        return pid, b, t, d, t < L, d < D
+
+    @triton.jit
+    def _causal_conv(x_ptr, w_ptr, b_ptr, b, t, d, mt, md, sxb, sxd, sxl, swd, swk,
+                     W: tl.constexpr, HAS_BIAS: tl.constexpr, BL: tl.constexpr, BD: tl.constexpr):
+        """bias[d] + Σ_k weight[d, k] · x[b, d, t − (W−1) + k] on a (BL, BD) tile, in fp32 (before the SiLU)."""
         acc = tl.zeros((BL, BD), dtype=tl.float32)
         for k in tl.static_range(W):
             src = t - (W - 1) + k
@@ -88,6 +93,13 @@ if triton is not None:
             acc += xv * wk[None, :]
         if HAS_BIAS:
             acc += tl.load(b_ptr + d, mask=md, other=0.0).to(tl.float32)[None, :]
+        return acc
+
+    @triton.jit
+    def _fwd_kernel(x_ptr, w_ptr, b_ptr, out_ptr, L, D, sxb, sxd, sxl, sob, sod, sol, swd, swk,
+                    W: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr, BL: tl.constexpr, BD: tl.constexpr):
+        _, b, t, d, mt, md = _tile(L, D, BL, BD)
+        acc = _causal_conv(x_ptr, w_ptr, b_ptr, b, t, d, mt, md, sxb, sxd, sxl, swd, swk, W, HAS_BIAS, BL, BD)
         if SILU:
             acc = acc * tl.sigmoid(acc)
         tl.store(out_ptr + b * sob + t[:, None] * sol + d[None, :] * sod, acc.to(out_ptr.dtype.element_ty),
@@ -99,24 +111,11 @@ if triton is not None:
                          W: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr, BL: tl.constexpr,
                          BD: tl.constexpr):
         """g = dout · act'(pre) into g (B, L, D) fp32; per-program partial sums of dweight and dbias."""
-        pid, pid_d = tl.program_id(0), tl.program_id(1)
-        n_lb = tl.cdiv(L, BL)
-        b, lb = pid // n_lb, pid % n_lb
-        t = lb * BL + tl.arange(0, BL)
-        d = pid_d * BD + tl.arange(0, BD)
-        md, mt = d < D, t < L
+        pid, b, t, d, mt, md = _tile(L, D, BL, BD)
         m_out = mt[:, None] & md[None, :]
         dout = tl.load(dout_ptr + b * sdb + t[:, None] * sdl + d[None, :] * sdd, mask=m_out, other=0.0).to(tl.float32)
-        if SILU:
-            pre = tl.zeros((BL, BD), dtype=tl.float32)
-            for k in tl.static_range(W):
-                src = t - (W - 1) + k
-                m = ((src >= 0) & mt)[:, None] & md[None, :]
-                xv = tl.load(x_ptr + b * sxb + src[:, None] * sxl + d[None, :] * sxd, mask=m, other=0.0).to(tl.float32)
-                wk = tl.load(w_ptr + d * swd + k * swk, mask=md, other=0.0).to(tl.float32)
-                pre += xv * wk[None, :]
-            if HAS_BIAS:
-                pre += tl.load(b_ptr + d, mask=md, other=0.0).to(tl.float32)[None, :]
+        if SILU:  # recompute the pre-activation rather than store it in the forward
+            pre = _causal_conv(x_ptr, w_ptr, b_ptr, b, t, d, mt, md, sxb, sxd, sxl, swd, swk, W, HAS_BIAS, BL, BD)
             s = tl.sigmoid(pre)
             g = dout * (s + pre * s * (1.0 - s))
         else:
@@ -136,12 +135,7 @@ if triton is not None:
     def _bwd_dx_kernel(g_ptr, w_ptr, dx_ptr, L, D, sxb, sxd, sxl, swd, swk,
                        W: tl.constexpr, BL: tl.constexpr, BD: tl.constexpr):
         """dx[b, d, t] = Σ_k weight[d, k] · g[b, t + (W−1) − k, d]."""
-        pid, pid_d = tl.program_id(0), tl.program_id(1)
-        n_lb = tl.cdiv(L, BL)
-        b, lb = pid // n_lb, pid % n_lb
-        t = lb * BL + tl.arange(0, BL)
-        d = pid_d * BD + tl.arange(0, BD)
-        md, mt = d < D, t < L
+        _, b, t, d, mt, md = _tile(L, D, BL, BD)
         acc = tl.zeros((BL, BD), dtype=tl.float32)
         for k in tl.static_range(W):
             src = t + (W - 1) - k

@@ -1,7 +1,8 @@
 """orthonoise.kernels: the Triton stand-in for causal-conv1d matches torch's depthwise conv, forward and backward.
 
 On the CPU the Triton kernels run under Triton's interpreter (TRITON_INTERPRET=1, in a subprocess since the
-flag is read when the kernels are defined); skipped where triton is not installed (the CPU-only torch build).
+flag is read when the kernels are defined). triton comes with the dev extra, so `make test` runs them; skipped
+where it is missing.
 """
 import importlib.util
 import os
