@@ -5,7 +5,7 @@
     python bench/optimizer.py --device cuda --shapes 1b
 
 Every row steps the same parameters with the same gradients; `vs torch` is its time over torch.optim.Muon's.
-A second table times the pieces (batched Newton–Schulz, the two Haar samplers, the effective-rank SVD).
+A second table times the pieces (batched Newton–Schulz, the Haar samplers, the effective-rank SVD).
 Needs only torch.
 """
 import argparse
@@ -55,6 +55,8 @@ ROWS = {
     "Muon polar_express": lambda ps: Muon(ps, lr=0.02, weight_decay=0.0, ns_coefficients="polar_express"),
     "OrthoNoise": lambda ps: OrthoNoise(ps, lr=0.02, weight_decay=0.0, alpha=1e-3, seed=0),
     "OrthoNoise sampler=qr": lambda ps: OrthoNoise(ps, lr=0.02, weight_decay=0.0, alpha=1e-3, seed=0, sampler="qr"),
+    "OrthoNoise sampler=polar": lambda ps: OrthoNoise(ps, lr=0.02, weight_decay=0.0, alpha=1e-3, seed=0,
+                                                      sampler="polar"),
     "OrthoNoise rank_threshold=0.5": lambda ps: OrthoNoise(ps, lr=0.02, weight_decay=0.0, alpha=1e-3, seed=0,
                                                            rank_threshold=0.5),
     "IsotropicNoise": lambda ps: IsotropicNoise(ps, lr=0.02, weight_decay=0.0, alpha=1e-3, seed=0),
@@ -125,6 +127,8 @@ def main():
         "Newton–Schulz 5 steps, batched per shape": lambda: [newton_schulz(x, ns5) for x in stacks],
         "Newton–Schulz 3 steps (ns_steps_noise)": lambda: [newton_schulz(x, ns5[:3]) for x in stacks],
         "Haar Q, Cholesky-QR, batched per shape": lambda: [haar_from_gaussian(x) for x in stacks],
+        "Haar Q, polar (Newton–Schulz, 3xTF32 polish), batched per shape": lambda: [haar_from_gaussian(x, "polar")
+                                                                                  for x in stacks],
         "Haar Q, Householder QR, batched per shape": lambda: [haar_from_gaussian(x, "qr") for x in stacks],
         "Haar Q, Householder QR, one matrix at a time": lambda: [haar_from_gaussian(m, "qr")
                                                                  for x in stacks for m in x],
@@ -136,12 +140,13 @@ def main():
     print("\n| piece, all matrices | ms |\n|---|---:|")
     for label, fn in pieces.items():
         print(f"| {label} | {timed(fn, device, args.min_seconds, max_reps=20, warmup=1) * 1e3:.1f} |")
-    q = torch.cat([haar_from_gaussian(x).flatten(0, -3) for x in stacks[:1]])
-    gram = q.mT @ q if q.size(-2) >= q.size(-1) else q @ q.mT
-    err = (gram - torch.eye(gram.size(-1), device=device)).abs().max().item()
-    print(f"\nmax |QᵀQ − I| of the Cholesky-QR sampler on {tuple(stacks[0].shape[1:])}: {err:.1e} "
-          f"(float32 eps {torch.finfo(torch.float32).eps:.1e})")
-
+    print()
+    for sampler in ("cholesky", "polar"):
+        q = haar_from_gaussian(stacks[0], sampler)
+        gram = q.mT @ q if q.size(-2) >= q.size(-1) else q @ q.mT
+        err = (gram.double() - torch.eye(gram.size(-1), device=device, dtype=torch.float64)).abs().max().item()
+        print(f"max |QᵀQ − I| of the {sampler} sampler on {tuple(stacks[0].shape)}: {err:.1e} "
+              f"(float32 eps {torch.finfo(torch.float32).eps:.1e})")
 
 if __name__ == "__main__":
     main()

@@ -11,6 +11,13 @@ positive-diagonal R, of a Gaussian matrix. Two ways to compute that same Q:
   has cond ≲ 6 and that is float32-exact. Near-square
   Gaussians are ill-conditioned (cond ~ n, unbounded tail), so those run in float64 with a shifted first
   pass (shifted CholeskyQR3, Fukaya et al. 2020), which never fails. See docs/optimizers.md for timings.
+- "polar": the polar factor Q = G (GᵀG)^-½ instead, Haar as well (Q(HG) = H·Q(G) for every orthogonal H, and
+  the Haar measure is the only distribution on orthonormal frames with that invariance). Built from GEMMs
+  alone, which TF32 tensor cores run fast, where "cholesky" spends most of its time in small triangular solves
+  and Cholesky factorisations: a fixed number of coupled Newton–Schulz steps on the n×n Gram matrix, then one
+  polish whose products are split so that TF32 GEMMs give them float32 accuracy. The step count comes from the shape
+  (Gaussian concentration, Davidson–Szarek), so it is the same for every draw; shapes too small or too square
+  for that bound to hold with probability 1 − 1e-9 fall back to "cholesky".
 """
 import contextlib
 import math
@@ -18,7 +25,9 @@ import math
 import torch
 from torch import Tensor
 
-SAMPLERS = ("cholesky", "qr")
+SAMPLERS = ("cholesky", "polar", "qr")
+# t in P(σ outside √m ± √n ± t) ≤ 2·exp(−t²/2): 2·exp(−21) < 1e-9
+_TAIL = 6.5
 
 
 def orthogonal_noise(shape, *, generator: torch.Generator | None = None, device=None,
@@ -39,29 +48,87 @@ def rescale_isotropic(G: Tensor) -> Tensor:
 
 
 def haar_from_gaussian(G: Tensor, method: str = "cholesky") -> Tensor:
-    """The positive-diagonal QR factor Q of a batch of Gaussian matrices (float32)."""
+    """Haar-distributed orthonormal frames from a batch of Gaussian matrices (float32): the positive-diagonal QR
+    factor ("cholesky", "qr") or the polar factor ("polar") of each."""
     wide = G.size(-2) < G.size(-1)
     X = G.mT if wide else G
     if method == "qr":
         Q, R = torch.linalg.qr(X.float())
         Q = Q * torch.sgn(R.diagonal(dim1=-2, dim2=-1)).unsqueeze(-2)
     elif method == "cholesky":
-        m, n = X.shape[-2:]
-        well_conditioned = m >= 2 * n
-        if well_conditioned:
-            # A sloppy first pass (TF32 GEMMs where the GPU allows them) still leaves the exact QR factor: any
-            # upper-triangular R₁ with a positive diagonal gives G = Q·(R₂R₁), the unique such factorisation.
-            X = _cholesky_qr_pass(X.float())
-        else:
-            X = X.double()
-        with _ieee_fp32_matmul():  # a TF32 last pass would leave QᵀQ - I at ~1e-3
-            if not well_conditioned:
-                X = _cholesky_qr_pass(_cholesky_qr_pass(X, shift=True))
-            X = _cholesky_qr_pass(X)
-        Q = X.float()
+        Q = _cholesky_haar(X)
+    elif method == "polar":
+        steps = polar_steps(*X.shape[-2:])
+        Q = _cholesky_haar(X) if steps is None else _polar_haar(X.float(), steps)
     else:
         raise ValueError(f"unknown noise sampler {method!r}; choose one of {SAMPLERS}")
     return Q.mT if wide else Q
+
+
+def _cholesky_haar(X: Tensor) -> Tensor:
+    m, n = X.shape[-2:]
+    well_conditioned = m >= 2 * n
+    if well_conditioned:
+        # A sloppy first pass (TF32 GEMMs where the GPU allows them) still leaves the exact QR factor: any
+        # upper-triangular R₁ with a positive diagonal gives G = Q·(R₂R₁), the unique such factorisation.
+        X = _cholesky_qr_pass(X.float())
+    else:
+        X = X.double()
+    with _matmul_precision("highest"):  # a TF32 last pass would leave QᵀQ - I at ~1e-3
+        if not well_conditioned:
+            X = _cholesky_qr_pass(_cholesky_qr_pass(X, shift=True))
+        X = _cholesky_qr_pass(X)
+    return X.float()
+
+
+def polar_steps(m: int, n: int, tol: float = 1e-4) -> int | None:
+    """Newton–Schulz steps that take every eigenvalue of GᵀG/c (G m×n Gaussian, m ≥ n, c = (√m + √n + t)²) to
+    within `tol` of 1, outside an event of probability < 1e-9; None where that bound gives no positive σ_min."""
+    low = math.sqrt(m) - math.sqrt(n) - _TAIL
+    if low <= 0:
+        return None
+    x, steps = low**2 / (math.sqrt(m) + math.sqrt(n) + _TAIL) ** 2, 0
+    while 1 - x > tol:
+        x, steps = x * (3 - x) ** 2 / 4, steps + 1  # an eigenvalue under one step of the iteration below
+    return steps
+
+
+def _polar_haar(X: Tensor, steps: int) -> Tensor:
+    """X (XᵀX)^-½ for a batch of tall Gaussian matrices, QᵀQ = I to float32 accuracy with TF32 GEMMs."""
+    m, n = X.shape[-2:]
+    c = (math.sqrt(m) + math.sqrt(n) + _TAIL) ** 2
+    eye = torch.eye(n, device=X.device)
+    # Coupled Newton–Schulz (Higham 2008, eq. 6.35): Y → A^½, Z → A^-½ for A = XᵀX/c, whose spectrum lies
+    # in the iteration's basin (0, 3) by the choice of c. TF32-accurate (~1e-3); the polish does the rest.
+    Y = _fast_matmul(X.mT, X) / c
+    Z = eye.expand_as(Y)
+    for _ in range(steps):
+        T = 1.5 * eye - 0.5 * _fast_matmul(Z, Y)
+        Y, Z = _fast_matmul(Y, T), _fast_matmul(T, Z)
+    X = _fast_matmul(X, Z / math.sqrt(c))
+    # One polish: X (I + F)^-½ ≈ X (I − F/2 + 3F²/8) for F = XᵀX − I ~ 1e-3 leaves O(F³), if F and the
+    # correction X·P are float32-accurate; a plain TF32 product would leave errors of 5e-4·‖F‖ ~ 1e-6.
+    F = _accurate_matmul(X.mT, X) - eye
+    P = 0.375 * _fast_matmul(F, F) - 0.5 * F
+    return X + _accurate_matmul(X, P)
+
+
+def _accurate_matmul(a: Tensor, b: Tensor) -> Tensor:
+    """a @ b to float32 accuracy from three TF32 GEMMs ("3xTF32"): x = hi + lo with hi the top 11 significant bits
+    of x (exact in TF32), a·b ≈ hi·hi + hi·lo + lo·hi (the dropped lo·lo is below 2⁻²² relative)."""
+    a_hi, b_hi = _tf32_part(a), _tf32_part(b)
+    return _fast_matmul(a_hi, b_hi) + (_fast_matmul(a_hi, b - b_hi) + _fast_matmul(a - a_hi, b_hi))
+
+
+def _tf32_part(x: Tensor) -> Tensor:
+    """x with the 13 low bits of its float32 significand cleared."""
+    return (x.view(torch.int32) & -(1 << 13)).view(torch.float32)
+
+
+def _fast_matmul(a: Tensor, b: Tensor) -> Tensor:
+    """a @ b on TF32 tensor cores where the GPU has them (IEEE float32 elsewhere)."""
+    with _matmul_precision("high"):
+        return a @ b
 
 
 def _cholesky_qr_pass(X: Tensor, shift: bool = False) -> Tensor:
@@ -78,9 +145,9 @@ def _cholesky_qr_pass(X: Tensor, shift: bool = False) -> Tensor:
 
 
 @contextlib.contextmanager
-def _ieee_fp32_matmul():
+def _matmul_precision(precision: str):
     previous = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")
+    torch.set_float32_matmul_precision(precision)
     try:
         yield
     finally:

@@ -140,8 +140,8 @@ def test_nolah_with_every_part_off_is_muon():
 EVERY_VARIANT = [
     lambda ps: Muon(ps), lambda ps: Muon(ps, orthogonalizer="svd"), lambda ps: OrthoNoise(ps, alpha=0.1),
     lambda ps: OrthoNoise(ps, alpha=0.1, rank_threshold=0.5, rank_every=1, noise_into_buffer=True),
-    lambda ps: OrthoNoise(ps, alpha=0.1, sampler="qr"), lambda ps: IsotropicNoise(ps, alpha=0.1),
-    lambda ps: NOLAH(ps),
+    lambda ps: OrthoNoise(ps, alpha=0.1, sampler="qr"), lambda ps: OrthoNoise(ps, alpha=0.1, sampler="polar"),
+    lambda ps: IsotropicNoise(ps, alpha=0.1), lambda ps: NOLAH(ps),
 ]
 
 

@@ -3,9 +3,13 @@ import math
 import pytest
 import torch
 
-from orthonoise.optim.noise import effective_rank, haar_from_gaussian, isotropic_noise, orthogonal_noise
+import orthonoise.optim.noise as noise
+from orthonoise.optim.noise import (
+    SAMPLERS, effective_rank, haar_from_gaussian, isotropic_noise, orthogonal_noise, polar_steps,
+)
 
 SHAPES = [(3, 80, 20), (3, 20, 80), (3, 48, 48), (70, 50)]
+POLAR_SHAPES = [(3, 300, 40), (3, 40, 300)]  # big enough for the polar sampler's own path (the rest fall back)
 
 
 def gram_error(Q):
@@ -13,8 +17,8 @@ def gram_error(Q):
     return (G - torch.eye(G.size(-1))).abs().max().item()
 
 
-@pytest.mark.parametrize("method", ["cholesky", "qr"])
-@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("method", SAMPLERS)
+@pytest.mark.parametrize("shape", SHAPES + POLAR_SHAPES)
 def test_orthogonal_noise_is_orthonormal_in_float32(shape, method):
     Q = orthogonal_noise(shape, generator=torch.Generator().manual_seed(0), method=method)
     assert Q.dtype == torch.float32 and Q.shape == shape
@@ -40,6 +44,56 @@ def test_cholesky_gives_the_sign_corrected_qr_factor(shape):
     # same Q as Householder QR with sign(diag R) folded in, so the same (Haar) distribution
     G = torch.randn(shape, generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(haar_from_gaussian(G, "cholesky"), haar_from_gaussian(G, "qr"), atol=2e-4, rtol=0)
+
+
+def random_orthogonal(n, seed):
+    return torch.linalg.qr(torch.randn(n, n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))[0]
+
+
+@pytest.mark.parametrize("method", SAMPLERS)
+@pytest.mark.parametrize("shape", [(60, 20), (30, 30), (300, 40), (40, 300)])
+def test_samplers_are_rotation_equivariant_hence_haar(shape, method):
+    # Q(HG) = H·Q(G) for every orthogonal H, and HG is as Gaussian as G: so Q's law is rotation-invariant, which
+    # only the Haar measure is (for wide shapes, rotating the rows: Q(GH) = Q(G)·H).
+    G = torch.randn(shape, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    wide = shape[0] < shape[1]
+    H = random_orthogonal(shape[1] if wide else shape[0], seed=7)
+    rotated = haar_from_gaussian((G @ H if wide else H @ G).float(), method).double()
+    Q = haar_from_gaussian(G.float(), method).double()
+    torch.testing.assert_close(rotated, Q @ H if wide else H @ Q, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("shape", POLAR_SHAPES)
+def test_polar_sampler_is_the_polar_factor(shape):
+    G = torch.randn(shape, generator=torch.Generator().manual_seed(8))
+    U, _, Vh = torch.linalg.svd(G.double(), full_matrices=False)
+    torch.testing.assert_close(haar_from_gaussian(G, "polar").double(), U @ Vh, atol=1e-5, rtol=0)
+
+
+def tf32_matmul(a, b):
+    """A GPU's TF32 GEMM, emulated: inputs rounded to 10 mantissa bits, products summed exactly."""
+    def tf32(x):
+        return ((x.float().contiguous().view(torch.int32) + (1 << 12)) & -(1 << 13)).view(torch.float32)
+    return (tf32(a).double() @ tf32(b).double()).float()
+
+
+@pytest.mark.parametrize("shape", POLAR_SHAPES + [(2, 1536, 768)])
+def test_polar_sampler_is_float32_orthonormal_with_tf32_gemms(shape, monkeypatch):
+    monkeypatch.setattr(noise, "_fast_matmul", tf32_matmul)
+    Q = haar_from_gaussian(torch.randn(shape, generator=torch.Generator().manual_seed(9)), "polar").double()
+    gram = Q.mT @ Q if shape[-2] >= shape[-1] else Q @ Q.mT
+    assert (gram - torch.eye(gram.size(-1), dtype=torch.float64)).abs().max() < 1e-6
+    # the emulation does bite: a plain TF32 Gram of that very Q is off by ~1e-4
+    Q = Q.float() if shape[-2] >= shape[-1] else Q.float().mT
+    assert (tf32_matmul(Q.mT, Q) - torch.eye(Q.size(-1))).abs().max() > 1e-5
+
+
+def test_polar_steps_follow_the_shape():
+    assert polar_steps(80, 20) is None and polar_steps(768, 768) is None  # these take the Cholesky path
+    assert [polar_steps(m, 768) for m in (4096, 3376, 2048, 1536)] == sorted(
+        polar_steps(m, 768) for m in (4096, 3376, 2048, 1536))  # squarer → worse conditioned → more steps
+    G = torch.randn(80, 20, generator=torch.Generator().manual_seed(10))
+    assert torch.equal(haar_from_gaussian(G, "polar"), haar_from_gaussian(G, "cholesky"))
 
 
 def test_haar_first_column_is_uniform_on_the_sphere():
