@@ -127,8 +127,8 @@ def main():
         "Newton–Schulz 5 steps, batched per shape": lambda: [newton_schulz(x, ns5) for x in stacks],
         "Newton–Schulz 3 steps (ns_steps_noise)": lambda: [newton_schulz(x, ns5[:3]) for x in stacks],
         "Haar Q, Cholesky-QR, batched per shape": lambda: [haar_from_gaussian(x) for x in stacks],
-        "Haar Q, polar (Newton–Schulz, 3xTF32 polish), batched per shape": lambda: [haar_from_gaussian(x, "polar")
-                                                                                  for x in stacks],
+        "Haar Q, polar (Newton–Schulz, split-Gram polish), batched per shape": lambda: [
+            haar_from_gaussian(x, "polar") for x in stacks],
         "Haar Q, Householder QR, batched per shape": lambda: [haar_from_gaussian(x, "qr") for x in stacks],
         "Haar Q, Householder QR, one matrix at a time": lambda: [haar_from_gaussian(m, "qr")
                                                                  for x in stacks for m in x],

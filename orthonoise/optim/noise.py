@@ -15,7 +15,7 @@ positive-diagonal R, of a Gaussian matrix. Two ways to compute that same Q:
   the Haar measure is the only distribution on orthonormal frames with that invariance). Built from GEMMs
   alone, which TF32 tensor cores run fast, where "cholesky" spends most of its time in small triangular solves
   and Cholesky factorisations: a fixed number of coupled Newton–Schulz steps on the n×n Gram matrix, then one
-  polish whose products are split so that TF32 GEMMs give them float32 accuracy. The step count comes from the shape
+  polish whose Gram is split so that TF32 GEMMs give it float32 accuracy. The step count comes from the shape
   (Gaussian concentration, Davidson–Szarek), so it is the same for every draw; shapes too small or too square
   for that bound to hold with probability 1 − 1e-9 fall back to "cholesky".
 """
@@ -106,18 +106,19 @@ def _polar_haar(X: Tensor, steps: int) -> Tensor:
         T = 1.5 * eye - 0.5 * _fast_matmul(Z, Y)
         Y, Z = _fast_matmul(Y, T), _fast_matmul(T, Z)
     X = _fast_matmul(X, Z / math.sqrt(c))
-    # One polish: X (I + F)^-½ ≈ X (I − F/2 + 3F²/8) for F = XᵀX − I ~ 1e-3 leaves O(F³), if F and the
-    # correction X·P are float32-accurate; a plain TF32 product would leave errors of 5e-4·‖F‖ ~ 1e-6.
-    F = _accurate_matmul(X.mT, X) - eye
+    # One polish: X (I + F)^-½ ≈ X (I − F/2 + 3F²/8) for F = XᵀX − I ~ 1e-3 leaves O(F³), if F is float32
+    # accurate (a TF32 Gram is off by ~1e-4). The correction X·P ~ 1e-3·X may be TF32: its error is ~1e-6.
+    F = _accurate_gram(X) - eye
     P = 0.375 * _fast_matmul(F, F) - 0.5 * F
-    return X + _accurate_matmul(X, P)
+    return X + _fast_matmul(X, P)
 
 
-def _accurate_matmul(a: Tensor, b: Tensor) -> Tensor:
-    """a @ b to float32 accuracy from three TF32 GEMMs ("3xTF32"): x = hi + lo with hi the top 11 significant bits
-    of x (exact in TF32), a·b ≈ hi·hi + hi·lo + lo·hi (the dropped lo·lo is below 2⁻²² relative)."""
-    a_hi, b_hi = _tf32_part(a), _tf32_part(b)
-    return _fast_matmul(a_hi, b_hi) + (_fast_matmul(a_hi, b - b_hi) + _fast_matmul(a - a_hi, b_hi))
+def _accurate_gram(X: Tensor) -> Tensor:
+    """XᵀX to float32 accuracy from two TF32 GEMMs: X = H + L with H the top 11 significant bits of X (exact in
+    TF32), XᵀX ≈ HᵀH + HᵀL + (HᵀL)ᵀ (the dropped LᵀL is below 2⁻²² relative)."""
+    H = _tf32_part(X)
+    cross = _fast_matmul(H.mT, X - H)
+    return _fast_matmul(H.mT, H) + (cross + cross.mT)
 
 
 def _tf32_part(x: Tensor) -> Tensor:

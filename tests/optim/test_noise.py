@@ -82,7 +82,7 @@ def test_polar_sampler_is_float32_orthonormal_with_tf32_gemms(shape, monkeypatch
     monkeypatch.setattr(noise, "_fast_matmul", tf32_matmul)
     Q = haar_from_gaussian(torch.randn(shape, generator=torch.Generator().manual_seed(9)), "polar").double()
     gram = Q.mT @ Q if shape[-2] >= shape[-1] else Q @ Q.mT
-    assert (gram - torch.eye(gram.size(-1), dtype=torch.float64)).abs().max() < 1e-6
+    assert (gram - torch.eye(gram.size(-1), dtype=torch.float64)).abs().max() < 2e-6
     # the emulation does bite: a plain TF32 Gram of that very Q is off by ~1e-4
     Q = Q.float() if shape[-2] >= shape[-1] else Q.float().mT
     assert (tf32_matmul(Q.mT, Q) - torch.eye(Q.size(-1))).abs().max() > 1e-5
