@@ -211,10 +211,16 @@ def profile_step(model, windows, spec, run, device) -> str:
 
 def plan(args) -> list[dict]:
     slow = {"steps": min(args.steps, args.svd_steps), "warmup": min(args.warmup, 1)}  # ~1 s/step optimizers
-    opt_runs = [{"optimizer": o, "label": o, **(slow if o == "nolah" else {})} for o in args.optimizers]
+
+    def optimizer_run(entry: str) -> dict:
+        """'orthonoise', or 'orthonoise:sampler=polar' with optimizer.* overrides; labelled as given."""
+        name, *settings = entry.split(":")
+        overrides = dict(setting.split("=", 1) for setting in settings)
+        return {"optimizer": name, "label": entry, "overrides": overrides, **(slow if name == "nolah" else {})}
+
+    opt_runs = [optimizer_run(o) for o in args.optimizers]
     if args.cudagraph:  # each optimizer with the captured forward+backward, then --eager ones without
-        opt_runs = [{**r, "cudagraph": True} for r in opt_runs] + [
-            {"optimizer": o, "label": o, **(slow if o == "nolah" else {})} for o in args.eager]
+        opt_runs = [{**r, "cudagraph": True} for r in opt_runs] + [optimizer_run(o) for o in args.eager]
     common = {"device": args.device, "seq": args.seq, "warmup": args.warmup, "steps": args.steps,
               "bf16": args.device == "cuda"}
     svd = {"optimizer": "muon", "label": "muon-svd", "overrides": {"orthogonalizer": "svd"},
@@ -318,7 +324,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--models", default=None, help="comma-separated presets (GPU: granite-350m,granite-1b; CPU: tiny)")
-    p.add_argument("--optimizers", default=",".join(OPTIMIZERS))
+    p.add_argument("--optimizers", default=",".join(OPTIMIZERS),
+                   help="comma-separated; NAME:KEY=VALUE[:KEY=VALUE] sets optimizer.KEY, e.g. orthonoise:sampler=polar")
     p.add_argument("--batch", type=int, default=None, help="our batch (GPU 8, CPU 2)")
     p.add_argument("--user-batch", type=int, default=2, help="the user's configuration's batch (GPU)")
     p.add_argument("--seq", type=int, default=None, help="sequence length (GPU 512, CPU 64)")

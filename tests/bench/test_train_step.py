@@ -9,16 +9,17 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_cpu_run_prints_the_ratio_table(tmp_path, capsys):
     bench = load_bench("train_step")
-    rows = bench.main(["--device", "cpu", "--optimizers", "muon", "--steps", "1", "--warmup", "1",
-                       "--seq", "16", "--batch", "1", "--out", str(tmp_path)])
+    rows = bench.main(["--device", "cpu", "--optimizers", "muon,orthonoise:sampler=qr,isotropic:alpha=-1", "--steps", "1",
+                       "--warmup", "1", "--seq", "16", "--batch", "1", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert [(r["who"], r["optimizer"], r["status"]) for r in rows] == [
-        ("user", "muon-svd", "ok"), ("ours", "muon", "ok")]
-    assert all(r["step_s"] > 0 and r["fwd_bwd_s"] > 0 and r["optimizer_s"] > 0 for r in rows)
+        ("user", "muon-svd", "ok"), ("ours", "muon", "ok"), ("ours", "orthonoise:sampler=qr", "ok"),
+        ("ours", "isotropic:alpha=-1", "error: ConfigError: alpha must be ≥ 0, got -1")]  # the override arrives
+    assert all(r["step_s"] > 0 and r["fwd_bwd_s"] > 0 and r["optimizer_s"] > 0 for r in rows[:3])
     assert rows[0]["loss"] == "full" and rows[1]["loss"] == "fused"
     assert "| tiny | user | torch | full | 1×16 | muon-svd |" in out and "speed-up/token" in out
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert len(saved["rows"]) == 2 and (tmp_path / "table.md").read_text().startswith("device: cpu")
+    assert len(saved["rows"]) == 4 and (tmp_path / "table.md").read_text().startswith("device: cpu")
 
 
 def test_bench_optimizers_are_the_trainers():
