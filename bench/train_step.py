@@ -263,7 +263,7 @@ def plan(args) -> list[dict]:
         for g in groups[1:]:
             specs += [g["ours"], g["user"], *g["variants"]]
         specs.append(groups[0]["user"])
-        specs = [s for s in specs if not (s["who"] == "user" and s["model"] in args.skip_user)]
+    specs = [s for s in specs if not (s["who"] == "user" and s["model"] in args.skip_user)]
     if args.device == "cpu":
         for s in specs:
             s["model_config"] = {"vocab_size": 512}

@@ -35,3 +35,10 @@ def test_bench_optimizers_are_the_trainers():
     assert isinstance(matrices, OrthoNoise) and isinstance(rest, torch.optim.AdamW)
     group = matrices.param_groups[0]
     assert group["orthogonalizer"] == "svd" and group["momentum"] == 0.95 and group["schedule"] == "constant"
+
+
+def test_skip_user_leaves_out_the_users_configuration():
+    bench = load_bench("train_step")
+    rows = bench.main(["--device", "cpu", "--optimizers", "muon", "--skip-user", "tiny", "--steps", "1",
+                       "--warmup", "1", "--seq", "16", "--batch", "1"])
+    assert [(r["who"], r["optimizer"]) for r in rows] == [("ours", "muon")]
