@@ -19,7 +19,7 @@ from orthonoise.data import Batches, load_corpus
 from orthonoise.loss import causal_lm_loss
 from orthonoise.metrics import RunRecord, mark_status, read_summary
 from orthonoise.model import build_model, count_parameters, mamba_kernel_path
-from orthonoise.optim import build_optimizers
+from orthonoise.optim import build_optimizers, prepare_noise
 from orthonoise.preemption import Preemption, stopped_by
 from orthonoise.validate import validate
 from orthonoise.wandb_run import start_wandb
@@ -164,6 +164,7 @@ def _train_checked(cfg: DictConfig, run_dir: Path, choices: dict | None, preempt
     while step < cfg.trainer.max_steps:
         t0 = time.perf_counter()
         meter.start()
+        prepare_noise(optimizers)  # the noise does not depend on the gradient: drawn alongside forward+backward
         loss_sum = 0.0
         for micro in range(cfg.hardware.grad_accum):
             windows = batches.next().to(device, non_blocking=True)

@@ -78,6 +78,23 @@ def poison_loss_at(monkeypatch, calls: set[int]):
     monkeypatch.setattr(trainer, "causal_lm_loss", loss)
 
 
+def test_the_noise_is_drawn_ahead_of_each_step(compose_cfg, tmp_path, monkeypatch):
+    """The trainer has the noise variants draw before forward+backward, so step() itself draws none."""
+    import sys
+
+    from orthonoise.optim.muon import _NoisyMuon
+
+    callers, unit_noise = [], _NoisyMuon._unit_noise
+
+    def spy(self, *args):
+        callers.append(sys._getframe(1).f_code.co_name)
+        return unit_noise(self, *args)
+
+    monkeypatch.setattr(_NoisyMuon, "_unit_noise", spy)
+    assert train(compose_cfg(*FAST, "optimizer=orthonoise"), tmp_path)["status"] == "completed"
+    assert len(callers) >= 6 and set(callers) == {"prepare_noise"}
+
+
 def test_nan_loss_ends_the_run_as_diverged_with_its_step(compose_cfg, tmp_path, monkeypatch):
     poison_loss_at(monkeypatch, {3})
     summary = train(compose_cfg(*FAST), tmp_path)

@@ -3,6 +3,6 @@
 See docs/optimizers.md for the algorithm, conventions and defaults.
 """
 from orthonoise.optim.build import build_optimizers
-from orthonoise.optim.muon import NOLAH, IsotropicNoise, Muon, OrthoNoise
+from orthonoise.optim.muon import NOLAH, IsotropicNoise, Muon, OrthoNoise, prepare_noise
 
-__all__ = ["Muon", "OrthoNoise", "IsotropicNoise", "NOLAH", "build_optimizers"]
+__all__ = ["Muon", "OrthoNoise", "IsotropicNoise", "NOLAH", "build_optimizers", "prepare_noise"]

@@ -11,6 +11,7 @@ noise scale ε = α‖g‖_F means the same noise-to-momentum ratio whatever μ 
 and orthogonalised in one batched call; under torch.distributed each rank orthogonalises its share of every
 shape's stack and all-gathers the rest, so all ranks apply identical updates.
 """
+import contextlib
 import math
 from collections import defaultdict
 
@@ -41,6 +42,20 @@ def _rank_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def _by_shape(entries) -> dict[tuple, list]:
+    """(key, parameter) pairs grouped by the parameter's shape, in order: one batched call per shape."""
+    buckets = defaultdict(list)
+    for key, p in entries:
+        buckets[tuple(p.shape)].append((key, p))
+    return buckets
+
+
+def _share(members: list, rank: int, world: int) -> tuple[int, list]:
+    """How many of a shape's matrices each rank orthogonalises, and which are this rank's."""
+    share = -(-len(members) // world)
+    return share, members[rank * share:(rank + 1) * share]
 
 
 def _plain(coefficients):
@@ -136,12 +151,8 @@ class Muon(Optimizer):
                 torch._foreach_lerp_(bufs, list(grads.values()), 1 - group["momentum"])
             for (key, _), buf in zip(entries, bufs):
                 self._after_momentum(group, grads[key], buf)
-            by_shape = defaultdict(list)
-            for key, p in entries:
-                by_shape[tuple(p.shape)].append((key, p))
-            for shape, members in by_shape.items():
-                share = -(-len(members) // world)
-                own = members[rank * share:(rank + 1) * share]
+            for shape, members in _by_shape(entries).items():
+                share, own = _share(members, rank, world)
                 noise = self._noise(group, shape, members, own)
                 O = self._orthogonalize_own(group, own, grads, noise) if own else None
                 if world > 1:
@@ -216,6 +227,8 @@ class _NoisyMuon(Muon):
     ns_steps_noise: Newton–Schulz steps for a perturbed matrix (the plan's 3; None = ns_steps).
     seed: noise seed (None draws one from torch's RNG). Matrix k's noise at step t comes from a generator
         seeded with (seed, t, k), so it is the same on every rank and after a resume.
+    The unit noise does not depend on the gradient, so `prepare_noise()` can draw the next step's before it
+    (the trainer calls it ahead of forward+backward; on a GPU it then runs on a side stream alongside them).
     """
 
     def __init__(self, params, *args, alpha: float = 1e-3, schedule: str = "constant", end_factor: float = 0.1,
@@ -240,13 +253,21 @@ class _NoisyMuon(Muon):
                            rank_threshold=rank_threshold, rank_every=rank_every, ns_steps_noise=ns_steps_noise,
                            noise_into_buffer=noise_into_buffer, seed=seed, step=0)
         self._generators: dict[torch.device, torch.Generator] = {}
+        self._streams: dict[torch.device, torch.cuda.Stream] = {}
+        self._prepared: dict[int, tuple[int, Tensor]] = {}  # key → (the step it is for, unit noise)
+
+    def load_state_dict(self, state_dict) -> None:
+        self._prepared.clear()  # drawn with the settings being replaced
+        super().load_state_dict(state_dict)
 
     def _sample(self, group, G: Tensor) -> Tensor:
         """Unit noise (‖N‖_F = sqrt(min(m, n))) from a stack of standard Gaussian matrices."""
         raise NotImplementedError
 
-    def current_alpha(self, group) -> float:
-        return alpha_at(group["step"], group["alpha"], group["schedule"], group["end_factor"], group["schedule_steps"])
+    def current_alpha(self, group, step: int | None = None) -> float:
+        """α at `step` (default: the step last taken) under the group's schedule."""
+        step = group["step"] if step is None else step
+        return alpha_at(step, group["alpha"], group["schedule"], group["end_factor"], group["schedule_steps"])
 
     def _begin_group(self, group) -> None:
         group["step"] += 1
@@ -271,18 +292,72 @@ class _NoisyMuon(Muon):
         chosen = [(key, p) for key, p in targets if triggered[index[key]]]
         if not chosen:
             return {}
-        device = chosen[0][1].device
-        G = torch.empty((len(chosen), *shape), dtype=torch.float32, device=device)
-        gen = self._generators.setdefault(device, torch.Generator(device=device))
-        for i, (key, _) in enumerate(chosen):
-            gen.manual_seed(((group["seed"] * 1_000_003 + group["step"]) * 1_000_033 + key) % 2**63)
-            G[i].normal_(generator=gen)
-        N = self._sample(group, G) * eps[[index[key] for key, _ in chosen]][:, None, None]
+        unit = self._take_unit_noise(group, shape, [key for key, _ in chosen], chosen[0][1].device)
+        N = unit * eps[[index[key] for key, _ in chosen]][:, None, None]
         if group["noise_into_buffer"]:
             for (_, p), n in zip(chosen, N):
                 self.state[p]["momentum_buffer"].add_(n.to(p.grad.dtype))
             return {key: None for key, _ in chosen}
         return {key: n for (key, _), n in zip(chosen, N)}
+
+    def _unit_noise(self, group, shape, keys: list[int], step: int, device) -> Tensor:
+        """The stacked unit noise of matrices `keys` at `step`: one seeded Gaussian each, then `_sample`."""
+        G = torch.empty((len(keys), *shape), dtype=torch.float32, device=device)
+        gen = self._generators.setdefault(device, torch.Generator(device=device))
+        for i, key in enumerate(keys):
+            gen.manual_seed(((group["seed"] * 1_000_003 + step) * 1_000_033 + key) % 2**63)
+            G[i].normal_(generator=gen)
+        return self._sample(group, G)
+
+    @torch.no_grad()
+    def prepare_noise(self) -> None:
+        """Draw the unit noise of the next step() now, for the matrices it will perturb (as far as known: one
+        whose rank gate is open at the next refresh is drawn then). On a GPU this work goes to a side stream."""
+        rank, world = _rank_world()
+        offset = 0
+        for group in self.param_groups:
+            keys = range(offset, offset + len(group["params"]))
+            offset += len(group["params"])
+            step = group["step"] + 1
+            for key in keys:  # left over from a step that did not take them (a skipped step draws them again)
+                if key in self._prepared and self._prepared[key][0] != step:
+                    del self._prepared[key]
+            if self.current_alpha(group, step) == 0:
+                continue
+            for shape, members in _by_shape(zip(keys, group["params"])).items():
+                targets = members if group["noise_into_buffer"] else _share(members, rank, world)[1]
+                wanted = [key for key, p in targets if key not in self._prepared
+                          and not self.state[p].get("rank_ok", False)]
+                if not wanted:
+                    continue
+                device = targets[0][1].device
+                with self._side_stream(device):
+                    self._prepared.update((key, (step, u)) for key, u in
+                                          zip(wanted, self._unit_noise(group, shape, wanted, step, device)))
+
+    def _side_stream(self, device):
+        if device.type != "cuda":
+            return contextlib.nullcontext()
+        stream = self._streams.setdefault(device, torch.cuda.Stream(device))
+        stream.wait_stream(torch.cuda.current_stream(device))  # the parameters' and the generator's last use
+        return torch.cuda.stream(stream)
+
+    def _take_unit_noise(self, group, shape, keys: list[int], device) -> Tensor:
+        """This step's unit noise for `keys`: what prepare_noise() drew, the rest drawn now."""
+        ready = {}
+        for key in keys:
+            step, unit = self._prepared.pop(key, (None, None))
+            if step == group["step"]:
+                ready[key] = unit
+        if ready and device.type == "cuda":
+            main = torch.cuda.current_stream(device)
+            main.wait_stream(self._streams[device])
+            for unit in ready.values():
+                unit.record_stream(main)  # made on the side stream, used and freed on this one
+        missing = [key for key in keys if key not in ready]
+        if missing:
+            ready.update(zip(missing, self._unit_noise(group, shape, missing, group["step"], device)))
+        return torch.stack([ready[key] for key in keys])
 
     def _triggered(self, group, shape, members) -> list[bool]:
         if group["rank_threshold"] is None:
@@ -301,6 +376,14 @@ class _NoisyMuon(Muon):
         out["noise_ratio"] = torch.stack(ratios).mean().item() if ratios else 0.0
         out["alpha"] = self.current_alpha(self.param_groups[0])
         return out
+
+
+def prepare_noise(optimizers) -> None:
+    """Let the noise variants among `optimizers` draw the next step's noise now, before forward+backward (on a
+    GPU it then overlaps them); the steps are the same as without."""
+    for opt in optimizers:
+        if isinstance(opt, _NoisyMuon):
+            opt.prepare_noise()
 
 
 class OrthoNoise(_NoisyMuon):

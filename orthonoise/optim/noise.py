@@ -139,7 +139,7 @@ def _cholesky_qr_pass(X: Tensor, shift: bool = False) -> Tensor:
     if shift:
         s = 11 * (m * n + n * (n + 1)) * torch.finfo(X.dtype).eps * gram.diagonal(dim1=-2, dim2=-1).sum(-1)
         gram = gram + s[..., None, None] * torch.eye(n, dtype=X.dtype, device=X.device)
-    L = torch.linalg.cholesky(gram)
+    L = torch.linalg.cholesky_ex(gram).L  # no error check: it would cost a host sync, and these Grams are SPD
     # R⁻¹ of the small n×n factor, then one GEMM: faster on a GPU than a triangular solve against all m rows
     R_inv = torch.linalg.solve_triangular(L.mT, torch.eye(n, dtype=X.dtype, device=X.device), upper=True)
     return X @ R_inv

@@ -137,6 +137,72 @@ def test_nolah_with_every_part_off_is_muon():
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("cls,kwargs", [
+    (OrthoNoise, dict(alpha=0.05)),
+    (OrthoNoise, dict(alpha=0.05, noise_into_buffer=True, schedule="linear", schedule_steps=3)),
+    (OrthoNoise, dict(alpha=0.05, rank_threshold=0.99, rank_every=2)),
+    (IsotropicNoise, dict(alpha=0.05)),
+])
+def test_noise_drawn_ahead_gives_the_same_steps(cls, kwargs, monkeypatch):
+    """prepare_noise() before each step (what the trainer does) changes nothing but when the noise is drawn."""
+    shapes = SHAPES + [(48, 16)]  # two matrices of one shape: a batched draw
+    direct, ahead = make_params(shapes), make_params(shapes)
+    run(cls(direct, lr=0.02, seed=5, **kwargs), direct, steps=5)
+
+    opt = cls(ahead, lr=0.02, seed=5, **kwargs)
+    draws = []
+    unit_noise = opt._unit_noise
+    monkeypatch.setattr(opt, "_unit_noise", lambda group, shape, keys, *a: draws.append(list(keys)) or
+                        unit_noise(group, shape, keys, *a))
+    gen = torch.Generator().manual_seed(1)
+    for step in range(5):
+        opt.prepare_noise()
+        if step == 2:
+            opt.prepare_noise()  # as after a skipped step: nothing is drawn twice
+        for p in ahead:
+            p.grad = torch.randn(p.shape, generator=gen)
+        before = len(draws)
+        opt.step()
+        if kwargs.get("rank_threshold") is None:
+            assert len(draws) == before, "step() drew noise that prepare_noise() had drawn"
+        assert not opt._prepared  # taken, none left behind
+    for a, b in zip(direct, ahead):
+        assert torch.equal(a, b)
+    if kwargs.get("rank_threshold") is None:
+        assert sum(map(len, draws)) == 5 * len(shapes)  # every matrix once a step, all of it ahead
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("sampler", ["cholesky", "polar"])
+def test_noise_drawn_ahead_on_a_side_stream_gives_the_same_steps(sampler):
+    shapes = [(512, 128), (128, 512), (512, 128), (96, 96)]
+    results = []
+    for ahead in (False, True):
+        params = [torch.nn.Parameter(p.detach().cuda()) for p in make_params(shapes)]
+        opt = OrthoNoise(params, lr=0.02, alpha=0.05, seed=5, sampler=sampler)
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(3):
+            if ahead:
+                opt.prepare_noise()
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=gen).cuda()
+            opt.step()
+        results.append(params)
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
+def test_drawn_ahead_noise_is_dropped_with_the_state_it_was_drawn_for():
+    params = make_params()
+    opt = OrthoNoise(params, lr=0.02, alpha=0.05, seed=5)
+    other = OrthoNoise(make_params(), lr=0.02, alpha=0.05, seed=6)
+    opt.prepare_noise()
+    assert len(opt._prepared) == len(params)
+    opt.load_state_dict(other.state_dict())  # another seed: what was drawn for seed 5 must not be used
+    assert not opt._prepared
+
+
 EVERY_VARIANT = [
     lambda ps: Muon(ps), lambda ps: Muon(ps, orthogonalizer="svd"), lambda ps: OrthoNoise(ps, alpha=0.1),
     lambda ps: OrthoNoise(ps, alpha=0.1, rank_threshold=0.5, rank_every=1, noise_into_buffer=True),
