@@ -319,7 +319,7 @@ class _NoisyMuon(Muon):
             keys = range(offset, offset + len(group["params"]))
             offset += len(group["params"])
             step = group["step"] + 1
-            for key in keys:  # left over from a step that did not take them (a skipped step draws them again)
+            for key in keys:  # drawn for another step and not taken (its matrix had no gradient then)
                 if key in self._prepared and self._prepared[key][0] != step:
                     del self._prepared[key]
             if self.current_alpha(group, step) == 0:
