@@ -1,23 +1,23 @@
 """Noise samplers and the effective rank, as plain batched functions (all return float32).
 
-`orthogonal_noise` draws Q with orthonormal columns (rows, if wide), Haar-distributed: the Q factor, with a
-positive-diagonal R, of a Gaussian matrix. Two ways to compute that same Q:
+`orthogonal_noise` draws Q with orthonormal columns (rows, if wide), Haar-distributed, from a Gaussian matrix G.
+"qr" and "cholesky" compute the same Q, G's QR factor with a positive-diagonal R; "polar" its polar factor:
 - "qr": Householder QR, then flip Q's columns by sign(diag R) (Mezzadri 2007). Exact, but per-matrix and
   sequential on a GPU.
 - "cholesky" (default): Cholesky-QR, Q = G R⁻¹ with R = chol(GᵀG). Two GEMMs, a small Cholesky and a
   triangular inverse per pass, all batched. Its R has a positive diagonal by construction, so it is the same Q
   as sign-corrected QR (and Haar for the same reason). One pass loses orthogonality as cond(G)²·u, so it runs
   twice (CholeskyQR2; the first pass may use TF32, the last is IEEE float32); a Gaussian with rows ≥ 2·cols
-  has cond ≲ 6 and that is float32-exact. Near-square
-  Gaussians are ill-conditioned (cond ~ n, unbounded tail), so those run in float64 with a shifted first
-  pass (shifted CholeskyQR3, Fukaya et al. 2020), which never fails. See docs/optimizers.md for timings.
+  has cond ≲ 6 and that is float32-exact. Near-square Gaussians are ill-conditioned (cond ~ n, unbounded
+  tail), so those run in float64 with a shifted first pass (shifted CholeskyQR3, Fukaya et al. 2020), which
+  never fails. See docs/optimizers.md for timings.
 - "polar": the polar factor Q = G (GᵀG)^-½ instead, Haar as well (Q(HG) = H·Q(G) for every orthogonal H, and
   the Haar measure is the only distribution on orthonormal frames with that invariance). Built from GEMMs
   alone, which TF32 tensor cores run fast, where "cholesky" spends most of its time in small triangular solves
-  and Cholesky factorisations: a fixed number of coupled Newton–Schulz steps on the n×n Gram matrix, then one
-  polish whose Gram is split so that TF32 GEMMs give it float32 accuracy. The step count comes from the shape
-  (Gaussian concentration, Davidson–Szarek), so it is the same for every draw; shapes too small or too square
-  for that bound to hold with probability 1 − 1e-9 fall back to "cholesky".
+  and Cholesky factorisations: scaled coupled Newton–Schulz steps on the n×n Gram matrix, then one polish
+  whose Gram is split so that TF32 GEMMs give it float32 accuracy. The steps follow from the shape (Gaussian
+  concentration bounds on the singular values), so they are the same for every draw; shapes too small or too
+  square for those bounds to hold with probability 1 − 1e-9 fall back to "cholesky".
 """
 import contextlib
 import math
@@ -58,8 +58,8 @@ def haar_from_gaussian(G: Tensor, method: str = "cholesky") -> Tensor:
     elif method == "cholesky":
         Q = _cholesky_haar(X)
     elif method == "polar":
-        steps = polar_steps(*X.shape[-2:])
-        Q = _cholesky_haar(X) if steps is None else _polar_haar(X.float(), steps)
+        schedule = polar_schedule(*X.shape[-2:])
+        Q = _cholesky_haar(X) if schedule is None else _polar_haar(X.float(), schedule)
     else:
         raise ValueError(f"unknown noise sampler {method!r}; choose one of {SAMPLERS}")
     return Q.mT if wide else Q
@@ -81,29 +81,38 @@ def _cholesky_haar(X: Tensor) -> Tensor:
     return X.float()
 
 
-def polar_steps(m: int, n: int, tol: float = 1e-4) -> int | None:
-    """Newton–Schulz steps that take every eigenvalue of GᵀG/c (G m×n Gaussian, m ≥ n, c = (√m + √n + t)²) to
-    within `tol` of 1, outside an event of probability < 1e-9; None where that bound gives no positive σ_min."""
+def polar_schedule(m: int, n: int, tol: float = 1e-4) -> list[tuple[float, float]] | None:
+    """Per-step (a, b) of `_polar_haar`'s Newton–Schulz steps T = a·I + b·ZY for an m×n Gaussian (m ≥ n): each
+    the best odd cubic σ(a + bσ²) on the current bounds of the singular values of G·Z (Chen & Chow 2014; degree 3
+    of Polar Express), until every one is within `tol` of 1 — outside an event of probability < 1e-9. None where
+    that bound gives no positive σ_min."""
     low = math.sqrt(m) - math.sqrt(n) - _TAIL
     if low <= 0:
         return None
-    x, steps = low**2 / (math.sqrt(m) + math.sqrt(n) + _TAIL) ** 2, 0
-    while 1 - x > tol:
-        x, steps = x * (3 - x) ** 2 / 4, steps + 1  # an eigenvalue under one step of the iteration below
-    return steps
+    lo, hi = low / (math.sqrt(m) + math.sqrt(n) + _TAIL), 1.0  # bounds on σ(G)/√c, c = (√m + √n + t)²
+    schedule = []
+    while max(1 - lo, hi - 1) > tol:
+        r = lo / hi
+        # equioscillation of r·x·(1 + r + r²)… at x = r, √((1 + r + r²)/3) and 1, after σ → σ/hi
+        peak = math.sqrt((1 + r + r * r) / 3)
+        s = 2 / (r + r * r + 2 * peak**3)
+        schedule.append((s * (1 + r + r * r) / hi, -s / hi**3))
+        lo, hi = s * (r + r * r), 2 * s * peak**3
+    return schedule
 
 
-def _polar_haar(X: Tensor, steps: int) -> Tensor:
+def _polar_haar(X: Tensor, schedule: list[tuple[float, float]]) -> Tensor:
     """X (XᵀX)^-½ for a batch of tall Gaussian matrices, QᵀQ = I to float32 accuracy with TF32 GEMMs."""
     m, n = X.shape[-2:]
     c = (math.sqrt(m) + math.sqrt(n) + _TAIL) ** 2
     eye = torch.eye(n, device=X.device)
-    # Coupled Newton–Schulz (Higham 2008, eq. 6.35): Y → A^½, Z → A^-½ for A = XᵀX/c, whose spectrum lies
-    # in the iteration's basin (0, 3) by the choice of c. TF32-accurate (~1e-3); the polish does the rest.
+    # Coupled Newton–Schulz (Higham 2008, eq. 6.35) with scaled steps: Y → A^½, Z → A^-½ for A = XᵀX/c (the
+    # singular values of X·Z are those of X/√c mapped by each step's cubic). TF32-accurate (~1e-3); the polish
+    # does the rest.
     Y = _fast_matmul(X.mT, X) / c
     Z = eye.expand_as(Y)
-    for _ in range(steps):
-        T = 1.5 * eye - 0.5 * _fast_matmul(Z, Y)
+    for a, b in schedule:
+        T = a * eye + b * _fast_matmul(Z, Y)
         Y, Z = _fast_matmul(Y, T), _fast_matmul(T, Z)
     X = _fast_matmul(X, Z / math.sqrt(c))
     # One polish: X (I + F)^-½ ≈ X (I − F/2 + 3F²/8) for F = XᵀX − I ~ 1e-3 leaves O(F³), if F is float32
