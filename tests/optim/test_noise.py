@@ -5,7 +5,8 @@ import torch
 
 import orthonoise.optim.noise as noise
 from orthonoise.optim.noise import (
-    SAMPLERS, effective_rank, haar_from_gaussian, isotropic_noise, orthogonal_noise, polar_schedule,
+    RANK_METHODS, SAMPLERS, effective_rank, haar_from_gaussian, isotropic_noise, orthogonal_noise,
+    polar_schedule,
 )
 
 SHAPES = [(3, 80, 20), (3, 20, 80), (3, 48, 48), (70, 50)]
@@ -122,11 +123,26 @@ def test_isotropic_and_orthogonal_norms_match(shape):
     assert gram_error(N) > 0.1  # and the isotropic one is not orthogonal
 
 
-def test_effective_rank_of_known_spectra():
-    assert effective_rank(torch.eye(17)).item() == pytest.approx(17, rel=1e-5)
+@pytest.mark.parametrize("method", RANK_METHODS)
+def test_effective_rank_of_known_spectra(method):
+    assert effective_rank(torch.eye(17), method).item() == pytest.approx(17, rel=1e-5)
     u, v = torch.randn(30), torch.randn(20)
-    assert effective_rank(torch.outer(u, v)).item() == pytest.approx(1, abs=1e-3)
+    assert effective_rank(torch.outer(u, v), method).item() == pytest.approx(1, abs=1e-3)
     D = torch.diag(torch.tensor([3.0, 1.0, 0.0, 0.0]))  # p = (3/4, 1/4)
-    assert effective_rank(D).item() == pytest.approx(math.exp(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25))))
-    batch = effective_rank(torch.stack([torch.eye(5), torch.zeros(5, 5)]))
+    expected = math.exp(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25)))
+    assert effective_rank(D, method).item() == pytest.approx(expected)
+    batch = effective_rank(torch.stack([torch.eye(5), torch.zeros(5, 5)]), method)
     assert batch.tolist() == pytest.approx([5.0, 0.0])
+
+
+@pytest.mark.parametrize("shape", [(4, 96, 32), (4, 32, 96), (4, 40, 40)])
+def test_effective_rank_methods_agree(shape):
+    gen = torch.Generator().manual_seed(11)
+    U, _, Vh = torch.linalg.svd(torch.randn(shape, generator=gen, dtype=torch.float64), full_matrices=False)
+    k = min(shape[-2:])
+    spectra = torch.stack([torch.ones(k), torch.logspace(0, -7, k), torch.logspace(0, -2, k) ** 3,
+                           torch.cat([torch.ones(3), torch.zeros(k - 3)])]).double()
+    X = ((U * spectra[:, None, :]) @ Vh).float()  # flat, steep, moderate and rank-3 spectra
+    torch.testing.assert_close(effective_rank(X, "gram"), effective_rank(X, "svd"), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="effective-rank method"):
+        effective_rank(X, "eig")
