@@ -66,6 +66,7 @@ def haar_from_gaussian(G: Tensor, method: str = "cholesky") -> Tensor:
 
 
 def _cholesky_haar(X: Tensor) -> Tensor:
+    """The positive-diagonal QR factor of tall X: CholeskyQR2, or shifted CholeskyQR3 in float64 if near-square."""
     m, n = X.shape[-2:]
     well_conditioned = m >= 2 * n
     if well_conditioned:
@@ -93,7 +94,8 @@ def polar_schedule(m: int, n: int, tol: float = 1e-4) -> list[tuple[float, float
     schedule = []
     while max(1 - lo, hi - 1) > tol:
         r = lo / hi
-        # equioscillation of r·x·(1 + r + r²)… at x = r, √((1 + r + r²)/3) and 1, after σ → σ/hi
+        # σ → σ/hi puts the bounds at [r, 1]. The best cubic there, s·(σ(1 + r + r²) − σ³), is 1 − E at σ = r and
+        # σ = 1, and 1 + E at its peak σ = √((1 + r + r²)/3): those two values are the next bounds.
         peak = math.sqrt((1 + r + r * r) / 3)
         s = 2 / (r + r * r + 2 * peak**3)
         schedule.append((s * (1 + r + r * r) / hi, -s / hi**3))
