@@ -149,5 +149,6 @@ def main():
         print(f"max |QᵀQ − I| of the {sampler} sampler on {tuple(stacks[0].shape)}: {err:.1e} "
               f"(float32 eps {torch.finfo(torch.float32).eps:.1e})")
 
+
 if __name__ == "__main__":
     main()

@@ -9,8 +9,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_cpu_run_prints_the_ratio_table(tmp_path, capsys):
     bench = load_bench("train_step")
-    rows = bench.main(["--device", "cpu", "--optimizers", "muon,orthonoise:sampler=qr,isotropic:alpha=-1", "--steps", "1",
-                       "--warmup", "1", "--seq", "16", "--batch", "1", "--out", str(tmp_path)])
+    rows = bench.main(["--device", "cpu", "--optimizers", "muon,orthonoise:sampler=qr,isotropic:alpha=-1",
+                       "--steps", "1", "--warmup", "1", "--seq", "16", "--batch", "1", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert [(r["who"], r["optimizer"], r["status"]) for r in rows] == [
         ("user", "muon-svd", "ok"), ("ours", "muon", "ok"), ("ours", "orthonoise:sampler=qr", "ok"),

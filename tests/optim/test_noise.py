@@ -94,7 +94,8 @@ def test_polar_schedule_takes_every_singular_value_in_its_bounds_to_one():
         schedule = polar_schedule(m, n)
         t = 6.5  # the schedule's tail: σ(G) in √m ± √n ± t outside an event of probability < 1e-9
         c = (math.sqrt(m) + math.sqrt(n) + t) ** 2
-        sigma = torch.linspace(math.sqrt(m) - math.sqrt(n) - t, math.sqrt(c), 10_001, dtype=torch.float64) / math.sqrt(c)
+        low = math.sqrt(m) - math.sqrt(n) - t
+        sigma = torch.linspace(low, math.sqrt(c), 10_001, dtype=torch.float64) / math.sqrt(c)
         for a, b in schedule:
             sigma = sigma * (a + b * sigma**2)  # one step T = aI + b·ZY on the singular values of G·Z
         assert (sigma - 1).abs().max() < 1e-4, (m, n)
