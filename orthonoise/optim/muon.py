@@ -45,7 +45,7 @@ def _rank_world() -> tuple[int, int]:
 
 
 def _by_shape(entries) -> dict[tuple, list]:
-    """(key, parameter) pairs grouped by the parameter's shape, in order: one batched call per shape."""
+    """(item, parameter) pairs — a key or a state tensor — grouped by the parameter's shape, in order."""
     buckets = defaultdict(list)
     for key, p in entries:
         buckets[tuple(p.shape)].append((key, p))
@@ -200,16 +200,13 @@ class Muon(Optimizer):
     def metrics(self) -> dict[str, float]:
         """Mean entropy effective rank of the momentum matrices (absolute and as a fraction of min(m, n)).
         Costs one batched float32 SVD per shape, so the trainer calls it at eval steps only."""
-        by_shape = defaultdict(list)
-        for group in self.param_groups:
-            for p in group["params"]:
-                if "momentum_buffer" in self.state[p]:
-                    by_shape[tuple(p.shape)].append(self.state[p]["momentum_buffer"])
+        by_shape = _by_shape((self.state[p]["momentum_buffer"], p) for group in self.param_groups
+                             for p in group["params"] if "momentum_buffer" in self.state[p])
         if not by_shape:
             return {}
         ranks, fracs = [], []
-        for shape, bufs in by_shape.items():
-            r = effective_rank(torch.stack(bufs))
+        for shape, members in by_shape.items():
+            r = effective_rank(torch.stack([buf for buf, _ in members]))
             ranks.append(r)
             fracs.append(r / min(shape))
         return {"eff_rank": torch.cat(ranks).mean().item(), "eff_rank_frac": torch.cat(fracs).mean().item()}
