@@ -47,8 +47,8 @@ def _rank_world() -> tuple[int, int]:
 def _by_shape(entries) -> dict[tuple, list]:
     """(item, parameter) pairs — a key or a state tensor — grouped by the parameter's shape, in order."""
     buckets = defaultdict(list)
-    for key, p in entries:
-        buckets[tuple(p.shape)].append((key, p))
+    for item, p in entries:
+        buckets[tuple(p.shape)].append((item, p))
     return buckets
 
 
