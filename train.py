@@ -30,6 +30,7 @@ def main(cfg: DictConfig) -> str | float:
     if cfg.model.pretrained or cfg.data.name != "local":
         use_local_cache_if_offline()  # before transformers/datasets import huggingface_hub
     from orthonoise.metrics import mark_status
+    from orthonoise.rundir import Status
     from orthonoise.trainer import train
 
     try:
@@ -44,7 +45,7 @@ def main(cfg: DictConfig) -> str | float:
         traceback.print_exc()
         message = f"error: {type(err).__name__}: {err}"
     log.error(message)
-    mark_status(run_dir, "failed", error=message.removeprefix("error: "))
+    mark_status(run_dir, Status.FAILED, error=message.removeprefix("error: "))
     if multirun:
         return "failed"  # one failed job must not stop the rest of the sweep
     sys.exit(1)

@@ -1,4 +1,4 @@
-"""What a run leaves behind: `metrics.jsonl` (one JSON object per logged step) and `summary.json`."""
+"""What a run leaves behind while it trains: metric lines and a current summary (files: orthonoise/rundir.py)."""
 import json
 import math
 import time
@@ -6,15 +6,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from orthonoise.atomic import write_text_atomic
-
-
-def write_json_atomic(path: Path, obj: dict) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")  # a reader never sees half a file
-
-
-def read_summary(run_dir: Path) -> dict | None:
-    path = Path(run_dir) / "summary.json"
-    return json.loads(path.read_text()) if path.exists() else None
+from orthonoise.rundir import METRICS_FILE, SUMMARY_FILE, Status, append_metrics, read_summary, write_json_atomic
 
 
 class RunRecord:
@@ -36,13 +28,12 @@ class RunRecord:
             if row["val_loss"] < self.best_val_loss:
                 self.best_val_loss, self.best_step = row["val_loss"], row["step"]
         if self.enabled:
-            with open(self.run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
+            append_metrics(self.run_dir, row)
 
     def rewind(self, step: int) -> None:
         """Drop the metric lines past `step`: a killed run logged them after its last checkpoint (maybe the last
         one half-written), and the resumed run logs them again. step=-1 starts the file afresh."""
-        path = self.run_dir / "metrics.jsonl"
+        path = self.run_dir / METRICS_FILE
         if not self.enabled or not path.exists():
             return
         kept = []
@@ -51,18 +42,18 @@ class RunRecord:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if row.get("step", math.inf) <= step:
+            if isinstance(row, dict) and row.get("step", math.inf) <= step:
                 kept.append(line + "\n")
         write_text_atomic(path, "".join(kept))
 
     def wall_time_s(self) -> float:
         return self.elapsed_before + time.time() - self.start
 
-    def summary(self, status: str, steps: int, tokens: int, **extra) -> dict:
+    def summary(self, status: Status, steps: int, tokens: int, **extra) -> dict:
         wall = self.wall_time_s()
         gpus = self.static.get("world_size", 1) if self.static.get("device") == "cuda" else 0
         summary = {
-            "status": status,
+            "status": Status(status).value,
             "steps": steps,
             **self.static,
             "final_val_loss": self.final_val_loss,
@@ -76,7 +67,7 @@ class RunRecord:
             **extra,
         }
         if self.enabled:
-            write_json_atomic(self.run_dir / "summary.json", summary)
+            write_json_atomic(self.run_dir / SUMMARY_FILE, summary)
         return summary
 
     def state_dict(self) -> dict:
@@ -91,10 +82,10 @@ class RunRecord:
         self.start = time.time()
 
 
-def mark_status(run_dir: Path, status: str, **fields) -> dict:
+def mark_status(run_dir: Path, status: Status, **fields) -> dict:
     """Set a run's status in summary.json (a crash: "failed" with its error), keeping what the run had reached."""
     summary = read_summary(run_dir) or {"steps": 0}
-    summary.update(status=status, **fields, updated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    summary.update(status=Status(status).value, **fields, updated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     Path(run_dir).mkdir(parents=True, exist_ok=True)
-    write_json_atomic(Path(run_dir) / "summary.json", summary)
+    write_json_atomic(Path(run_dir) / SUMMARY_FILE, summary)
     return summary

@@ -12,6 +12,7 @@ from pathlib import Path
 from omegaconf import DictConfig, open_dict
 
 from orthonoise.metrics import mark_status
+from orthonoise.rundir import Status
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +28,11 @@ def mean_final_val_loss(cfg: DictConfig, trial_dir: Path, choices: dict) -> floa
         run_dir.mkdir(parents=True, exist_ok=True)
         try:
             summary = train(run_cfg, run_dir, choices=choices)
-            ok = summary["status"] == "completed" and summary["final_val_loss"] is not None
+            ok = summary["status"] == Status.COMPLETED and summary["final_val_loss"] is not None
             losses.append(summary["final_val_loss"] if ok else math.nan)
         except Exception as err:  # the trial fails; the study goes on
             traceback.print_exc()
-            mark_status(run_dir, "failed", error=f"{type(err).__name__}: {err}")
+            mark_status(run_dir, Status.FAILED, error=f"{type(err).__name__}: {err}")
             losses.append(math.nan)
     value = sum(losses) / len(losses)
     log.info("objective: mean final val loss over seeds %s = %.4f (%s)", list(cfg.objective.seeds), value, losses)

@@ -21,7 +21,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from orthonoise.errors import ConfigError
-from orthonoise.metrics import read_summary
+from orthonoise.rundir import SUMMARY_FILE, Status, read_summary
 from orthonoise.run_dirs import register_resolvers
 from orthonoise.validate import validate_settings
 
@@ -101,7 +101,7 @@ def expand_jobs(loader, sweep: str, overrides: list[str]) -> list[tuple[list[str
 def measured_step_times(history: Path = HISTORY) -> dict[tuple[str, str], list[float]]:
     """Seconds per step of every run under `history` that got somewhere, keyed by (model preset, hardware)."""
     times: dict[tuple[str, str], list[float]] = {}
-    for summary_path in history.rglob("summary.json"):
+    for summary_path in history.rglob(SUMMARY_FILE):
         config_path = summary_path.parent / ".hydra" / "config.yaml"
         try:
             summary = read_summary(summary_path.parent)
@@ -129,7 +129,7 @@ def plan(sweep: str, overrides: list[str], history: Path = HISTORY, gpu_hour_usd
             step_time, source = OmegaConf.select(hw, "step_time_s", default={}).get(model), "config"
         previous = read_summary(run_dir)
         state = previous["status"] if previous else "new"
-        done = cfg.trainer.max_steps if state == "completed" else (previous or {}).get("steps") or 0
+        done = cfg.trainer.max_steps if state == Status.COMPLETED else (previous or {}).get("steps") or 0
         try:
             validate_settings(cfg)
             invalid = None

@@ -17,7 +17,8 @@ from orthonoise import distributed, perf
 from orthonoise.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from orthonoise.data import Batches, load_corpus
 from orthonoise.loss import causal_lm_loss
-from orthonoise.metrics import RunRecord, mark_status, read_summary
+from orthonoise.metrics import RunRecord, mark_status
+from orthonoise.rundir import Status, read_summary
 from orthonoise.model import build_model, count_parameters, mamba_kernel_path
 from orthonoise.optim import build_optimizers, prepare_noise
 from orthonoise.preemption import Preemption, stopped_by
@@ -79,14 +80,14 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict | None = None) -> dict:
     """Train one run into `run_dir`; returns the summary (also written to summary.json)."""
     run_dir = Path(run_dir)
     previous = read_summary(run_dir)
-    if previous and previous["status"] == "completed":
+    if previous and previous.get("status") == Status.COMPLETED:
         print(f"already completed: {previous['steps']} steps, final val_loss {previous['final_val_loss']} | {run_dir} "
               f"(the same command finds the same run; delete that directory, or change the seed, to run again)")
         return previous
     validate(cfg, world_size=distributed.env_ranks().world_size)  # every config mistake, before any compute
     if signal_name := stopped_by():  # an earlier job of this multirun process was told to stop: so is this one
         log.warning("not started: this process received %s; launch the same command again to run it", signal_name)
-        return mark_status(run_dir, "interrupted")
+        return mark_status(run_dir, Status.INTERRUPTED)
     with Preemption() as preemption:  # from here on SLURM's USR2, SIGTERM and Ctrl-C stop at the end of a step
         summary = _train_checked(cfg, run_dir, choices, preemption)
     preemption.hand_over()  # under submitit: requeue this job (it resumes from the checkpoint) and exit
@@ -157,8 +158,8 @@ def _train_checked(cfg: DictConfig, run_dir: Path, choices: dict | None, preempt
     if step == 0:
         first = evaluate(model, corpus.val, cfg, device, autocast, ranks)
         log_row({"step": 0, "tokens": 0, "val_loss": first, "val_ppl": math.exp(min(first, 50))})
-    record.summary("running", step, step * tokens_per_step)
-    status, diverged = "completed", None
+    record.summary(Status.RUNNING, step, step * tokens_per_step)
+    status, diverged = Status.COMPLETED, None
     bar = tqdm(total=cfg.trainer.max_steps, initial=step, disable=not (ranks.is_main and cfg.trainer.progress_bar),
                desc="train", dynamic_ncols=True)
     while step < cfg.trainer.max_steps:
@@ -203,13 +204,13 @@ def _train_checked(cfg: DictConfig, run_dir: Path, choices: dict | None, preempt
             row["skipped"] = True
             problem = f"non-finite {'loss' if not math.isfinite(train_loss) else 'gradient norm'} at step {step}"
             if skipped > cfg.trainer.skip_nonfinite:
-                status, diverged = "diverged", problem
+                status, diverged = Status.DIVERGED, problem
                 log_row(row)
                 break
             log.warning("%s: step skipped (%d of at most trainer.skip_nonfinite=%d)", problem, skipped,
                         cfg.trainer.skip_nonfinite)
         elif train_loss > cfg.trainer.diverge_loss:
-            status, diverged = "diverged", f"train loss {train_loss:.4g} above trainer.diverge_loss at step {step}"
+            status, diverged = Status.DIVERGED, f"train loss {train_loss:.4g} above trainer.diverge_loss at step {step}"
             log_row(row)
             break
         evaluating = step % cfg.trainer.eval_every == 0 or step == cfg.trainer.max_steps
@@ -225,9 +226,9 @@ def _train_checked(cfg: DictConfig, run_dir: Path, choices: dict | None, preempt
             log_row(row)
         if step % cfg.trainer.checkpoint_every == 0 or step == cfg.trainer.max_steps:
             checkpoint_now()
-            record.summary("running", step, step * tokens_per_step)
+            record.summary(Status.RUNNING, step, step * tokens_per_step)
         if preemption.requested(device):
-            status = "interrupted"
+            status = Status.INTERRUPTED
             checkpoint_now()
             break
     bar.close()

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from . import criteria
 from .analysis import analyse
+from orthonoise.rundir import Status
+
 from .collect import COMPLETED
 from .plots import write_plots
 from .table import (GROUP_CSV_HEADER, GROUP_MD_HEADER, RUN_HEADER, age_text, group_csv_rows,
@@ -52,7 +54,7 @@ def problems_section(groups, root: Path, now: float) -> str:
                 continue
             state = run.state + (" (stale)" if run.is_stale(now) else "")
             detail = run.error or ("no summary.json or metrics.jsonl: crashed before writing output"
-                                   if run.state == "missing" else "")
+                                   if run.state == Status.MISSING else "")
             rows.append([relative_path(run.path, root), g.label, run.seed, state,
                          f"{run.steps if run.steps is not None else '–'}/{run.max_steps or '–'}",
                          age_text(now - run.last_activity), detail])

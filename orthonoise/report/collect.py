@@ -6,7 +6,6 @@ A run directory holds `.hydra/config.yaml`, `.hydra/hydra.yaml`, `.hydra/overrid
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -14,8 +13,12 @@ from pathlib import Path
 
 import yaml
 
-# Raw states; "missing" = a job that wrote neither summary.json nor metrics.jsonl.
-COMPLETED, DIVERGED, FAILED, RUNNING, MISSING = "completed", "diverged", "failed", "running", "missing"
+from orthonoise.rundir import HYDRA_DIR, METRICS_FILE, SUMMARY_FILE, Status, is_run_dir, read_metrics, read_summary
+
+# The trainer's status words, the one vocabulary (orthonoise/rundir.py); MISSING = a job that wrote neither
+# summary.json nor metrics.jsonl.
+COMPLETED, DIVERGED, FAILED, RUNNING, INTERRUPTED, MISSING = (
+    Status.COMPLETED, Status.DIVERGED, Status.FAILED, Status.RUNNING, Status.INTERRUPTED, Status.MISSING)
 # A running (or outputless) job whose files have not changed for this long has probably died.
 STALE_AFTER_S = 30 * 60
 
@@ -52,9 +55,10 @@ class Run:
         return self.optimizer_target.rsplit(".", 1)[-1]
 
     @property
-    def state(self) -> str:
+    def state(self) -> Status:
+        """The summary's status; a word this code does not know reads as FAILED (never as a finished run)."""
         if self.summary and self.summary.get("status"):
-            return str(self.summary["status"])
+            return Status.parse(self.summary["status"]) or FAILED
         return RUNNING if self.metrics else MISSING
 
     def is_stale(self, now: float, stale_after_s: float = STALE_AFTER_S) -> bool:
@@ -133,10 +137,6 @@ def flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
-def is_run_dir(path: Path) -> bool:
-    return (path / ".hydra").is_dir() or (path / "summary.json").is_file()
-
-
 def find_run_dirs(root: Path) -> list[Path]:
     """Every run directory under `root` (or `root` itself), not descending into a run directory."""
     root = Path(root)
@@ -159,30 +159,8 @@ def _read_yaml(path: Path):
         return None
 
 
-def _read_summary(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text()) if path.is_file() else None
-    except (json.JSONDecodeError, OSError):
-        return None  # being rewritten right now, or truncated by a crash
-
-
-def read_metrics(path: Path) -> list[dict]:
-    """metrics.jsonl as a step-sorted list; a resumed run repeats steps, the last line wins."""
-    by_step = {}
-    if not path.is_file():
-        return []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a half-written last line of a live or killed job
-        if isinstance(record, dict) and isinstance(record.get("step"), int):
-            by_step[record["step"]] = record
-    return [by_step[step] for step in sorted(by_step)]
-
-
 def _last_activity(path: Path) -> float:
-    for candidate in (path / "metrics.jsonl", path / "summary.json", path / ".hydra", path):
+    for candidate in (path / METRICS_FILE, path / SUMMARY_FILE, path / HYDRA_DIR, path):
         if candidate.exists():
             return candidate.stat().st_mtime
     return 0.0
@@ -190,7 +168,7 @@ def _last_activity(path: Path) -> float:
 
 def load_run(path: Path) -> Run:
     path = Path(path)
-    hydra_dir = path / ".hydra"
+    hydra_dir = path / HYDRA_DIR
     hydra_cfg = _read_yaml(hydra_dir / "hydra.yaml") or {}
     choices = ((hydra_cfg.get("hydra") or {}).get("runtime") or {}).get("choices") or {}
     return Run(
@@ -198,8 +176,8 @@ def load_run(path: Path) -> Run:
         config=_read_yaml(hydra_dir / "config.yaml") or {},
         choices={str(k): v for k, v in choices.items()},
         overrides=_read_yaml(hydra_dir / "overrides.yaml") or [],
-        metrics=read_metrics(path / "metrics.jsonl"),
-        summary=_read_summary(path / "summary.json"),
+        metrics=read_metrics(path),
+        summary=read_summary(path),
         last_activity=_last_activity(path),
     )
 

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import measures
-from .collect import COMPLETED, DIVERGED, FAILED, MISSING, RUNNING
+from orthonoise.rundir import Status
+
+from .collect import DIVERGED, FAILED, MISSING
 from .groups import Group
 from .stats import describe, relative_pct, welch
 from .table import GroupRow, early_losses, early_steps, final_losses
@@ -106,8 +108,8 @@ def _beats(row: GroupRow, margin_pct: float) -> Judgement:
 def no_crashes(groups: list[Group], now: float) -> Criterion:
     runs = [run for g in groups for run in g.runs]
     crashed = [r for r in runs if r.state in (FAILED, DIVERGED) or (r.state == MISSING and r.is_stale(now))]
-    unfinished = [r for r in runs if r.state in (RUNNING, MISSING) and r not in crashed]
-    counts = {state: sum(r.state == state for r in runs) for state in (COMPLETED, DIVERGED, FAILED, RUNNING, MISSING)}
+    unfinished = [r for r in runs if not r.state.finished and r not in crashed]
+    counts = {state: sum(r.state == state for r in runs) for state in Status}
     numbers = f"{len(runs)} jobs: " + ", ".join(f"{n} {state}" for state, n in counts.items() if n)
     if crashed:
         numbers += "; crashed: " + ", ".join(f"{r.path.name} ({r.state})" for r in crashed)

@@ -4,7 +4,8 @@ import json
 import os
 import time
 
-from orthonoise.report.collect import find_run_dirs, load_run, load_runs, read_metrics
+from orthonoise.report.collect import find_run_dirs, load_run, load_runs
+from orthonoise.rundir import read_metrics
 
 from .fake_runs import linear_curve, write_run
 
@@ -14,7 +15,7 @@ def test_resumed_run_keeps_the_last_occurrence_of_each_step(tmp_path):
              {"step": 20, "val_loss": 2.5}, {"step": 30, "val_loss": 2.4}]
     path = tmp_path / "metrics.jsonl"
     path.write_text("\n".join(json.dumps(x) for x in lines) + '\n{"step": 40, "val_lo')
-    metrics = read_metrics(path)
+    metrics = read_metrics(tmp_path)
     assert [m["step"] for m in metrics] == [10, 20, 30]  # torn last line skipped
     assert metrics[1]["val_loss"] == 2.5
 

@@ -63,6 +63,13 @@ def test_no_crashes(tmp_path):
     assert result.verdict == "FAIL" and "boom (diverged)" in result.numbers
 
 
+def test_an_interrupted_job_is_counted_and_leaves_no_crashes_undecided(tmp_path):
+    run_sweep(tmp_path, {"m": (BASE, {})})
+    write_run(tmp_path, "stopped", seed=3, status="interrupted", val={50: 2.4})
+    result = criteria.no_crashes(analyse(tmp_path)[1], time.time())
+    assert result.verdict == "INCONCLUSIVE" and "3 jobs" in result.numbers and "1 interrupted" in result.numbers
+
+
 def test_eff_rank_logged(tmp_path):
     write_run(tmp_path, "m", val=linear_curve(2.0), eff_rank={200: 10.0})
     write_run(tmp_path, "a", optimizer="adamw", val=linear_curve(2.0))  # AdamW logs no rank: exempt

@@ -1,0 +1,87 @@
+"""The run directory: the one contract between the trainer and every tool that reads runs.
+
+A run directory holds `.hydra/` (the composed config, Hydra's own record, the overrides), `metrics.jsonl` (one
+JSON object per logged step), `summary.json` (the run's state and final numbers) and `checkpoints/`. The trainer
+writes them through this module and the report, `status`, `plan`, the launcher hooks and the test fixtures read
+them through it, so a file name, a status word or a tolerance rule exists once.
+"""
+from __future__ import annotations
+
+import enum
+import json
+from pathlib import Path
+
+from orthonoise.atomic import write_text_atomic
+
+SUMMARY_FILE = "summary.json"
+METRICS_FILE = "metrics.jsonl"
+HYDRA_DIR = ".hydra"
+
+
+class Status(str, enum.Enum):
+    """A run's state. The trainer writes the first five to summary.json; MISSING is what a reader concludes for
+    a planned job that left no summary and no metrics (never started, or crashed before writing anything)."""
+    RUNNING = "running"
+    COMPLETED = "completed"
+    DIVERGED = "diverged"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"  # checkpointed and stopped (SIGTERM/USR2/Ctrl-C): relaunching resumes it
+    MISSING = "missing"
+
+    def __str__(self) -> str:
+        return self.value
+
+    __format__ = str.__format__
+
+    @property
+    def finished(self) -> bool:
+        """Ran to its end (a verdict may use it); anything else is still owed a result."""
+        return self in (Status.COMPLETED, Status.DIVERGED)
+
+    @classmethod
+    def parse(cls, value) -> Status | None:
+        """A status word as read from a file; None when it is not one of ours."""
+        try:
+            return cls(value)
+        except ValueError:
+            return None
+
+
+def write_json_atomic(path: Path, obj: dict) -> None:
+    write_text_atomic(Path(path), json.dumps(obj, indent=2) + "\n")  # a reader never sees half a file
+
+
+def read_summary(run_dir: Path) -> dict | None:
+    """summary.json, or None when absent or unreadable (being rewritten, truncated by a crash, not an object)."""
+    path = Path(run_dir) / SUMMARY_FILE
+    try:
+        summary = json.loads(path.read_text()) if path.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        return None
+    return summary if isinstance(summary, dict) else None
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """metrics.jsonl as a step-sorted list; a resumed run repeats steps, the last line wins; a half-written or
+    foreign line is skipped."""
+    path = Path(run_dir) / METRICS_FILE
+    by_step = {}
+    if not path.is_file():
+        return []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a half-written last line of a live or killed job
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            by_step[record["step"]] = record
+    return [by_step[step] for step in sorted(by_step)]
+
+
+def append_metrics(run_dir: Path, row: dict) -> None:
+    with open(Path(run_dir) / METRICS_FILE, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def is_run_dir(path: Path) -> bool:
+    return (Path(path) / HYDRA_DIR).is_dir() or (Path(path) / SUMMARY_FILE).is_file()
