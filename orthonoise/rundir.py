@@ -20,13 +20,15 @@ HYDRA_DIR = ".hydra"
 
 class Status(str, enum.Enum):
     """A run's state. The trainer writes the first five to summary.json; MISSING is what a reader concludes for
-    a planned job that left no summary and no metrics (never started, or crashed before writing anything)."""
+    a planned job that left no summary and no metrics (never started, or crashed before writing anything),
+    UNREADABLE for a run directory whose summary or config is malformed (hand-edited, truncated, foreign)."""
     RUNNING = "running"
     COMPLETED = "completed"
     DIVERGED = "diverged"
     FAILED = "failed"
     INTERRUPTED = "interrupted"  # checkpointed and stopped (SIGTERM/USR2/Ctrl-C): relaunching resumes it
     MISSING = "missing"
+    UNREADABLE = "unreadable"  # a reader's verdict: the files are there but malformed (Run.error says why)
 
     def __str__(self) -> str:
         return self.value
@@ -53,12 +55,33 @@ def write_json_atomic(path: Path, obj: dict) -> None:
 
 def read_summary(run_dir: Path) -> dict | None:
     """summary.json, or None when absent or unreadable (being rewritten, truncated by a crash, not an object)."""
+    return inspect_summary(run_dir)[0]
+
+
+# The summary fields a reader computes with, and the JSON types they must have (null is always allowed).
+_INTEGER, _NUMBER, _TEXT = ((int,), "an integer"), ((int, float), "a number"), ((str,), "a string")
+SUMMARY_TYPES = {"status": _TEXT, "steps": _INTEGER, "max_steps": _INTEGER, "best_step": _INTEGER,
+                 "final_val_loss": _NUMBER, "best_val_loss": _NUMBER, "wall_time_s": _NUMBER,
+                 "tokens_per_s": _NUMBER, "gpu_hours": _NUMBER, "error": _TEXT, "diverged": _TEXT}
+
+
+def inspect_summary(run_dir: Path) -> tuple[dict | None, str | None]:
+    """(summary.json, None) when it is usable; (None, why not) when it is there but malformed; (None, None)
+    when there is none."""
     path = Path(run_dir) / SUMMARY_FILE
+    if not path.exists():
+        return None, None
     try:
-        summary = json.loads(path.read_text()) if path.is_file() else None
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
-        return None
-    return summary if isinstance(summary, dict) else None
+        summary = json.loads(path.read_bytes().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as err:
+        return None, f"{SUMMARY_FILE} cannot be read: {type(err).__name__}: {str(err).splitlines()[0][:80]}"
+    if not isinstance(summary, dict):
+        return None, f"{SUMMARY_FILE} holds a JSON {type(summary).__name__}, not an object"
+    for key, (types, what) in SUMMARY_TYPES.items():
+        value = summary.get(key)
+        if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
+            return None, f"{SUMMARY_FILE}: {key}={value!r} is not {what}"
+    return summary, None
 
 
 def read_metrics(run_dir: Path) -> list[dict]:

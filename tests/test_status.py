@@ -41,3 +41,56 @@ def test_status_cli(tmp_path, capsys):
     assert main([str(tmp_path), "--stale-after", "600"]) == 0
     assert "2 running" in capsys.readouterr().out
     assert main([str(tmp_path / "nope")]) == 1
+
+
+# One malformed run directory each: (name, how it is broken, why status/report must say it is unreadable).
+MALFORMED = [
+    ("list_summary", lambda r: (r / "summary.json").write_text("[1, 2]"), "summary.json holds a JSON list"),
+    ("string_summary", lambda r: (r / "summary.json").write_text('"done"'), "summary.json holds a JSON str"),
+    ("garbage_summary", lambda r: (r / "summary.json").write_bytes(b"\x00\x01{{"), "summary.json cannot be read"),
+    ("non_utf8_summary", lambda r: (r / "summary.json").write_bytes(b'{"status": "\xff"}'),
+     "summary.json cannot be read: UnicodeDecodeError"),
+    ("steps_three", lambda r: _edit_summary(r, steps="three"), "summary.json: steps='three' is not an integer"),
+    ("loss_text", lambda r: _edit_summary(r, final_val_loss="low"), "summary.json: final_val_loss='low' is not a number"),
+    ("status_number", lambda r: _edit_summary(r, status=3), "summary.json: status=3 is not a string"),
+    ("list_config", lambda r: (r / ".hydra" / "config.yaml").write_text("- a\n- b\n"),
+     ".hydra/config.yaml holds a list, not a dict"),
+    ("bad_yaml", lambda r: (r / ".hydra" / "config.yaml").write_text("a: [\n"), ".hydra/config.yaml cannot be read"),
+    ("list_overrides", lambda r: (r / ".hydra" / "overrides.yaml").write_text("a: 1\n"),
+     ".hydra/overrides.yaml holds a dict, not a list"),
+]
+
+
+def _edit_summary(run, **fields):
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, **fields}))
+
+
+def _malformed_tree(root):
+    write_run(root, "good", seed=1, val=linear_curve(2.0))
+    for i, (name, breaks, _) in enumerate(MALFORMED):
+        breaks(write_run(root, name, seed=i + 2, val=linear_curve(2.0)))
+    # tolerated without a fuss: a non-UTF-8 or foreign line in metrics.jsonl is skipped, the rest is read
+    tolerated = write_run(root, "odd_metrics", seed=99, val=linear_curve(2.0))
+    (tolerated / "metrics.jsonl").write_bytes(b"\xff\xfe garbage\n[1]\n" + (tolerated / "metrics.jsonl").read_bytes())
+
+
+def test_status_lists_malformed_runs_as_unreadable_with_why(tmp_path, capsys):
+    _malformed_tree(tmp_path)
+    rows = {row[-1]: row for row in status_rows(tmp_path, time.time())}
+    for name, _, why in MALFORMED:
+        assert rows[name][0] == "unreadable" and rows[name][5].startswith(why[:60]), rows[name]
+    assert rows["good"][:3] == ["completed", "200/200", "2.0000"]
+    assert rows["odd_metrics"][:3] == ["completed", "200/200", "2.0000"]
+    assert main([str(tmp_path)]) == 0
+    assert f"2 completed, {len(MALFORMED)} unreadable" in capsys.readouterr().out
+
+
+def test_report_carries_on_past_malformed_runs(tmp_path):
+    from orthonoise.report.__main__ import main as report_main
+
+    _malformed_tree(tmp_path)
+    assert report_main([str(tmp_path)]) == 0
+    report = (tmp_path / "report.md").read_text()
+    for name, _, why in MALFORMED:
+        assert f"| {name} |" in report and why in report

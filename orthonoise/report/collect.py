@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from orthonoise.rundir import HYDRA_DIR, METRICS_FILE, SUMMARY_FILE, Status, is_run_dir, read_metrics, read_summary
+from orthonoise.rundir import HYDRA_DIR, METRICS_FILE, SUMMARY_FILE, Status, inspect_summary, is_run_dir, read_metrics
 
 # The trainer's status words, the one vocabulary (orthonoise/rundir.py); MISSING = a job that wrote neither
 # summary.json nor metrics.jsonl.
@@ -32,6 +32,7 @@ class Run:
     metrics: list  # one dict per step, sorted by step, last occurrence of a repeated step kept
     summary: dict | None
     last_activity: float  # epoch seconds: mtime of metrics.jsonl, else summary.json, else .hydra/
+    unreadable: str | None = None  # why this run directory's files cannot be used (then state is UNREADABLE)
     flat_config: dict = field(init=False)
 
     def __post_init__(self):
@@ -57,6 +58,8 @@ class Run:
     @property
     def state(self) -> Status:
         """The summary's status; a word this code does not know reads as FAILED (never as a finished run)."""
+        if self.unreadable:
+            return Status.UNREADABLE
         if self.summary and self.summary.get("status"):
             return Status.parse(self.summary["status"]) or FAILED
         return RUNNING if self.metrics else MISSING
@@ -118,7 +121,7 @@ class Run:
     def error(self) -> str | None:
         """Why the run did not complete: the crash, or what made it diverge."""
         summary = self.summary or {}
-        return summary.get("error") or summary.get("diverged")
+        return self.unreadable or summary.get("error") or summary.get("diverged")
 
 
 def _is_finite(value) -> bool:
@@ -152,11 +155,17 @@ def find_run_dirs(root: Path) -> list[Path]:
     return sorted(found)
 
 
-def _read_yaml(path: Path):
+def _read_yaml(path: Path, kind: type) -> tuple:
+    """(the file's value, None), (kind(), why it is unusable), or (kind(), None) when there is no such file."""
+    if not path.is_file():
+        return kind(), None
     try:
-        return yaml.safe_load(path.read_text()) if path.is_file() else None
-    except (yaml.YAMLError, OSError):
-        return None
+        value = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as err:
+        return kind(), f"{HYDRA_DIR}/{path.name} cannot be read: {type(err).__name__}"
+    if value is not None and not isinstance(value, kind):
+        return kind(), f"{HYDRA_DIR}/{path.name} holds a {type(value).__name__}, not a {kind.__name__}"
+    return value or kind(), None
 
 
 def _last_activity(path: Path) -> float:
@@ -167,18 +176,27 @@ def _last_activity(path: Path) -> float:
 
 
 def load_run(path: Path) -> Run:
+    """A run directory as a Run; a malformed file makes it UNREADABLE (with why) instead of failing the caller."""
     path = Path(path)
     hydra_dir = path / HYDRA_DIR
-    hydra_cfg = _read_yaml(hydra_dir / "hydra.yaml") or {}
-    choices = ((hydra_cfg.get("hydra") or {}).get("runtime") or {}).get("choices") or {}
+    summary, problem = inspect_summary(path)
+    problems = [problem] if problem else []
+    parts = {}
+    for name, kind in (("config.yaml", dict), ("hydra.yaml", dict), ("overrides.yaml", list)):
+        parts[name], problem = _read_yaml(hydra_dir / name, kind)
+        problems += [problem] if problem else []
+    choices = parts["hydra.yaml"]
+    for key in ("hydra", "runtime", "choices"):
+        choices = choices.get(key) if isinstance(choices, dict) else None
     return Run(
         path=path,
-        config=_read_yaml(hydra_dir / "config.yaml") or {},
-        choices={str(k): v for k, v in choices.items()},
-        overrides=_read_yaml(hydra_dir / "overrides.yaml") or [],
+        config=parts["config.yaml"],
+        choices={str(k): v for k, v in choices.items()} if isinstance(choices, dict) else {},
+        overrides=parts["overrides.yaml"],
         metrics=read_metrics(path),
-        summary=read_summary(path),
+        summary=summary,
         last_activity=_last_activity(path),
+        unreadable="; ".join(problems) or None,
     )
 
 

@@ -61,6 +61,7 @@ def test_tolerates_missing_hydra_yaml_and_truncated_summary(tmp_path):
     path = write_run(tmp_path, "r", hydra_yaml=False, val=linear_curve(2.0))
     (path / "summary.json").write_text('{"status": "compl')
     run = load_runs(tmp_path)[0]
-    assert run.choices == {} and run.summary is None and run.state == "running"
+    assert run.choices == {} and run.summary is None and run.state == "unreadable"  # atomic writes: never half a file
+    assert run.error.startswith("summary.json cannot be read: JSONDecodeError")
     os.utime(path / "metrics.jsonl", (0, 0))
     assert load_run(path).last_activity == 0
