@@ -6,12 +6,18 @@ options never get here: Hydra refuses them with its own message.
 """
 from __future__ import annotations
 
+import difflib
+import functools
 import inspect
+import math
 import os
+import sys
+import tempfile
 from pathlib import Path
 from typing import Callable
 
 import torch
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from orthonoise import hub
@@ -34,9 +40,13 @@ def _one_of(*choices: str) -> tuple[Callable, str]:
     return (lambda v: v in choices), "one of " + ", ".join(choices)
 
 
+def _int_in(low: int, high: int, high_text: str) -> tuple[Callable, str]:
+    return (lambda v: _int(low)[0](v) and v < high), f"an integer in [{low}, {high_text})"
+
+
 # key → (test, what is allowed). The optimizers check their own arguments (see _check_optimizer).
 RULES: dict[str, tuple[Callable, str]] = {
-    "seed": _int(0),
+    "seed": _int_in(0, 2**64, "2^64"),  # torch.manual_seed's range
     "trainer.max_steps": _int(1),
     "trainer.warmup_steps": _int(0),
     "trainer.lr_decay": _one_of("constant", "linear", "cosine"),
@@ -49,6 +59,7 @@ RULES: dict[str, tuple[Callable, str]] = {
     "trainer.keep_checkpoints": _int(1),
     "trainer.diverge_loss": _number(lambda v: v > 0, "a number > 0"),
     "trainer.skip_nonfinite": _int(0),
+    "hardware.device": _one_of("cpu", "cuda"),
     "hardware.precision": _one_of("fp32", "bf16"),
     "hardware.batch_size": _int(1),
     "hardware.grad_accum": _int(1),
@@ -59,6 +70,7 @@ RULES: dict[str, tuple[Callable, str]] = {
     "data.num_examples": _optional(_int(1)),
     "optimizer.lr": _number(lambda v: v > 0, "a number > 0"),
     "adamw.lr": _number(lambda v: v > 0, "a number > 0"),
+    "logger.mode": _one_of("online", "offline", "disabled"),
 }
 
 
@@ -66,15 +78,20 @@ def validate(cfg: DictConfig, world_size: int = 1) -> None:
     """All checks, cheapest first; `world_size` is the number of processes actually launched."""
     validate_settings(cfg)
     _check_hardware(cfg.hardware, world_size)
+    check_writable_dir("data.cache_dir", cfg.data.cache_dir)
     _check_hub(cfg)
 
 
 def validate_settings(cfg: DictConfig) -> None:
     """The checks that hold on any machine (the sweep preflight runs these on a login node)."""
+    check_known_keys(cfg)
+    check_value_types(cfg)
+    check_finite(cfg)
     for key, (test, allowed) in RULES.items():
         value = OmegaConf.select(cfg, key, throw_on_missing=True)
         if not test(value):
             raise ConfigError(f"{key}={value!r} is out of range: must be {allowed}")
+    check_consistency(cfg)
     _check_sequence_length(cfg)
     _check_model(cfg.model)
     _check_optimizer(cfg, "optimizer")
@@ -94,6 +111,7 @@ def _check_model(model: DictConfig) -> None:
     from orthonoise.model import granite_config
 
     c = model.config
+    _check_attention_layers(c)
     test, allowed = _int(1)
     for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "mamba_n_heads",
                 "mamba_d_head", "mamba_d_state", "mamba_n_groups", "mamba_d_conv", "intermediate_size"):
@@ -188,6 +206,10 @@ def _check_data_path(data: DictConfig) -> None:
         what = ("a .txt file or a folder of .txt files" if data.name == "local"
                 else "a local dataset folder, or a hub dataset id such as HuggingFaceFW/fineweb-edu")
         raise ConfigError(f"data.path={path!r} does not exist (expected {what})")
+    if path and data.name == "local":
+        from orthonoise.data import read_local_texts
+
+        read_local_texts(path)  # binary or non-UTF-8 files are named now, not tokenized as noise
 
 
 def _check_hub(cfg: DictConfig) -> None:
@@ -215,3 +237,199 @@ def _check_hub(cfg: DictConfig) -> None:
             how += "; or train from scratch with model.pretrained=false"
     raise ConfigError(f"{key}={repo!r} needs the Hugging Face hub, which cannot be reached from this machine, and "
                       f"there is no local copy. To make it available: {how}")
+
+
+# ---- Keys, types, finiteness, cross-checks, files and folders (issue 15's bad inputs) ----
+# The shipped configs are the schema: a key no option of its group (or section of conf/config.yaml) defines is a
+# typo, and a key every option gives as true/false (a number) takes only true/false (a number).
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+GROUPS = ("model", "data", "optimizer", "noise", "hardware", "logger")  # conf/<group>/<option>.yaml
+SECTIONS = ("trainer", "adamw")  # plain nodes of conf/config.yaml
+FREE_FORM = ("hardware.step_time_s",)  # keyed by model preset: any name is fine
+BPE_MIN_VOCAB = 257  # a byte-level BPE starts from the 256 byte tokens, plus <|endoftext|>
+
+
+def _leaves(node, prefix: str):
+    """(dotted key, value) of every entry of a plain container, dicts included, depth first."""
+    for key, value in node.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        yield dotted, value
+        if isinstance(value, dict):
+            yield from _leaves(value, dotted)
+
+
+@functools.cache
+def shipped_values() -> dict[str, list]:
+    """Every value any shipped option gives each dotted key of the groups and sections (interpolations raw)."""
+    values: dict[str, list] = {}
+    sources = [(group, OmegaConf.load(f)) for group in GROUPS for f in sorted((CONF_DIR / group).glob("*.yaml"))]
+    root = OmegaConf.load(CONF_DIR / "config.yaml")
+    sources += [(section, root[section]) for section in SECTIONS]
+    for group, node in sources:
+        for key, value in _leaves(OmegaConf.to_container(node, resolve=False), group):
+            if key != f"{group}.defaults":
+                values.setdefault(key, []).append(value)
+    return values
+
+
+def _constructor_arguments(target: str) -> set[str] | None:
+    """The keyword arguments an optimizer class takes (its own and its bases'), or None if it cannot be imported."""
+    from hydra.utils import get_class
+
+    try:
+        cls = get_class(target)
+    except Exception:  # noqa: BLE001 - _check_optimizer reports an unimportable _target_
+        return None
+    return {"_target_", "_partial_", *_defaults(cls)} - {"self", "params"}
+
+
+def _known_at(parent: str, raw_node: dict) -> set[str] | None:
+    """The keys allowed directly under `parent`; None when any key is."""
+    if parent in ("optimizer", "adamw"):
+        return _constructor_arguments(str(raw_node.get("_target_")))
+    if parent in FREE_FORM:
+        return None
+    known = {key.rsplit(".", 1)[1] for key in shipped_values() if key.rsplit(".", 1)[0] == parent}
+    if parent == "model.config":  # any GraniteMoeHybridConfig argument, not only those the presets set
+        from transformers import GraniteMoeHybridConfig
+
+        known |= set(GraniteMoeHybridConfig().to_dict()) | set(inspect.signature(GraniteMoeHybridConfig).parameters)
+    return known
+
+
+def check_known_keys(cfg: DictConfig) -> None:
+    """A key inside a group or section that no shipped option defines (`+trainer.max_stepz=5`, a typo in a sweep
+    file) is refused, with the nearest known key. Unknown top-level keys are checked elsewhere."""
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    for section in GROUPS + SECTIONS:
+        nodes = [(section, raw.get(section))]
+        while nodes:
+            parent, node = nodes.pop()
+            if not isinstance(node, dict):
+                continue
+            known = _known_at(parent, node)
+            for key, value in node.items():
+                if known is not None and key not in known:
+                    close = difflib.get_close_matches(key, known, n=1)
+                    hint = f" (did you mean {parent}.{close[0]}?)" if close else ""
+                    raise ConfigError(f"{parent}.{key}={value!r} is not a setting{hint}: {parent} takes "
+                                      f"{_known_text(parent, known)}")
+                if parent not in ("optimizer", "adamw"):
+                    nodes.append((f"{parent}.{key}", value))
+
+
+def _known_text(parent: str, known: set[str]) -> str:
+    if parent == "model.config":  # the transformers config has dozens: name the shipped ones
+        shipped = {key.rsplit(".", 1)[1] for key in shipped_values() if key.rsplit(".", 1)[0] == parent}
+        return ", ".join(sorted(shipped)) + " or any other transformers.GraniteMoeHybridConfig argument"
+    return ", ".join(sorted(k for k in known if not k.startswith("_")))
+
+
+def check_value_types(cfg: DictConfig) -> None:
+    """A key that every shipped option sets to true/false (to a number) takes only that (or null where shipped)."""
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    for key, value in _leaves(raw, ""):
+        shipped = [v for v in shipped_values().get(key, []) if not _is_interpolation(v)]
+        typed = [v for v in shipped if v is not None]
+        if not typed or _is_interpolation(value) or (value is None and len(typed) < len(shipped)):
+            continue
+        if all(isinstance(v, bool) for v in typed) and not isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r} is out of range: must be true or false")
+        if all(_is_number(v) for v in typed) and not _is_number(value):
+            raise ConfigError(f"{key}={value!r} is out of range: must be a number")
+
+
+def check_finite(cfg: DictConfig) -> None:
+    """NaN and ±inf are no setting's meaning; reported where they are set, not where they are interpolated to."""
+    for key, value in _leaves(OmegaConf.to_container(cfg, resolve=False), ""):
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ConfigError(f"{key}={value!r} is out of range: must be a finite number")
+
+
+def check_consistency(cfg: DictConfig) -> None:
+    """Settings that are each fine alone but contradict another, or are only sometimes present."""
+    trainer = cfg.trainer
+    if trainer.warmup_steps > trainer.max_steps:
+        raise ConfigError(f"trainer.warmup_steps={trainer.warmup_steps} is out of range: must be ≤ "
+                          f"trainer.max_steps={trainer.max_steps} (the learning rate would never reach its peak)")
+    for node in ("optimizer", "adamw"):
+        betas = cfg[node].get("betas")
+        if betas is not None and not (len(betas) == 2 and all(_is_number(b) and 0 <= b < 1 for b in betas)):
+            raise ConfigError(f"{node}.betas={list(betas)!r} is out of range: must be two numbers in [0, 1), "
+                              f"e.g. [0.9, 0.95]")
+    names = sorted({v for v in shipped_values()["data.name"]})
+    if cfg.data.name not in names:
+        raise ConfigError(f"data.name={cfg.data.name!r} is out of range: must be one of {', '.join(names)} "
+                          f"(it says how data.path is read; pick the data group instead, e.g. data=local)")
+    vocab = cfg.data.get("vocab_size")
+    if cfg.data.tokenizer == "bpe" and not (_int(BPE_MIN_VOCAB)[0](vocab)):
+        raise ConfigError(f"data.vocab_size={vocab!r} is out of range: must be an integer ≥ {BPE_MIN_VOCAB} "
+                          f"(the 256 byte tokens and <|endoftext|> of data.tokenizer=bpe)")
+
+
+def _check_attention_layers(c: DictConfig) -> None:
+    layers, n = c.get("attention_layers"), c.get("num_hidden_layers")
+    ok = (OmegaConf.is_list(layers) and len(layers) > 0 and isinstance(n, int)
+          and all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n for i in layers))
+    if not ok:
+        shown = list(layers) if OmegaConf.is_list(layers) else layers
+        raise ConfigError(f"model.config.attention_layers={shown!r} is out of range: must be a non-empty list of "
+                          f"layer indices in [0, {n}) (model.config.num_hidden_layers={n})")
+
+
+def _is_interpolation(value) -> bool:
+    return isinstance(value, str) and value.startswith("${")
+
+
+def check_writable_dir(key: str, path) -> None:
+    """`path` is, or can be made, a folder this process can write in: tried with a real file, since root ignores
+    permission bits and only a read-only file system stops it."""
+    path = Path(str(path)).expanduser()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{key}={str(path)!r} cannot be a folder: {existing} is a file; choose another path")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise ConfigError(f"{key}={str(path)!r} is not writable ({existing}: {err.strerror}); choose a folder "
+                          f"this user can write to") from None
+
+
+def check_run_dir(run_dir, key: str = "hydra.run.dir") -> None:
+    """The run directory and what the trainer writes in it can be written, before anything is computed."""
+    from orthonoise.checkpoint import DIRNAME
+    from orthonoise.rundir import HYDRA_DIR, METRICS_FILE, SUMMARY_FILE
+
+    run_dir = Path(str(run_dir)).expanduser()
+    check_writable_dir(key, run_dir)
+    for sub in (HYDRA_DIR, DIRNAME):
+        if (run_dir / sub).exists():
+            check_writable_dir(f"{key} ({sub}/)", run_dir / sub)
+    for name in (SUMMARY_FILE, METRICS_FILE):
+        if (run_dir / name).exists() and not (run_dir / name).is_file():
+            raise ConfigError(f"{key}={str(run_dir)!r}: {name} there is not a file; remove it or choose another "
+                              f"run directory")
+
+
+class OutputDirCheck(Callback):
+    """Hydra callback (conf/config.yaml, hydra.callbacks): the run or sweep directory must be writable before
+    Hydra creates it and writes .hydra/ there; otherwise one `error:` line and exit status 1."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        self._check(lambda: check_run_dir(config.hydra.run.dir))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        self._check(lambda: check_writable_dir("hydra.sweep.dir", config.hydra.sweep.dir))
+
+    @staticmethod
+    def _check(check: Callable[[], None]) -> None:
+        try:
+            check()
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(1)
