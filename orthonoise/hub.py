@@ -11,15 +11,25 @@ _HUB = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
 def hub_reachable(timeout_s: float = 3.0) -> bool:
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
         return False
-    return can_connect(urlparse(_HUB).hostname, timeout_s)
+    return can_connect(*host_and_port(_HUB), timeout_s)
+
+
+def host_and_port(url: str) -> tuple[str | None, int]:
+    """The host and TCP port a URL names: its own port, else its scheme's (http 80, https 443)."""
+    parsed = urlparse(url)
+    try:
+        port = parsed.port
+    except ValueError:  # a port that is not a number: nothing listens there
+        port = -1
+    return parsed.hostname, port or (80 if parsed.scheme == "http" else 443)
 
 
 @functools.cache  # asked by train.py and again by the config check: one 3 s timeout, not two
-def can_connect(host: str, timeout_s: float = 3.0) -> bool:
+def can_connect(host: str | None, port: int = 443, timeout_s: float = 3.0) -> bool:
     try:
-        socket.create_connection((host, 443), timeout=timeout_s).close()
+        socket.create_connection((host, port), timeout=timeout_s).close()
         return True
-    except OSError:
+    except (OSError, OverflowError, TypeError):  # refused, unresolvable, no route; a port out of range; no host
         return False
 
 

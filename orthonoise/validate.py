@@ -383,21 +383,25 @@ def _is_interpolation(value) -> bool:
     return isinstance(value, str) and value.startswith("${")
 
 
-def check_writable_dir(key: str, path) -> None:
-    """`path` is, or can be made, a folder this process can write in: tried with a real file, since root ignores
-    permission bits and only a read-only file system stops it."""
-    path = Path(str(path)).expanduser()
+def _unwritable(path: Path) -> str | None:
+    """Why `path` cannot be (made) a folder this process writes in, or None. Tried with a real file: root ignores
+    permission bits, and only a read-only file system (or /proc) stops it."""
     existing = path
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise ConfigError(f"{key}={str(path)!r} cannot be a folder: {existing} is a file; choose another path")
+        return f"cannot be a folder: {existing} is a file"
     try:
         with tempfile.TemporaryFile(dir=existing):
-            pass
+            return None
     except OSError as err:
-        raise ConfigError(f"{key}={str(path)!r} is not writable ({existing}: {err.strerror}); choose a folder "
-                          f"this user can write to") from None
+        return f"is not writable ({existing}: {err.strerror})"
+
+
+def check_writable_dir(key: str, path) -> None:
+    path = Path(str(path)).expanduser()
+    if why := _unwritable(path):
+        raise ConfigError(f"{key}={str(path)!r} {why}; choose a folder this user can write to")
 
 
 def check_run_dir(run_dir, key: str = "hydra.run.dir") -> None:
@@ -408,11 +412,11 @@ def check_run_dir(run_dir, key: str = "hydra.run.dir") -> None:
     run_dir = Path(str(run_dir)).expanduser()
     check_writable_dir(key, run_dir)
     for sub in (HYDRA_DIR, DIRNAME):
-        if (run_dir / sub).exists():
-            check_writable_dir(f"{key} ({sub}/)", run_dir / sub)
+        if (run_dir / sub).exists() and (why := _unwritable(run_dir / sub)):
+            raise ConfigError(f"{key}={str(run_dir)!r}: its {sub}/ {why}; remove it or choose another run directory")
     for name in (SUMMARY_FILE, METRICS_FILE):
         if (run_dir / name).exists() and not (run_dir / name).is_file():
-            raise ConfigError(f"{key}={str(run_dir)!r}: {name} there is not a file; remove it or choose another "
+            raise ConfigError(f"{key}={str(run_dir)!r}: its {name} is not a file; remove it or choose another "
                               f"run directory")
 
 

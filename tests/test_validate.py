@@ -94,7 +94,7 @@ BAD_INPUTS = [  # (overrides, what the message must say)
     (["noise.steps=many"], "noise.steps='many' is out of range: must be a number"),
     # ... folders that cannot be used (root ignores permission bits: /proc is read-only even for root)
     (["data.cache_dir=/proc/orthonoise-cache"], "data.cache_dir='/proc/orthonoise-cache' is not writable"),
-    (["data.cache_dir=pyproject.toml"], "data.cache_dir='pyproject.toml' cannot be a folder: pyproject.toml is a file"),
+    (["data.cache_dir=pyproject.toml"], "data.cache_dir='pyproject.toml' cannot be a folder: pyproject.toml is a file; choose a folder"),
     (["data.cache_dir=pyproject.toml/data"], "data.cache_dir='pyproject.toml/data' cannot be a folder: pyproject.toml is a file"),
 ]
 
