@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 SPLIT_SEED = 1234  # fixed: the validation split must not move with the run seed
 CACHE_FORMAT = 2  # bump when what a cache entry holds, or how it is made, changes
 PROGRESS_AFTER_S = 3.0  # a progress bar appears only for data preparation that takes longer than this
-ENCODE_BATCH = 32  # documents per tokenizer call: the unit of progress and of stopping
+PIECE_CHARS = 1 << 16  # texts are tokenized in pieces of about this many characters, cut after a newline
+ENCODE_BATCH = 16  # pieces per tokenizer call: the unit of progress and of stopping
 # The BPE trainer sees words of at most this many characters: a megabyte without whitespace is one "word" whose
 # merges take minutes. Only training is affected; encoding still reads the text as it is.
 BPE_WORD_CHARS = 256
@@ -127,10 +128,10 @@ def cache_entry(data_cfg: DictConfig, fingerprint: list[str]) -> Path:
 
 
 def bpe_training_text(texts: list[str]):
-    """What the BPE trainer reads: the texts in 64K-character pieces, words cut to BPE_WORD_CHARS."""
+    """What the BPE trainer reads: the texts in pieces, words cut to BPE_WORD_CHARS."""
     for text in progress(texts, "training BPE"):
-        for start in range(0, len(text), 1 << 16):
-            yield _LONG_WORD.sub(lambda m: m.group(0) + " ", text[start : start + (1 << 16)])
+        for piece in pieces(text):
+            yield _LONG_WORD.sub(lambda m: m.group(0) + " ", piece)
 
 
 def train_bpe(texts: list[str], vocab_size: int, path: Path):
@@ -161,8 +162,27 @@ def fineweb_texts(data_cfg: DictConfig) -> list[str]:
         ) from None
 
 
-def batched(items: list, size: int) -> list[list]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
+def pieces(text: str, size: int = PIECE_CHARS) -> list[str]:
+    """`text` cut after a newline every ~`size` characters: the unit of tokenizing, of its progress and of
+    stopping (a whole play at once would hold a stop signal for seconds)."""
+    out, start = [], 0
+    while start < len(text):
+        cut = text.find("\n", start + size)
+        end = len(text) if cut < 0 else cut + 1
+        out.append(text[start:end])
+        start = end
+    return out or [""]
+
+
+def tokenize(texts: list[str], encode_batch, eos: int) -> list[list[int]]:
+    """Token ids per document, end-of-text appended; `encode_batch(strings) -> list of id lists`."""
+    owner = [(doc, piece) for doc, text in enumerate(texts) for piece in pieces(text)]
+    docs: list[list[int]] = [[] for _ in texts]
+    batches = [owner[i : i + ENCODE_BATCH] for i in range(0, len(owner), ENCODE_BATCH)]
+    for batch in progress(batches, "tokenizing"):
+        for (doc, _), ids in zip(batch, encode_batch([piece for _, piece in batch])):
+            docs[doc].extend(ids)
+    return [ids + [eos] for ids in docs]
 
 
 def encode(texts: list[str], data_cfg: DictConfig, cache: Path) -> tuple[list[list[int]], int]:
@@ -173,19 +193,15 @@ def encode(texts: list[str], data_cfg: DictConfig, cache: Path) -> tuple[list[li
         path = cache / "tokenizer.json"
         train_bpe(texts, data_cfg.vocab_size, path)  # a cache miss retrains it: a leftover file may be half of one
         tok = Tokenizer.from_file(str(path))
-        eos = tok.token_to_id("<|endoftext|>")
-        docs = [e.ids + [eos] for batch in progress(batched(texts, ENCODE_BATCH), "tokenizing")
-                for e in tok.encode_batch(batch)]
-        return docs, tok.get_vocab_size()
+        encode_batch = lambda batch: [e.ids for e in tok.encode_batch(batch)]  # noqa: E731
+        return tokenize(texts, encode_batch, tok.token_to_id("<|endoftext|>")), tok.get_vocab_size()
     from transformers import AutoTokenizer
 
     try:
         tok = AutoTokenizer.from_pretrained(data_cfg.tokenizer)
     except OSError as err:
         raise ConfigError(f"cannot load tokenizer '{data_cfg.tokenizer}': {str(err).splitlines()[0]}") from None
-    docs = [ids + [tok.eos_token_id] for batch in progress(batched(texts, ENCODE_BATCH), "tokenizing")
-            for ids in tok(batch)["input_ids"]]
-    return docs, len(tok)
+    return tokenize(texts, lambda batch: tok(batch)["input_ids"], tok.eos_token_id), len(tok)
 
 
 def split_windows(ids: torch.Tensor, seq_len: int, val_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from orthonoise import distributed, perf
 from orthonoise.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from orthonoise.data import Batches, load_corpus
+from orthonoise.data import Batches, PreparationStopped, load_corpus
 from orthonoise.loss import causal_lm_loss
 from orthonoise.metrics import RunRecord, mark_status
 from orthonoise.rundir import Status, read_summary
@@ -89,7 +89,11 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict | None = None) -> dict:
         log.warning("not started: this process received %s; launch the same command again to run it", signal_name)
         return mark_status(run_dir, Status.INTERRUPTED)
     with Preemption() as preemption:  # from here on SLURM's USR2, SIGTERM and Ctrl-C stop at the end of a step
-        summary = _train_checked(cfg, run_dir, choices, preemption)
+        try:
+            summary = _train_checked(cfg, run_dir, choices, preemption)
+        except PreparationStopped as stop:  # the signal came while the corpus was prepared: nothing to checkpoint
+            log.warning("%s", stop)
+            return mark_status(run_dir, Status.INTERRUPTED)
     preemption.hand_over()  # under submitit: requeue this job (it resumes from the checkpoint) and exit
     return summary
 

@@ -228,7 +228,8 @@ def _check_hub(cfg: DictConfig) -> None:
     key, repo, kind = missing[0]
     if kind == "dataset":
         how = (f"on a machine with internet run `hf download {repo} --repo-type dataset --include "
-               f"'sample/10BT/000_*' --local-dir DIR`, copy DIR here and set data.path=DIR data.streaming=false; "
+               f"'sample/10BT/000_*' --local-dir DIR`, copy DIR here and set data.path=DIR data.config_name=null "
+               f"data.streaming=false; "
                f"or train on data=local")
     else:
         how = (f"on a machine with internet run `hf download {repo}`, then copy its cache "

@@ -61,3 +61,109 @@ def test_a_folder_without_text_files_is_refused(tmp_path):
     cfg.path, cfg.cache_dir = str(tmp_path), str(tmp_path / "cache")
     with pytest.raises(ConfigError, match="holds no .txt files"):
         load_corpus(cfg)
+
+
+def _local(tmp_path, path, **settings):
+    cfg = OmegaConf.load(CONF / "data" / "local.yaml")
+    cfg.path, cfg.cache_dir, cfg.vocab_size, cfg.seq_len = str(path), str(tmp_path / "cache"), 300, 16
+    for key, value in settings.items():
+        cfg[key] = value
+    return cfg
+
+
+def _entries(tmp_path):
+    return sorted((tmp_path / "cache").glob("local-*"))
+
+
+def test_the_cache_keys_on_file_contents(tmp_path):
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    (folder / "a.txt").write_text("the quick brown fox jumps over the lazy dog. " * 300)
+    cfg = _local(tmp_path, folder)
+    first = load_corpus(cfg)
+    assert torch.equal(load_corpus(cfg).train, first.train) and len(_entries(tmp_path)) == 1  # same bytes: a hit
+    (folder / "a.txt").write_text("a stitch in time saves nine, said the tailor. " * 300)  # edited in place
+    edited = load_corpus(cfg)
+    assert len(_entries(tmp_path)) == 2 and not torch.equal(edited.train[:4], first.train[:4])
+    (folder / "b.txt").write_text("an extra file joins the corpus. " * 300)  # a file added to the folder
+    grown = load_corpus(cfg)
+    assert len(_entries(tmp_path)) == 3 and len(grown.train) > len(edited.train)
+    assert len(_entries(tmp_path)) == 3 and torch.equal(load_corpus(_local(tmp_path, folder)).train, grown.train)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip a byte", "foreign file"])
+def test_a_damaged_cache_entry_is_rebuilt_with_a_warning(tmp_path, caplog, damage):
+    (tmp_path / "a.txt").write_text("the quick brown fox jumps over the lazy dog. " * 300)
+    cfg = _local(tmp_path, tmp_path / "a.txt")
+    good = load_corpus(cfg)
+    tensors = _entries(tmp_path)[0] / "windows.pt"
+    raw = tensors.read_bytes()
+    if damage == "truncate":
+        tensors.write_bytes(raw[: len(raw) // 2])
+    elif damage == "flip a byte":  # inside the tensor data: the zip still opens, the checksum does not match
+        at = raw.index(good.train[0].numpy().tobytes())
+        tensors.write_bytes(raw[:at] + bytes([raw[at] ^ 0xFF]) + raw[at + 1 :])
+    else:
+        torch.save({"train": torch.zeros(2, 17, dtype=torch.int32)}, tensors)
+    (_entries(tmp_path)[0] / "tokenizer.json").write_text("{half a tokeni")
+    rebuilt = load_corpus(cfg)
+    assert f"cache entry {tensors} is damaged" in caplog.text and "rebuilding it" in caplog.text
+    assert torch.equal(rebuilt.train, good.train) and torch.equal(rebuilt.val, good.val)
+    assert torch.equal(load_corpus(cfg).train, good.train)  # and the rebuilt entry reads back
+
+
+@pytest.mark.parametrize("content,message", [
+    (bytes(range(256)) * 4, "is binary (a NUL byte at offset 0): data=local reads UTF-8 text files only"),
+    ("café olé ".encode("latin-1") * 50, "is not UTF-8 text (byte 0xe9 at offset 3): data=local reads UTF-8 text "
+                                         "files only; convert it, e.g. `iconv -f latin1 -t utf-8`"),
+])
+def test_binary_or_non_utf8_text_is_refused_naming_the_file(tmp_path, content, message):
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    (folder / "good.txt").write_text("fine text. " * 100)
+    (folder / "bad.txt").write_bytes(content)
+    with pytest.raises(ConfigError) as err:
+        load_corpus(_local(tmp_path, folder))
+    assert str(err.value) == f"data.path={str(folder)!r}: {folder / 'bad.txt'} {message}"
+    assert not _entries(tmp_path)  # refused before anything was cached
+
+
+def test_a_megabyte_without_whitespace_trains_in_bounded_time(tmp_path):
+    # one 1 MB "word" made the BPE trainer run for minutes; the trainer now sees it in BPE_WORD_CHARS pieces
+    (tmp_path / "long.txt").write_text("x" * 1_000_000 + "\n" + "the cat sat on the mat. " * 500)
+    corpus = load_corpus(_local(tmp_path, tmp_path / "long.txt", seq_len=64))
+    assert len(corpus.train) > 10 and corpus.vocab_size <= 300
+
+
+@pytest.mark.parametrize("settings", [{}, {"val_fraction": 0.9}])
+def test_a_corpus_with_no_training_windows_says_what_to_change(tmp_path, settings):
+    text = "too short for even one window of text. " * 3 if settings else "too short."  # 3 windows, 0 windows
+    (tmp_path / "small.txt").write_text(text)
+    with pytest.raises(ConfigError, match=r"^data.seq_len=16 is out of range for this corpus: .* leaving none to "
+                                           r"train on: use more text \(data.path\), a smaller data.seq_len"):
+        load_corpus(_local(tmp_path, tmp_path / "small.txt", **settings))
+
+
+def test_preparation_shows_progress_when_slow(tmp_path, monkeypatch, capsys):
+    from orthonoise import data
+
+    monkeypatch.setattr(data, "PROGRESS_AFTER_S", 0.0)  # "slow" from the first item on
+    (tmp_path / "a.txt").write_text("the quick brown fox jumps over the lazy dog.\n" * 3000)
+    load_corpus(_local(tmp_path, tmp_path / "a.txt"))
+    err = capsys.readouterr().err
+    assert "reading text files" in err and "training BPE" in err and "tokenizing" in err
+
+
+def test_a_stop_signal_during_preparation_stops_it_and_caches_nothing(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from orthonoise import preemption
+    from orthonoise.data import PreparationStopped
+
+    monkeypatch.setattr(preemption, "_stopped_by", None)  # the flag outlives a run: leave none behind
+    (tmp_path / "a.txt").write_text("the quick brown fox jumps over the lazy dog.\n" * 3000)
+    with preemption.Preemption(), pytest.raises(PreparationStopped, match="SIGTERM received while preparing"):
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives now; the next file, piece or batch stops
+        load_corpus(_local(tmp_path, tmp_path / "a.txt"))
+    assert not list((tmp_path / "cache").rglob("windows.pt"))

@@ -164,3 +164,38 @@ def test_the_trainer_validates_before_any_compute(compose_cfg, tmp_path, monkeyp
     with pytest.raises(ConfigError, match="optimizer.alpha"):
         trainer.train(compose_cfg(*FAST, "optimizer=orthonoise", "optimizer.alpha=-1"), tmp_path)
     assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_the_offline_dataset_remedy_works(compose_cfg, offline, monkeypatch, tmp_path):
+    """Do what the error says: a folder laid out as `hf download --include 'sample/10BT/000_*'` leaves it, and the
+    overrides the message names, then the config passes and the documents load."""
+    import re
+
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from orthonoise.data import fineweb_texts
+
+    monkeypatch.setattr(validate_module.hub, "in_local_cache", lambda repo, kind="model": kind == "model")
+    with pytest.raises(ConfigError) as err:
+        validate(compose_cfg("data=fineweb-edu", "model=granite-350m"))
+    remedy = re.search(r"set (data\.path=DIR(?: \S+=\S+)*?);", str(err.value)).group(1).split()
+    shard = tmp_path / "DIR" / "sample" / "10BT" / "000_00000.parquet"
+    shard.parent.mkdir(parents=True)
+    pq.write_table(pa.table({"text": [f"document {i}: water boils at 100 C. " * 5 for i in range(30)]}), shard)
+    overrides = [o.replace("DIR", str(tmp_path / "DIR")) for o in remedy]
+    cfg = compose_cfg("data=fineweb-edu", "model=granite-350m", "data.num_examples=12", *overrides)
+    validate(cfg)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-datasets"))
+    texts = fineweb_texts(cfg.data)
+    assert len(texts) == 12 and texts[3].startswith("document 3: water boils")
+
+
+def test_a_local_dataset_folder_with_the_hub_config_name_says_how_to_fix_it(compose_cfg, tmp_path):
+    from orthonoise.data import fineweb_texts
+
+    (tmp_path / "data.parquet").write_bytes(b"")  # any local folder: the config name is what fails
+    cfg = compose_cfg("data=fineweb-edu", "model=granite-350m", f"data.path={tmp_path}", "data.streaming=false")
+    with pytest.raises(ConfigError, match=r"BuilderConfig 'sample-10BT' not found.*needs data.config_name=null"):
+        fineweb_texts(cfg.data)
