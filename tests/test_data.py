@@ -167,3 +167,27 @@ def test_a_stop_signal_during_preparation_stops_it_and_caches_nothing(tmp_path, 
         os.kill(os.getpid(), signal.SIGTERM)  # arrives now; the next file, piece or batch stops
         load_corpus(_local(tmp_path, tmp_path / "a.txt"))
     assert not list((tmp_path / "cache").rglob("windows.pt"))
+
+
+def test_sigterm_during_data_preparation_ends_the_run_interrupted(tmp_path):
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import FAST, ROOT
+
+    proc = subprocess.Popen([sys.executable, "train.py", *FAST, f"data.cache_dir={tmp_path / 'cache'}",
+                             f"hydra.run.dir={tmp_path / 'run'}"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    seen = []
+    for line in proc.stdout:  # the installed plays, with a fresh cache: seconds of BPE training and tokenizing
+        seen.append(line)
+        if "preparing local corpus" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    output = "".join(seen) + proc.communicate(timeout=60)[0]
+    assert proc.returncode == 0, output
+    assert "SIGTERM received while preparing the corpus: stopped before training" in output
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "interrupted"
+    assert not list((tmp_path / "cache").rglob("windows.pt")) and not (tmp_path / "run" / "metrics.jsonl").exists()

@@ -1,10 +1,16 @@
 """Bad input: one message naming the key, the bad value and what is allowed, before any compute."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 from orthonoise import validate as validate_module
 from orthonoise.errors import ConfigError
-from orthonoise.validate import validate
+from orthonoise.validate import validate, validate_settings
 from tests.conftest import FAST
 
 BAD_INPUTS = [  # (overrides, what the message must say)
@@ -199,3 +205,65 @@ def test_a_local_dataset_folder_with_the_hub_config_name_says_how_to_fix_it(comp
     cfg = compose_cfg("data=fineweb-edu", "model=granite-350m", f"data.path={tmp_path}", "data.streaming=false")
     with pytest.raises(ConfigError, match=r"BuilderConfig 'sample-10BT' not found.*needs data.config_name=null"):
         fineweb_texts(cfg.data)
+
+
+# ---- Through the real entry point: one `error:` line, exit status 1, nothing computed ----
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_train(*overrides: str, cwd=ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "train.py", *overrides, "logger=disabled", "trainer.progress_bar=false"],
+                          cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def _one_error_line(out: subprocess.CompletedProcess, message: str) -> None:
+    output = out.stdout + out.stderr
+    errors = [line for line in output.splitlines() if "error:" in line]
+    assert out.returncode == 1 and "Traceback" not in output, output
+    assert len(errors) == 1 and message in errors[0], output
+
+
+def _entry_point_cases(tmp: Path) -> list[tuple[list[str], str, Path]]:
+    """(overrides, message, the directory that must hold no training output)."""
+    (tmp / "a-file").write_text("not a folder")
+    (tmp / "ckpt-run" / "checkpoints").parent.mkdir()
+    (tmp / "ckpt-run" / "checkpoints").write_text("not a folder")
+    (tmp / "binary.txt").write_bytes(bytes(range(256)) * 8)
+    (tmp / "small.txt").write_text("too short.")
+    run = tmp / "run"
+    return [
+        (["+trainer.max_stepz=5", f"hydra.run.dir={run}"], "error: trainer.max_stepz=5 is not a setting", run),
+        ([f"hydra.run.dir={tmp / 'a-file'}"], f"error: hydra.run.dir='{tmp / 'a-file'}' cannot be a folder", tmp),
+        ([f"hydra.run.dir={tmp / 'a-file' / 'run'}"], f"cannot be a folder: {tmp / 'a-file'} is a file", tmp),
+        (["hydra.run.dir=/proc/orthonoise-run"], "error: hydra.run.dir='/proc/orthonoise-run' is not writable", tmp),
+        ([f"hydra.run.dir={tmp / 'ckpt-run'}"], "its checkpoints/ cannot be a folder", tmp / "ckpt-run"),
+        (["-m", "seed=1,2", f"hydra.sweep.dir={tmp / 'a-file'}"], "error: hydra.sweep.dir=", tmp),
+        ([f"data.path={tmp / 'binary.txt'}", f"hydra.run.dir={run}"], "is binary (a NUL byte at offset 0)", run),
+        ([f"data.path={tmp / 'small.txt'}", f"data.cache_dir={tmp / 'cache'}", f"hydra.run.dir={run}"],
+         "error: data.seq_len=128 is out of range for this corpus", run),
+    ]
+
+
+@pytest.mark.parametrize("case", range(8))
+def test_bad_input_through_train_py(tmp_path, case):
+    overrides, message, output_dir = _entry_point_cases(tmp_path)[case]
+    out = run_train(*overrides)
+    _one_error_line(out, message)
+    assert not list(output_dir.rglob("metrics.jsonl")) and not list(output_dir.rglob("*.pt"))  # nothing computed
+    if (output_dir / "summary.json").exists():
+        assert json.loads((output_dir / "summary.json").read_text())["status"] == "failed"
+
+
+def test_a_typo_key_in_a_sweep_file_is_caught_by_the_preflight(tmp_path):
+    from orthonoise.plan import expand, plan
+
+    sweeps = tmp_path / "sweeps"
+    shutil.copytree(ROOT / "sweeps", sweeps)
+    arm = sweeps / "arm" / "orthonoise_best.yaml"
+    arm.write_text(arm.read_text().replace("  alpha: 5.0e-3", "  alpha: 5.0e-3\n  alpah: 2.0e-2"))
+    tiny = ["+preset=tiny", "model=tiny", "data=local", "hardware=cpu", "logger=disabled"]
+    jobs = expand("phase33_finetune", tiny, sweeps)
+    with pytest.raises(ConfigError, match=r"^optimizer.alpah=0.02 is not a setting \(did you mean optimizer.alpha\?\)"):
+        validate_settings(next(cfg for _, cfg in jobs if "arm=orthonoise_best" in _))
+    invalid = [job.invalid for job in plan("phase33_finetune", tiny, tmp_path / "no-history", sweeps_dir=sweeps)]
+    assert invalid.count(None) == 3 and all(i.startswith("optimizer.alpah=0.02 is not a setting") for i in invalid if i)
