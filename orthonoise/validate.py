@@ -206,6 +206,10 @@ def _check_data_path(data: DictConfig) -> None:
         what = ("a .txt file or a folder of .txt files" if data.name == "local"
                 else "a local dataset folder, or a hub dataset id such as HuggingFaceFW/fineweb-edu")
         raise ConfigError(f"data.path={path!r} does not exist (expected {what})")
+    tokenizer = data.tokenizer
+    if tokenizer != "bpe" and _looks_local(tokenizer) and not Path(tokenizer).expanduser().is_dir():
+        raise ConfigError(f"data.tokenizer={tokenizer!r} does not exist (expected bpe, a hub id, or a local folder "
+                          f"holding tokenizer.json / tokenizer_config.json)")
     if path and data.name == "local":
         from orthonoise.data import read_local_texts
 
@@ -364,10 +368,17 @@ def check_consistency(cfg: DictConfig) -> None:
     if cfg.data.name not in names:
         raise ConfigError(f"data.name={cfg.data.name!r} is out of range: must be one of {', '.join(names)} "
                           f"(it says how data.path is read; pick the data group instead, e.g. data=local)")
-    vocab = cfg.data.get("vocab_size")
+    vocab, model_vocab = cfg.data.get("vocab_size"), cfg.model.config.get("vocab_size")
     if cfg.data.tokenizer == "bpe" and not (_int(BPE_MIN_VOCAB)[0](vocab)):
         raise ConfigError(f"data.vocab_size={vocab!r} is out of range: must be an integer ≥ {BPE_MIN_VOCAB} "
                           f"(the 256 byte tokens and <|endoftext|> of data.tokenizer=bpe)")
+    if cfg.data.tokenizer == "bpe" and model_vocab is not None and model_vocab < vocab:
+        raise ConfigError(f"model.config.vocab_size={model_vocab} is out of range: must be ≥ data.vocab_size={vocab} "
+                          f"(the tokenizer's size), or null to take the tokenizer's")
+    if not (OmegaConf.is_list(cfg.tags) and all(isinstance(t, str) for t in cfg.tags)):
+        raise ConfigError(f"tags={cfg.tags!r} is out of range: must be a list of strings, e.g. 'tags=[baseline]'")
+    if not (cfg.phase is None or isinstance(cfg.phase, (str, int, float)) and not isinstance(cfg.phase, bool)):
+        raise ConfigError(f"phase={cfg.phase!r} is out of range: must be a phase name such as '3.1', or null")
 
 
 def _check_attention_layers(c: DictConfig) -> None:

@@ -98,6 +98,15 @@ BAD_INPUTS = [  # (overrides, what the message must say)
     (["data.streaming=2"], "data.streaming=2 is out of range: must be true or false"),
     (["trainer.eval_every=null"], "trainer.eval_every=None is out of range: must be a number"),
     (["noise.steps=many"], "noise.steps='many' is out of range: must be a number"),
+    (["data.seq_len=abc"], "data.seq_len='abc' is out of range: must be a number"),
+    (["data.val_fraction=inf"], "data.val_fraction=inf is out of range: must be a finite number"),
+    (["optimizer=orthonoise", "optimizer.rank_threshold=nan"], "optimizer.rank_threshold=nan is out of range: must be a finite number"),
+    (["model.config.rms_norm_eps=nan"], "model.config.rms_norm_eps=nan is out of range: must be a finite number"),
+    (["model.config.vocab_size=100"], "model.config.vocab_size=100 is out of range: must be ≥ data.vocab_size=8192"),
+    (["tags=notalist"], "tags='notalist' is out of range: must be a list of strings"),
+    (["phase=[1]"], "phase=[1] is out of range: must be a phase name such as '3.1', or null"),
+    (["data.tokenizer=/no/such/tokenizer"], "data.tokenizer='/no/such/tokenizer' does not exist"),
+    (["+optimizer.foreach=true"], "optimizer.foreach=True is not a setting: optimizer takes"),
     # ... folders that cannot be used (root ignores permission bits: /proc is read-only even for root)
     (["data.cache_dir=/proc/orthonoise-cache"], "data.cache_dir='/proc/orthonoise-cache' is not writable"),
     (["data.cache_dir=pyproject.toml"], "data.cache_dir='pyproject.toml' cannot be a folder: pyproject.toml is a file; choose a folder"),
@@ -231,7 +240,11 @@ def _entry_point_cases(tmp: Path) -> list[tuple[list[str], str, Path]]:
     (tmp / "binary.txt").write_bytes(bytes(range(256)) * 8)
     (tmp / "small.txt").write_text("too short.")
     run = tmp / "run"
+    (tmp / "garbage-run").mkdir()
+    (tmp / "garbage-run" / "summary.json").write_text("[1, 2]")  # a relaunch into a hand-edited run directory
     return [
+        (["optimizer.lr=inf", f"hydra.run.dir={tmp / 'garbage-run'}"], "error: optimizer.lr=inf is out of range: "
+         "must be a finite number", tmp / "garbage-run"),
         (["+trainer.max_stepz=5", f"hydra.run.dir={run}"], "error: trainer.max_stepz=5 is not a setting", run),
         ([f"hydra.run.dir={tmp / 'a-file'}"], f"error: hydra.run.dir='{tmp / 'a-file'}' cannot be a folder", tmp),
         ([f"hydra.run.dir={tmp / 'a-file' / 'run'}"], f"cannot be a folder: {tmp / 'a-file'} is a file", tmp),
@@ -244,7 +257,7 @@ def _entry_point_cases(tmp: Path) -> list[tuple[list[str], str, Path]]:
     ]
 
 
-@pytest.mark.parametrize("case", range(8))
+@pytest.mark.parametrize("case", range(9))
 def test_bad_input_through_train_py(tmp_path, case):
     overrides, message, output_dir = _entry_point_cases(tmp_path)[case]
     out = run_train(*overrides)
