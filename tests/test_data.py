@@ -191,3 +191,24 @@ def test_sigterm_during_data_preparation_ends_the_run_interrupted(tmp_path):
     assert "SIGTERM received while preparing the corpus: stopped before training" in output
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "interrupted"
     assert not list((tmp_path / "cache").rglob("windows.pt")) and not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_the_remedies_in_these_errors_work(tmp_path):
+    import shutil
+    import subprocess
+
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("café olé, dit le garçon. ".encode("latin-1") * 80)
+    with pytest.raises(ConfigError, match="convert it, e.g. `iconv -f latin1 -t utf-8`"):
+        load_corpus(_local(tmp_path, latin))
+    if shutil.which("iconv"):  # do what the message says
+        latin.write_bytes(subprocess.run(["iconv", "-f", "latin1", "-t", "utf-8", str(latin)], capture_output=True,
+                                         check=True).stdout)
+    else:
+        latin.write_text(latin.read_bytes().decode("latin-1"))
+    assert len(load_corpus(_local(tmp_path, latin)).train) > 10
+    small = tmp_path / "small.txt"
+    small.write_text("a short text of a few words, said twice. " * 2)
+    with pytest.raises(ConfigError, match="a smaller data.seq_len"):
+        load_corpus(_local(tmp_path, small, seq_len=64))
+    assert len(load_corpus(_local(tmp_path, small, seq_len=4)).train) >= 1

@@ -280,3 +280,12 @@ def test_a_typo_key_in_a_sweep_file_is_caught_by_the_preflight(tmp_path):
         validate_settings(next(cfg for _, cfg in jobs if "arm=orthonoise_best" in _))
     invalid = [job.invalid for job in plan("phase33_finetune", tiny, tmp_path / "no-history", sweeps_dir=sweeps)]
     assert invalid.count(None) == 3 and all(i.startswith("optimizer.alpah=0.02 is not a setting") for i in invalid if i)
+
+
+def test_the_suggested_key_of_a_typo_is_valid(compose_cfg):
+    import re
+
+    with pytest.raises(ConfigError) as err:
+        validate(compose_cfg("+trainer.max_stepz=50"))
+    suggested = re.search(r"did you mean (\S+)\?", str(err.value)).group(1)
+    validate(compose_cfg(f"{suggested}=50"))
