@@ -115,6 +115,8 @@ def test_a_server_of_another_protocol_logs_offline(no_credentials, monkeypatch, 
     def banner():  # what an ssh server says to anyone who connects
         conn, _ = listener.accept()
         conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+        while conn.recv(1 << 16):  # and, as ssh does, waits for more until the client hangs up
+            pass
         conn.close()
 
     threading.Thread(target=banner, daemon=True).start()
