@@ -1,5 +1,5 @@
 """Group runs by their config with the seed (and run-local keys) taken out, label the groups,
-and pair every group with its Muon baseline."""
+and pair every group with its Muon baseline. A group holds every job; its replicates are one run per seed."""
 
 from __future__ import annotations
 
@@ -8,20 +8,16 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from .collect import COMPLETED, Run
+from .collect import COMPLETED, DIVERGED, Run
+from .kinds import BASELINE, optimizer_kind
 
-# Keys that differ between seeds of one config or never change the training result.
-RUN_LOCAL_TOP_KEYS = {"seed", "hydra", "logger", "tags", "paths", "wandb"}
+# Keys that differ between seeds of one config or never change the training result; `phase` only says which
+# sweep asked for the run (phase 3.1's arms and 3.2's configs with the same settings are one config).
+RUN_LOCAL_TOP_KEYS = {"seed", "hydra", "logger", "tags", "paths", "wandb", "phase"}
 RUN_LOCAL_LEAF_NAMES = {"progress_bar", "resume", "resume_from"}
 RUN_LOCAL_LEAF_SUFFIXES = ("_dir", "_path")
 # The keys a baseline must share with the group it is compared against.
 SETTING_TOP_KEYS = ("model", "trainer", "data")
-
-
-def optimizer_kind(target: str) -> str:
-    """'orthonoise.optim.OrthoNoise' -> 'orthonoise'; 'torch.optim.AdamW' -> 'adamw'."""
-    name = str(target).rsplit(".", 1)[-1].lower()
-    return "isotropic" if name.startswith("isotropic") else name
 
 
 def grouping_config(run: Run) -> dict:
@@ -53,8 +49,39 @@ class Group:
         return optimizer_kind(self.config.get("optimizer._target_", ""))
 
     @property
+    def replicates(self) -> dict:
+        """seed -> the one run that stands for it: a repeated (config, seed) is one replicate, not more
+        evidence. Of repeats the finished one wins (completed, then diverged), then the latest."""
+        chosen: dict = {}
+        for run in self.runs:
+            key = run.seed if run.seed is not None else f"run:{run.path}"
+            if key not in chosen or _preference(run) > _preference(chosen[key]):
+                chosen[key] = run
+        return chosen
+
+    @property
+    def duplicates(self) -> dict:
+        """seed -> every run of that seed, for the seeds that ran more than once."""
+        by_seed: dict = {}
+        for run in self.runs:
+            if run.seed is not None:
+                by_seed.setdefault(run.seed, []).append(run)
+        return {seed: runs for seed, runs in by_seed.items() if len(runs) > 1}
+
+    @property
     def completed(self) -> list[Run]:
-        return [run for run in self.runs if run.state == COMPLETED]
+        return [run for run in self.replicates.values() if run.state == COMPLETED]
+
+    def count(self, *states) -> int:
+        return sum(run.state in states for run in self.replicates.values())
+
+    def seed_counts(self) -> str:
+        """'3/3 completed' or '1/3 completed, 2/3 diverged': every seed of the arm, by state."""
+        n = len(self.replicates)
+        counts: dict = {}
+        for run in self.replicates.values():
+            counts[run.state] = counts.get(run.state, 0) + 1
+        return ", ".join(f"{k}/{n} {state}" for state, k in sorted(counts.items(), key=lambda x: x[0] != COMPLETED))
 
     @property
     def setting(self) -> str:
@@ -71,6 +98,10 @@ class Group:
         return self.config.get(key)
 
 
+def _preference(run: Run) -> tuple:
+    return (run.state == COMPLETED, run.state == DIVERGED, run.last_activity)
+
+
 def group_runs(runs: list[Run]) -> list[Group]:
     groups: dict[str, Group] = {}
     for run in runs:
@@ -81,7 +112,7 @@ def group_runs(runs: list[Run]) -> list[Group]:
                        if not k.startswith("hydra") and k not in RUN_LOCAL_TOP_KEYS}
             groups[key] = Group(key=key, config=config, choices=choices)
         groups[key].runs.append(run)
-    ordered = sorted(groups.values(), key=lambda g: (g.setting, g.kind != "muon", g.key))
+    ordered = sorted(groups.values(), key=lambda g: (g.setting, g.kind != BASELINE, g.key))
     _label(ordered)
     return ordered
 
@@ -137,7 +168,7 @@ def is_baseline_candidate(group: Group, selectors: list[str] | None) -> bool:
     """Muon by default; with selectors, a group whose label equals them or that matches every
     `key=value` (a Hydra choice, a config leaf, or an optimizer class name)."""
     if not selectors:
-        return group.kind == "muon"
+        return group.kind == BASELINE
     if group.label == " ".join(selectors):
         return True
     return all(_matches(group, s) for s in selectors)
