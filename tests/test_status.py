@@ -41,3 +41,17 @@ def test_status_cli(tmp_path, capsys):
     assert main([str(tmp_path), "--stale-after", "600"]) == 0
     assert "2 running" in capsys.readouterr().out
     assert main([str(tmp_path / "nope")]) == 1
+
+
+def test_status_reads_optuna_trials_as_seed_runs_and_counts_planned_jobs(tmp_path, capsys):
+    from report.test_collect import write_trial
+
+    sweep = tmp_path / "sweeps" / "optuna"
+    write_trial(sweep, "optimizer.alpha=0.001", seeds_done=[1, 2])
+    (sweep / "multirun.yaml").write_text(
+        "hydra:\n  sweeper:\n    _target_: hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper\n"
+        "    n_trials: 3\n")
+    assert main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "2 completed" in out and "missing" not in out.split("\n\n")[-1].split(",")[0]
+    assert "sweeps/optuna: 3 trials planned, 2 not started" in out

@@ -142,6 +142,12 @@ def eff_rank_logged(groups: list[Group]) -> Criterion:
 
 # ---- phase 3.2 -------------------------------------------------------------------------------
 
+def beats_by(comp: engine.Comparison, margin_pct: float) -> str:
+    """The 3.2 rule for one config: PASS when its simultaneous upper bound of Δ is below −margin, FAIL when its
+    lower bound is at or above −margin."""
+    return engine.below(comp.low_pct, comp.high_pct, -margin_pct)
+
+
 def beats_baseline(groups: list[Group], families: dict, margin_pct: float = SIGNAL_MARGIN_PCT) -> Criterion:
     """A method config's simultaneous upper bound of Δ below −margin (PASS for that config); one must pass."""
     judgements, better = [], []
@@ -150,7 +156,7 @@ def beats_baseline(groups: list[Group], families: dict, margin_pct: float = SIGN
         if comp is None:
             verdict, text = INCONCLUSIVE, "fewer than 2 completed seeds a side"
         else:
-            verdict = engine.below(comp.low_pct, comp.high_pct, -margin_pct)
+            verdict = beats_by(comp, margin_pct)
             text = f"Δ {fmt_pct(comp.delta_pct)} {fmt_interval(comp.bounds_pct())}"
             if comp.high_pct < 0:
                 better.append(f"{g.label} (upper bound {fmt_pct(comp.high_pct)})")

@@ -21,8 +21,13 @@ SETTING_TOP_KEYS = ("model", "trainer", "data")
 
 
 def grouping_config(run: Run) -> dict:
+    return grouping_items(run.flat_config)
+
+
+def grouping_items(flat_config: dict) -> dict:
+    """The flat config minus the seed and the run-local keys: what makes two runs the same config."""
     kept = {}
-    for key, value in run.flat_config.items():
+    for key, value in flat_config.items():
         top, leaf = key.split(".", 1)[0], key.rsplit(".", 1)[-1]
         if top in RUN_LOCAL_TOP_KEYS or leaf in RUN_LOCAL_LEAF_NAMES or leaf.endswith(RUN_LOCAL_LEAF_SUFFIXES):
             continue
@@ -30,7 +35,7 @@ def grouping_config(run: Run) -> dict:
     return kept
 
 
-def _canonical(value) -> str:
+def canonical(value) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
@@ -86,7 +91,7 @@ class Group:
     @property
     def setting(self) -> str:
         """Model/trainer/data settings: groups with the same setting are comparable."""
-        return _canonical({k: v for k, v in self.config.items() if k.split(".", 1)[0] in SETTING_TOP_KEYS})
+        return canonical({k: v for k, v in self.config.items() if k.split(".", 1)[0] in SETTING_TOP_KEYS})
 
     @property
     def setting_label(self) -> str:
@@ -106,7 +111,7 @@ def group_runs(runs: list[Run]) -> list[Group]:
     groups: dict[str, Group] = {}
     for run in runs:
         config = grouping_config(run)
-        key = _canonical(config)
+        key = canonical(config)
         if key not in groups:
             choices = {k: v for k, v in run.choices.items()
                        if not k.startswith("hydra") and k not in RUN_LOCAL_TOP_KEYS}
@@ -135,7 +140,7 @@ def _label(groups: list[Group]) -> None:
         by_choice: dict[str, set] = {}
         for g in groups:
             if key in g.config:
-                by_choice.setdefault(_short(g.choices.get(top)), set()).add(_canonical(g.config[key]))
+                by_choice.setdefault(_short(g.choices.get(top)), set()).add(canonical(g.config[key]))
         if any(len(values) > 1 for values in by_choice.values()):
             leaf_keys.add(key)
     leaf_names = [k.rsplit(".", 1)[-1] for k in leaf_keys]
@@ -190,4 +195,4 @@ def assign_baselines(groups: list[Group], selectors: list[str] | None = None) ->
 
 
 def _shared_leaves(a: Group, b: Group) -> int:
-    return sum(1 for k, v in a.config.items() if k in b.config and _canonical(b.config[k]) == _canonical(v))
+    return sum(1 for k, v in a.config.items() if k in b.config and canonical(b.config[k]) == canonical(v))

@@ -114,3 +114,41 @@ def measured_noise(families) -> tuple[float, float, int] | None:
         return None
     best = max(usable, key=lambda f: f.df)
     return best.sigma_pct, (best.rho if math.isfinite(best.rho) else 0.0), int(best.df)
+
+
+def noise_of(sweep_dir) -> tuple[float, float, str]:
+    """(σ̂, ρ̂, where from) measured in an earlier sweep dir, or the defaults when it has nothing measurable."""
+    from .analysis import analyse
+
+    measured = measured_noise(list(analyse(sweep_dir).families.values())) if sweep_dir else None
+    if measured is None:
+        where = f"nothing measurable in {sweep_dir}; " if sweep_dir else ""
+        return DEFAULT_SIGMA_PCT, DEFAULT_RHO, f"{where}default, measure with --from <earlier sweep dir>"
+    return measured[0], measured[1], f"measured in {sweep_dir}, {measured[2]} error df"
+
+
+def preflight_lines(sweeps: list[str], overrides: list[str], noise_from=None) -> list[str]:
+    """`make plan-*`: the phase's power lines for the configs and seeds these sweeps will run (configs that
+    several sweeps repeat counted once; the baseline kind not counted as a config)."""
+    from omegaconf import OmegaConf
+
+    from orthonoise.plan import expand
+
+    from .collect import flatten
+    from .groups import canonical, grouping_items
+    from .kinds import BASELINE, optimizer_kind
+
+    seeds: dict[str, set] = {}
+    phase = None
+    for sweep in sweeps:
+        for _, cfg in expand(sweep, overrides):
+            config = OmegaConf.to_container(cfg, resolve=False)
+            config.pop("hydra", None)
+            flat = flatten(config)
+            phase = phase or (None if cfg.get("phase") is None else str(cfg.phase))
+            if optimizer_kind(flat.get("optimizer._target_", "")) != BASELINE:
+                seeds.setdefault(canonical(grouping_items(flat)), set()).add(cfg.seed)
+    if not seeds:
+        return []
+    n = min(len(s) for s in seeds.values())
+    return power_lines(phase, n, len(seeds), *noise_of(noise_from))
