@@ -47,8 +47,9 @@ def claims_paragraph(analysis: Analysis, verdicts: list, power_text: list[str]) 
                          f"{fmt_pct(c.high_pct)})" for c in better) or "no config is shown better")
             + ("; " + ", ".join(f"{c.name} is worse (lower bound {fmt_pct(c.low_pct)})" for c in worse) if worse else "")
             + f"; the other {len(comps) - len(better) - len(worse)} configs' intervals include 0.")
+    plain = {"PASS": "Shown", "FAIL": "Shown not to hold", "INCONCLUSIVE": "Not shown either way"}
     for c in verdicts:
-        sentences.append(f"{c.name}: {c.verdict}.")
+        sentences.append(f"{plain[c.verdict]}: {c.name[0].lower() + c.name[1:]} ({c.verdict}).")
     bad = [(g, g.count(DIVERGED, FAILED)) for g in analysis.groups if g.count(DIVERGED, FAILED)]
     if bad:
         sentences.append("Seeds lost: " + ", ".join(f"{g.label} {k}/{len(g.replicates)}" for g, k in bad) + ".")
