@@ -21,8 +21,16 @@ from . import criteria, power
 from .analysis import analyse
 from .plots import write_plots
 from .render import power_for, render
-from .table import GROUP_CSV_HEADER, GROUP_MD_HEADER, RUN_HEADER, group_csv_rows, group_md_rows, markdown_table, \
-    run_rows, write_csv
+from .table import (
+    GROUP_CSV_HEADER,
+    GROUP_MD_HEADER,
+    RUN_HEADER,
+    group_csv_rows,
+    group_md_rows,
+    markdown_table,
+    run_rows,
+    write_csv,
+)
 from .tablemode import run_table
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from hydra.errors import HydraException
 
 from orthonoise.run_dirs import run_name
 
@@ -92,7 +93,7 @@ def plan_of(sweep_dir: Path, runs: list[Run]) -> SweepPlan:
         return plan
     try:
         jobs = planned_jobs(record)
-    except Exception as err:  # a grid this Hydra cannot parse is reported as unknown, not guessed
+    except (HydraException, ValueError, TypeError) as err:  # a grid Hydra cannot parse: unknown, not guessed
         plan.unknown_because = f"{SWEEP_RECORD} not readable as a grid ({type(err).__name__}: {err})"
         return plan
     plan.planned = len(jobs)

@@ -87,7 +87,7 @@ class Family:
     df: float = NAN
     homogeneity_p: float = NAN
     note: str = ""
-    _fit: "LinearFit | None" = None
+    _fit: LinearFit | None = None
 
     def contrast(self, a: str, b: str) -> Comparison | None:
         """a − b from the primary model's fit (a blocked contrast between two non-baseline configs)."""

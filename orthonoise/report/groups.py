@@ -46,7 +46,7 @@ class Group:
     choices: dict
     runs: list = field(default_factory=list)
     label: str = ""
-    baseline: "Group | None" = None
+    baseline: Group | None = None
     is_baseline: bool = False
 
     @property

@@ -9,14 +9,13 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from scipy import stats
 
-from scipy import stats  # noqa: E402
-
-from . import criteria, kinds  # noqa: E402
-from .engine import pct  # noqa: E402
-from .groups import Group  # noqa: E402
+from . import criteria, kinds
+from .engine import pct
+from .groups import Group
 
 
 def _by_setting(groups: list[Group]) -> dict[str, list[Group]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from pathlib import Path
 
@@ -70,11 +71,11 @@ def _unfinished_text(analysis: Analysis) -> str:
 
 def analysis_section(analysis: Analysis) -> list[str]:
     lines = ["## Primary analysis", "",
-             "Per baseline (one per setting), the final val loss on the log scale: the additive model "
-             "loss[config, seed] = μ + config + seed + ε when the configs share seeds (blocked), else one-way; "
-             "Δ% = exp(difference) − 1 with two-sided 95% intervals simultaneous over the configs (Dunnett). "
-             "This is the one primary test; Welch and paired t-tests and the Dunnett/Holm p-values are "
-             "diagnostics in `groups.csv`.", ""]
+             ("Per baseline (one per setting), the final val loss on the log scale: the additive model "
+              "loss[config, seed] = μ + config + seed + ε when the configs share seeds (blocked), else one-way; "
+              "Δ% = exp(difference) − 1 with two-sided 95% intervals simultaneous over the configs (Dunnett). "
+              "This is the one primary test; Welch and paired t-tests and the Dunnett/Holm p-values are "
+              "diagnostics in `groups.csv`."), ""]
     rows = []
     for base_id, family in analysis.families.items():
         base_label, members = _family_name(analysis, base_id)
@@ -87,7 +88,7 @@ def analysis_section(analysis: Analysis) -> list[str]:
 
 
 def _fmt(value, spec: str) -> str:
-    return "–" if value != value else format(value, spec)
+    return format(value, spec) if math.isfinite(value) else "–"
 
 
 def problems_section(analysis: Analysis, root: Path, now: float) -> str:
@@ -125,9 +126,9 @@ def render(sweep_dirs: list[Path], root: Path, phase, analysis: Analysis, verdic
     status = "INTERIM" if analysis.interim else "final"
     lines = [
         "# Sweep report: " + ", ".join(f"`{d}`" for d in sweep_dirs), "",
-        f"Generated {datetime.fromtimestamp(now).isoformat(timespec='seconds')}: {n_runs} jobs "
-        f"({n_done} completed) in {len(analysis.groups)} groups; phase {phase or 'not set'}; {status}. "
-        "How to read this: `docs/report.md`.", "",
+        (f"Generated {datetime.fromtimestamp(now).isoformat(timespec='seconds')}: {n_runs} jobs "
+         f"({n_done} completed) in {len(analysis.groups)} groups; phase {phase or 'not set'}; {status}. "
+         "How to read this: `docs/report.md`."), "",
         "## What can be claimed", "", claims_paragraph(analysis, verdicts, power_text), "",
         f"## Verdict ({status}" + (f", phase {phase})" if phase else ")"), "",
     ]
@@ -144,8 +145,9 @@ def render(sweep_dirs: list[Path], root: Path, phase, analysis: Analysis, verdic
     if power_text:
         lines += ["## What this sweep can detect", "", "```", *power_text, "```", ""]
     lines += [*analysis_section(analysis), "", "## Groups", "",
-              "Seeds counted once each (a repeated seed is one replicate). Δ = (group − baseline) / baseline from "
-              "the primary analysis: negative = lower loss = better; brackets: simultaneous 95% interval.", "",
+              ("Seeds counted once each (a repeated seed is one replicate). Δ = (group − baseline) / baseline "
+               "from the primary analysis: negative = lower loss = better; brackets: simultaneous 95% interval."),
+              "",
               markdown_table(GROUP_MD_HEADER, group_md_rows(analysis.rows)),
               "Tables: `groups.csv` (with the diagnostics), `groups.md`, `runs.csv`, `runs.md`, `criteria.csv`.",
               "", "## Plots", ""]
