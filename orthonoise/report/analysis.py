@@ -31,11 +31,7 @@ class Analysis:
 
 def completed_values(group: Group, value_of) -> dict:
     """seed -> value over the group's completed replicates (one per seed)."""
-    out = {}
-    for seed, run in group.replicates.items():
-        if run in group.completed and (value := value_of(run)) is not None:
-            out[seed] = value
-    return out
+    return {seed: value for seed, run in group.completed_by_seed.items() if (value := value_of(run)) is not None}
 
 
 def families_of(groups: list[Group], value_of) -> dict:

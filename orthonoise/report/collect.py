@@ -26,7 +26,7 @@ COMPLETED, DIVERGED, FAILED, RUNNING, INTERRUPTED, MISSING = (
 STALE_AFTER_S = 30 * 60
 
 
-@dataclass
+@dataclass(eq=False)  # a run is itself: compared by identity, never field by field
 class Run:
     path: Path
     config: dict

@@ -229,8 +229,8 @@ def isotropic_underperforms(groups: list[Group], families: dict) -> Criterion:
 def _paired_item(g: Group, value_of, margin_pct: float, confidence: float, claim) -> tuple[str, str, object]:
     """One method group vs its baseline on a per-run value, no multiplicity: (verdict, text, comparison)."""
     base = g.baseline
-    values = {s: value_of(r) for s, r in g.replicates.items() if r in g.completed}
-    base_values = {s: value_of(r) for s, r in base.replicates.items() if r in base.completed}
+    values = {s: value_of(r) for s, r in g.completed_by_seed.items()}
+    base_values = {s: value_of(r) for s, r in base.completed_by_seed.items()}
     comp = engine.pair(values, base_values, g.label)
     if comp is None:
         return INCONCLUSIVE, "fewer than 2 values a side", None

@@ -74,8 +74,13 @@ class Group:
         return {seed: runs for seed, runs in by_seed.items() if len(runs) > 1}
 
     @property
+    def completed_by_seed(self) -> dict:
+        """seed -> its completed replicate."""
+        return {seed: run for seed, run in self.replicates.items() if run.state == COMPLETED}
+
+    @property
     def completed(self) -> list[Run]:
-        return [run for run in self.replicates.values() if run.state == COMPLETED]
+        return list(self.completed_by_seed.values())
 
     def count(self, *states) -> int:
         return sum(run.state in states for run in self.replicates.values())

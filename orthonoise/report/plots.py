@@ -157,8 +157,8 @@ def delta_vs_alpha(analysis, path: Path) -> Path | None:
 def paired_differences(group: Group, key: str = "val_loss") -> tuple[list[int], np.ndarray]:
     """Steps logged by every shared seed, and per-seed % differences group vs baseline (rows = seeds)."""
     base = group.baseline
-    mine = {s: dict(r.evals(key)) for s, r in group.replicates.items() if r in group.completed}
-    theirs = {s: dict(r.evals(key)) for s, r in base.replicates.items() if r in base.completed}
+    mine = {s: dict(r.evals(key)) for s, r in group.completed_by_seed.items()}
+    theirs = {s: dict(r.evals(key)) for s, r in base.completed_by_seed.items()}
     seeds = sorted(set(mine) & set(theirs), key=str)
     if not seeds:
         return [], np.empty((0, 0))

@@ -15,7 +15,7 @@ from .stats import Sample, TTest, describe, paired, relative_pct, welch
 
 def by_seed(group: Group, value_of) -> dict:
     """seed -> value over the completed replicates (a repeated seed counts once: Group.replicates)."""
-    values = {seed: value_of(run) for seed, run in group.replicates.items() if run in group.completed}
+    values = {seed: value_of(run) for seed, run in group.completed_by_seed.items()}
     return {k: v for k, v in values.items() if v is not None}
 
 
