@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -9,7 +10,7 @@ from . import engine
 from .collect import INTERRUPTED, MISSING, RUNNING, Run, load_runs
 from .design import SweepPlan, plan_of
 from .groups import Group, assign_baselines, group_runs
-from .table import GroupRow, summarize
+from .table import GroupRow, relative_path, summarize
 
 
 @dataclass
@@ -44,13 +45,14 @@ def families_of(groups: list[Group], value_of) -> dict:
     return families
 
 
-def duplicate_warnings(groups: list[Group]) -> list[str]:
+def duplicate_warnings(groups: list[Group], root: Path) -> list[str]:
     warnings = []
     for g in groups:
         for seed, runs in g.duplicates.items():
             kept = g.replicates[seed]
-            warnings.append(f"{g.label}: seed {seed} ran {len(runs)} times ({', '.join(str(r.path) for r in runs)}); "
-                            f"counted once, as {kept.path} ({kept.state})")
+            paths = ", ".join(relative_path(r.path, root) for r in runs)
+            warnings.append(f"{g.label}: seed {seed} ran {len(runs)} times ({paths}); counted once, as "
+                            f"{relative_path(kept.path, root)} ({kept.state})")
     return warnings
 
 
@@ -64,4 +66,5 @@ def analyse(sweep_dirs: Path | list[Path], baseline: list[str] | None = None) ->
     assign_baselines(groups, baseline)
     families = families_of(groups, lambda r: r.final_val_loss)
     return Analysis(runs, groups, [summarize(g, families.get(id(g.baseline))) for g in groups], plans,
-                    families, families_of(groups, lambda r: r.last_eff_rank), duplicate_warnings(groups))
+                    families, families_of(groups, lambda r: r.last_eff_rank),
+                    duplicate_warnings(groups, Path(os.path.commonpath([Path(d).resolve() for d in dirs]))))

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 
 from . import engine, kinds, measures
-from .collect import DIVERGED, FAILED, MISSING
+from .collect import COMPLETED, DIVERGED, FAILED, MISSING
 from .engine import FAIL, INCONCLUSIVE, PASS
 from .groups import Group
 
@@ -72,17 +72,22 @@ def health(verdict: str, tested: Group, *others: Group) -> tuple[str, str]:
     """The item's verdict after counting every arm's seeds, and the seed counts to show. A diverged or
     failed seed is evidence against the tested arm (FAIL when it is half its seeds or more; else no PASS);
     one in another arm (the baseline) leaves the comparison INCONCLUSIVE at best."""
-    texts = []
     for arm in (tested, *others):
         n, bad = len(arm.replicates), arm.count(DIVERGED, FAILED)
-        texts.append(arm.seed_counts())
         if not bad:
             continue
         if arm is tested and 2 * bad >= n:
             verdict = FAIL
         elif verdict == PASS:
             verdict = INCONCLUSIVE
-    return verdict, "seeds " + " vs ".join(texts)
+    return verdict, seeds_text(tested, *others)
+
+
+def seeds_text(*arms: Group) -> str:
+    """'seeds 3 vs 3, all completed', or every arm's seeds by state when any did not complete."""
+    if all(arm.count(COMPLETED) == len(arm.replicates) for arm in arms):
+        return "seeds " + " vs ".join(str(len(arm.replicates)) for arm in arms) + ", all completed"
+    return "seeds " + " vs ".join(arm.seed_counts() for arm in arms)
 
 
 def _method_groups(groups: list[Group]) -> list[Group]:
@@ -218,7 +223,8 @@ def isotropic_underperforms(groups: list[Group], families: dict) -> Criterion:
             bounds = comp.t_bounds_pct(1 - (1 - engine.CONFIDENCE) / len(controls))
             verdict = engine.above(*bounds, 0.0)
             text = f"Δ {fmt_pct(comp.delta_pct)} {fmt_interval(bounds)}"
-        verdict, seeds = health(verdict, ortho, iso)
+        verdict, _ = health(verdict, ortho, iso)  # the method under test is OrthoNoise: its losses count against it
+        seeds = seeds_text(iso, ortho)
         judgements.append(Judgement(verdict, f"{iso.label} vs {ortho.label}: {text} ({seeds})"))
     return _criterion("Isotropic control underperforms OrthoNoise at matched alpha (blocked contrast, 95%)",
                       judgements, all_must_pass, "no isotropic control group in this sweep")
@@ -284,7 +290,14 @@ def faster_item(g: Group) -> tuple[str, str]:
         verdicts.append(verdict)
         texts.append(f"{name} ratio {text}")
     verdict = PASS if verdicts == [PASS, PASS] else FAIL if FAIL in verdicts else INCONCLUSIVE
-    return verdict, "seeds " + " vs ".join(texts)
+    return verdict, "; ".join(texts)
+
+
+def seeds_text(*arms: Group) -> str:
+    """'seeds 3 vs 3, all completed', or every arm's seeds by state when any did not complete."""
+    if all(arm.count(COMPLETED) == len(arm.replicates) for arm in arms):
+        return "seeds " + " vs ".join(str(len(arm.replicates)) for arm in arms) + ", all completed"
+    return "seeds " + " vs ".join(arm.seed_counts() for arm in arms)
 
 
 def from_scratch_faster(groups: list[Group]) -> Criterion:

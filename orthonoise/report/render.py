@@ -55,7 +55,7 @@ def claims_paragraph(analysis: Analysis, verdicts: list, power_text: list[str]) 
     if bad:
         sentences.append("Seeds lost: " + ", ".join(f"{g.label} {k}/{len(g.replicates)}" for g, k in bad) + ".")
     if power_text:
-        sentences.append(" ".join(line.strip() for line in power_text))
+        sentences.append(power_text[0].rstrip(":") + ": " + "; ".join(line.strip() for line in power_text[1:]) + ".")
     return " ".join(sentences)
 
 
