@@ -112,7 +112,9 @@ def main(argv=None) -> int:
     report = out_dir / "report.md"
     report.write_text(render(sweep_dirs, root, phase, analysis, verdicts, plots, out_dir, now, power_text))
 
-    print(f"{len(analysis.runs)} jobs in {len(analysis.groups)} groups -> {report}"
+    not_started = sum(p.missing for p in analysis.plans)
+    print(f"{len(analysis.runs)} jobs" + (f" (+{not_started} planned, not started)" if not_started else "")
+          + f" in {len(analysis.groups)} groups -> {report}"
           + (" (INTERIM: some jobs have no final result)" if analysis.interim else ""))
     for c in verdicts:
         print(f"  {c.verdict:12s} {c.name}")

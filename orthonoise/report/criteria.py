@@ -293,13 +293,6 @@ def faster_item(g: Group) -> tuple[str, str]:
     return verdict, "; ".join(texts)
 
 
-def seeds_text(*arms: Group) -> str:
-    """'seeds 3 vs 3, all completed', or every arm's seeds by state when any did not complete."""
-    if all(arm.count(COMPLETED) == len(arm.replicates) for arm in arms):
-        return "seeds " + " vs ".join(str(len(arm.replicates)) for arm in arms) + ", all completed"
-    return "seeds " + " vs ".join(arm.seed_counts() for arm in arms)
-
-
 def from_scratch_faster(groups: list[Group]) -> Criterion:
     judgements = []
     for g in [g for g in _method_groups(groups) if not g.config.get("model.pretrained")]:
