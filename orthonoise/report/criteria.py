@@ -197,12 +197,12 @@ def matched_method(control: Group, groups: list[Group]) -> Group | None:
         if other.kind != kinds.METHOD or other.setting != control.setting or noise_keys(other) != noise_keys(control):
             continue
         keys = kinds.match_keys(control.config, other.config)
-        if all(engine_same(control.config[k], other.config[k]) for k in keys):
+        if all(_same_value(control.config[k], other.config[k]) for k in keys):
             return other
     return None
 
 
-def engine_same(a, b) -> bool:
+def _same_value(a, b) -> bool:
     return repr(a) == repr(b) or (isinstance(a, (int, float)) and isinstance(b, (int, float)) and float(a) == float(b))
 
 
