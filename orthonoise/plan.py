@@ -173,6 +173,8 @@ def main(argv=None) -> int:
                         help="sweep names (files in sweeps/), then Hydra overrides applied to each")
     parser.add_argument("--gpu-hour-usd", type=float, help="price per GPU-hour (default: hardware.gpu_hour_usd)")
     parser.add_argument("--history", type=Path, default=HISTORY, help="where earlier runs' step times are read")
+    parser.add_argument("--from", dest="noise_from", type=Path, metavar="SWEEP_DIR",
+                        help="an earlier sweep whose seed variance sizes the power lines (default: documented values)")
     args = parser.parse_args(argv)
     sweeps = [a for a in args.args if "=" not in a]
     overrides = [a for a in args.args if "=" in a]
@@ -186,6 +188,9 @@ def main(argv=None) -> int:
         total_usd += sum(j.usd for j in jobs)
     if len(sweeps) > 1:
         print(f"total: {total_jobs} jobs, {total_h:.2f} GPU-hours, ${total_usd:.2f}")
+    # what these seeds can detect (orthonoise/report/power.py; docs/report.md)
+    from orthonoise.report.power import preflight_lines
+    print("\n".join(preflight_lines(sweeps, overrides, args.noise_from)))
     if invalid:
         print(f"error: {invalid} job(s) have invalid settings (listed above); fix them before launching")
     return 1 if invalid else 0

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from .report.collect import STALE_AFTER_S, Run, load_runs
+from .report.design import SWEEP_RECORD, plan_of
 from .report.table import age_text, relative_path
 
 
@@ -36,6 +37,18 @@ def status_rows(root: Path, now: float, stale_after_s: float = STALE_AFTER_S) ->
             relative_path(run.path, root),  # last: sweep paths are long
         ])
     return rows
+
+
+def planned_lines(root: Path) -> list[str]:
+    """Per sweep dir with a multirun.yaml: how many jobs (or Optuna trials) it planned and how many never started."""
+    runs = load_runs(root)
+    lines = []
+    for record in sorted(root.rglob(SWEEP_RECORD)):
+        plan = plan_of(record.parent, runs)
+        if plan.planned is not None:
+            lines.append(f"{relative_path(record.parent, root)}: {plan.planned} {plan.unit} planned, "
+                         f"{plan.missing} not started")
+    return lines
 
 
 HEADER = ["state", "step", "val loss", "age", "optimizer", "error", "run"]
@@ -68,6 +81,8 @@ def main(argv=None) -> int:
     for row in rows:
         counts[row[0]] = counts.get(row[0], 0) + 1
     print("\n" + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+    for line in planned_lines(root):
+        print(line)
     return 0
 
 

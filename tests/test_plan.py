@@ -54,6 +54,9 @@ def test_table_and_cli(tmp_path, capsys):
     assert main(["phase32_schedule", "phase32_adaptive", "--history", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "phase32_schedule: 6 jobs" in out and "total: 10 jobs" in out
+    # what the seeds can detect, before launch: the 5 OrthoNoise configs of the two sweeps, 2 seeds each
+    assert "Power (seed std σ̂ = 1.00% of the loss, seed-block share ρ̂ = 0.50; default" in out
+    assert "a config beats baseline by >1% [5 configs vs one baseline, simultaneous]: with 2 seeds" in out
 
 
 def test_invalid_jobs_are_flagged_before_anything_is_launched(tmp_path, capsys):

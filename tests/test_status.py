@@ -95,3 +95,17 @@ def test_report_carries_on_past_malformed_runs(tmp_path):
     report = (tmp_path / "report.md").read_text()
     for name, _, why in MALFORMED:
         assert f"| {name} |" in report and why in report
+
+
+def test_status_reads_optuna_trials_as_seed_runs_and_counts_planned_jobs(tmp_path, capsys):
+    from report.test_collect import write_trial
+
+    sweep = tmp_path / "sweeps" / "optuna"
+    write_trial(sweep, "optimizer.alpha=0.001", seeds_done=[1, 2])
+    (sweep / "multirun.yaml").write_text(
+        "hydra:\n  sweeper:\n    _target_: hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper\n"
+        "    n_trials: 3\n")
+    assert main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "2 completed" in out and "missing" not in out.split("\n\n")[-1].split(",")[0]
+    assert "sweeps/optuna: 3 trials planned, 2 not started" in out

@@ -1,7 +1,10 @@
 """Read run directories (the trainer's contract) into `Run` records.
 
 A run directory holds `.hydra/config.yaml`, `.hydra/hydra.yaml`, `.hydra/overrides.yaml`,
-`metrics.jsonl` and `summary.json`; any of them may be missing when a job crashed early.
+`metrics.jsonl` and `summary.json`; any of them may be missing when a job crashed early. An Optuna trial
+(sweeps/optuna.yaml, orthonoise/objective.py) is a Hydra job directory whose config has `objective.seeds`; it
+trains one run per seed into `<trial dir>/seed=<s>` (metrics and summary, no `.hydra/`): each is read as a run
+with the trial's config and that seed, and a seed not started yet reads as missing.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ COMPLETED, DIVERGED, FAILED, RUNNING, INTERRUPTED, MISSING = (
 STALE_AFTER_S = 30 * 60
 
 
-@dataclass
+@dataclass(eq=False)  # a run is itself: compared by identity, never field by field
 class Run:
     path: Path
     config: dict
@@ -33,6 +36,7 @@ class Run:
     summary: dict | None
     last_activity: float  # epoch seconds: mtime of metrics.jsonl, else summary.json, else .hydra/
     unreadable: str | None = None  # why this run directory's files cannot be used (then state is UNREADABLE)
+    never_started: bool = False  # a planned job with no directory at all (orthonoise.report.design)
     flat_config: dict = field(init=False)
 
     def __post_init__(self):
@@ -65,7 +69,12 @@ class Run:
         return RUNNING if self.metrics else MISSING
 
     def is_stale(self, now: float, stale_after_s: float = STALE_AFTER_S) -> bool:
-        return self.state in (RUNNING, MISSING) and now - self.last_activity > stale_after_s
+        return (self.state in (RUNNING, MISSING) and not self.never_started
+                and now - self.last_activity > stale_after_s)
+
+    @property
+    def state_text(self) -> str:
+        return f"{self.state} (never started)" if self.never_started else str(self.state)
 
     @property
     def steps(self) -> int | None:
@@ -116,6 +125,18 @@ class Run:
     def gpu_hours(self) -> float:
         value = (self.summary or {}).get("gpu_hours")
         return float(value) if _is_finite(value) else 0.0
+
+    @property
+    def device_seconds_per_step(self) -> float | None:
+        """GPU-seconds per step (gpu_hours / steps; on the CPU, wall time × processes / steps)."""
+        summary = self.summary or {}
+        steps = summary.get("steps")
+        if not steps:
+            return None
+        if _is_finite(summary.get("gpu_hours")) and summary["gpu_hours"] > 0:
+            return summary["gpu_hours"] * 3600 / steps
+        wall = summary.get("wall_time_s")
+        return wall * (summary.get("world_size") or 1) / steps if _is_finite(wall) else None
 
     @property
     def error(self) -> str | None:
@@ -200,5 +221,21 @@ def load_run(path: Path) -> Run:
     )
 
 
+def trial_seed_runs(trial: Run) -> list[Run]:
+    """The seed runs of an Optuna trial, one per seed in `objective.seeds`, started or not."""
+    runs = []
+    for seed in (trial.config.get("objective") or {}).get("seeds") or []:
+        path = trial.path / f"seed={seed}"
+        runs.append(Run(path=path, config={**trial.config, "seed": seed}, choices=trial.choices,
+                        overrides=[*trial.overrides, f"seed={seed}"], metrics=read_metrics(path),
+                        summary=read_summary(path),
+                        last_activity=_last_activity(path) if path.exists() else trial.last_activity))
+    return runs
+
+
 def load_runs(root: Path) -> list[Run]:
-    return [load_run(path) for path in find_run_dirs(root)]
+    runs = []
+    for path in find_run_dirs(root):
+        run = load_run(path)
+        runs.extend(trial_seed_runs(run) if (run.config.get("objective") or {}).get("seeds") else [run])
+    return runs

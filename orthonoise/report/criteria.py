@@ -1,38 +1,28 @@
-"""The pass criteria of SPEC.md's experiment plan, evaluated mechanically.
+"""The pass criteria of SPEC.md's experiment plan, as three-way verdicts from intervals (orthonoise.report.engine).
 
-Every criterion ends in PASS, FAIL or INCONCLUSIVE and carries the numbers behind it. A comparison
-of two groups is decidable only with >= MIN_SEEDS completed seeds on each side; significance means a
-two-sided Welch t-test on the final validation loss with p < P_THRESHOLD. docs/report.md states
-each rule in words.
+PASS when the whole interval clears the plan's margin, FAIL when the whole interval is on the wrong side,
+INCONCLUSIVE otherwise: "not shown" is never FAIL. Every item names its arms' seeds by state; a diverged or failed
+seed of an arm stops that item from passing (FAIL when the tested arm lost half its seeds or more). docs/report.md
+states each rule in words.
 """
-
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 
-import numpy as np
-
-from . import measures
-from orthonoise.rundir import Status
-
-from .collect import DIVERGED, FAILED, MISSING
+from . import engine, kinds, measures
+from .collect import COMPLETED, DIVERGED, FAILED, MISSING
+from .engine import FAIL, INCONCLUSIVE, PASS
 from .groups import Group
-from .stats import describe, relative_pct, welch
-from .table import GroupRow, early_losses, early_steps, final_losses
 
-PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
 PHASES = ("3.1", "3.2", "3.3", "4")
-MIN_SEEDS = 2
-P_THRESHOLD = 0.05
-SANITY_TOLERANCE_PCT = 5.0  # 3.1: final loss within 5% of the baseline
-SIGNAL_MARGIN_PCT = 1.0  # 3.2: an alpha beats the baseline by more than 1%
+SANITY_TOLERANCE_PCT = 5.0  # 3.1: final loss within 5% of the baseline (equivalence, TOST)
+SIGNAL_MARGIN_PCT = 1.0  # 3.2: a config beats the baseline by more than 1%
 REPLICATION_MARGIN_PCT = 0.5  # 3.3: the advantage at 1B is larger than 0.5%
-# 3.3 early stability: loss at step 100 at most this much worse than the baseline's. NOLAH was
-# 9.4% worse on 1b; 2% is about the seed-to-seed spread of early losses in the user's runs.
+# 3.3 early stability: loss at step 100 at most this much worse than the baseline's (non-inferiority). NOLAH
+# was 9.4% worse on 1b; 2% is about the seed-to-seed spread of early losses in the user's runs.
 EARLY_TOLERANCE_PCT = 2.0
-MUON_FAMILY = {"muon", "orthonoise", "isotropic", "nolah"}
+TARGET_FRACTION = 0.75  # "faster": target = the baseline's mean loss at 75% of max_steps
 
 
 @dataclass
@@ -63,10 +53,6 @@ def one_must_pass(judgements: list[Judgement]) -> str:
     return FAIL if verdicts and all(v == FAIL for v in verdicts) else INCONCLUSIVE
 
 
-def _orthonoise_rows(rows: list[GroupRow]) -> list[GroupRow]:
-    return [row for row in rows if row.group.kind == "orthonoise" and not row.group.is_baseline]
-
-
 def _criterion(name: str, judgements: list[Judgement], combine, empty_reason: str, note: str = "") -> Criterion:
     if not judgements:
         return Criterion(name, INCONCLUSIVE, empty_reason)
@@ -74,43 +60,50 @@ def _criterion(name: str, judgements: list[Judgement], combine, empty_reason: st
     return Criterion(name, combine(judgements), numbers + (f". {note}" if note else ""))
 
 
-def _p(value: float) -> str:
-    return "nan" if not math.isfinite(value) else f"{value:.3g}"
+def fmt_pct(value: float) -> str:
+    return "nan" if not math.isfinite(value) else f"{value:+.2f}%"
 
 
-def _too_few(group: Group, other: Group | None) -> str | None:
-    """Why a comparison of `group` with `other` cannot be decided, or None."""
-    if other is None:
-        return "no matching baseline group"
-    n, m = len(final_losses(group)), len(final_losses(other))
-    if n < MIN_SEEDS or m < MIN_SEEDS:
-        return f"n={n} vs {m} completed seeds (need >= {MIN_SEEDS} each)"
-    return None
+def fmt_interval(bounds: tuple[float, float]) -> str:
+    return f"[{fmt_pct(bounds[0])}, {fmt_pct(bounds[1])}]"
 
 
-def _beats(row: GroupRow, margin_pct: float) -> Judgement:
-    """Group's final loss lower than its baseline's by more than margin_pct, with Welch p < 0.05."""
-    g, base = row.group, row.group.baseline
-    reason = _too_few(g, base)
-    if reason:
-        return Judgement(INCONCLUSIVE, f"{g.label}: {reason}")
-    p = row.welch_final.pvalue
-    text = (f"{g.label}: Δ {row.delta_final_pct:+.3f}% ({row.final.mean:.4f} vs {base.label} "
-            f"{describe(final_losses(base).values()).mean:.4f}, n={row.final.n} vs "
-            f"{len(final_losses(base))}), Welch p={_p(p)}")
-    if not math.isfinite(p):
-        return Judgement(INCONCLUSIVE, text + " (no spread to test)")
-    return Judgement(PASS if row.delta_final_pct < -margin_pct and p < P_THRESHOLD else FAIL, text)
+def health(verdict: str, tested: Group, *others: Group) -> tuple[str, str]:
+    """The item's verdict after counting every arm's seeds, and the seed counts to show. A diverged or
+    failed seed is evidence against the tested arm (FAIL when it is half its seeds or more; else no PASS);
+    one in another arm (the baseline) leaves the comparison INCONCLUSIVE at best."""
+    for arm in (tested, *others):
+        n, bad = len(arm.replicates), arm.count(DIVERGED, FAILED)
+        if not bad:
+            continue
+        if arm is tested and 2 * bad >= n:
+            verdict = FAIL
+        elif verdict == PASS:
+            verdict = INCONCLUSIVE
+    return verdict, seeds_text(tested, *others)
+
+
+def seeds_text(*arms: Group) -> str:
+    """'seeds 3 vs 3, all completed', or every arm's seeds by state when any did not complete."""
+    if all(arm.count(COMPLETED) == len(arm.replicates) for arm in arms):
+        return "seeds " + " vs ".join(str(len(arm.replicates)) for arm in arms) + ", all completed"
+    return "seeds " + " vs ".join(arm.seed_counts() for arm in arms)
+
+
+def _method_groups(groups: list[Group]) -> list[Group]:
+    return [g for g in groups if g.kind == kinds.METHOD and not g.is_baseline and g.baseline is not None]
 
 
 # ---- phase 3.1 -------------------------------------------------------------------------------
 
 def no_crashes(groups: list[Group], now: float) -> Criterion:
-    runs = [run for g in groups for run in g.runs]
+    runs = [run for g in groups for run in g.replicates.values()]
     crashed = [r for r in runs if r.state in (FAILED, DIVERGED) or (r.state == MISSING and r.is_stale(now))]
     unfinished = [r for r in runs if not r.state.finished and r not in crashed]
-    counts = {state: sum(r.state == state for r in runs) for state in Status}
-    numbers = f"{len(runs)} jobs: " + ", ".join(f"{n} {state}" for state, n in counts.items() if n)
+    counts: dict[str, int] = {}
+    for r in runs:
+        counts[r.state_text] = counts.get(r.state_text, 0) + 1
+    numbers = f"{len(runs)} jobs: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
     if crashed:
         numbers += "; crashed: " + ", ".join(f"{r.path.name} ({r.state})" for r in crashed)
         return Criterion("No crashes", FAIL, numbers)
@@ -119,27 +112,29 @@ def no_crashes(groups: list[Group], now: float) -> Criterion:
     return Criterion("No crashes", PASS, numbers)
 
 
-def loss_within_baseline(rows: list[GroupRow], tolerance_pct: float = SANITY_TOLERANCE_PCT) -> Criterion:
+def loss_within_baseline(groups: list[Group], families: dict, tolerance_pct: float = SANITY_TOLERANCE_PCT
+                         ) -> Criterion:
+    """Equivalence by TOST: the 90% interval of Δ inside ±tolerance (PASS); FAIL when the simultaneous 95%
+    interval is wholly outside."""
     judgements = []
-    for row in rows:
-        g = row.group
-        if g.is_baseline:
-            continue
-        reason = _too_few(g, g.baseline)
-        if reason:
-            judgements.append(Judgement(INCONCLUSIVE, f"{g.label}: {reason}"))
-            continue
-        delta = row.delta_final_pct
-        verdict = PASS if abs(delta) <= tolerance_pct else FAIL
-        judgements.append(Judgement(verdict, f"{g.label}: Δ {delta:+.3f}% vs {g.baseline.label}"))
-    return _criterion(f"Final val loss within {tolerance_pct:g}% of baseline", judgements, all_must_pass,
+    for g in [g for g in groups if not g.is_baseline and g.baseline is not None]:
+        comp = families[id(g.baseline)].comparisons.get(g.label)
+        if comp is None:
+            verdict, text = INCONCLUSIVE, "fewer than 2 completed seeds a side"
+        else:
+            tost, sim = comp.t_bounds_pct(0.90), comp.bounds_pct()
+            verdict = engine.within(tost, sim, tolerance_pct)
+            text = f"Δ {fmt_pct(comp.delta_pct)}, 90% {fmt_interval(tost)}, simultaneous 95% {fmt_interval(sim)}"
+        verdict, seeds = health(verdict, g, g.baseline)
+        judgements.append(Judgement(verdict, f"{g.label} vs {g.baseline.label}: {text} ({seeds})"))
+    return _criterion(f"Final val loss within {tolerance_pct:g}% of baseline (TOST)", judgements, all_must_pass,
                       "no non-baseline groups to compare")
 
 
 def eff_rank_logged(groups: list[Group]) -> Criterion:
     """Every completed Muon-family run logged a finite eff_rank at some eval (a crashed run may
     have stopped after the step-0 eval, where there is no momentum to measure yet)."""
-    checked = [r for g in groups if g.kind in MUON_FAMILY for r in g.completed]
+    checked = [r for g in groups if g.kind in kinds.MUON_FAMILY for r in g.completed]
     lacking = [r for r in checked if not r.evals("eff_rank")]
     name = "Effective rank logged"
     if not checked:
@@ -152,183 +147,190 @@ def eff_rank_logged(groups: list[Group]) -> Criterion:
 
 # ---- phase 3.2 -------------------------------------------------------------------------------
 
-def alpha_beats_baseline(rows: list[GroupRow]) -> Criterion:
-    candidates = _orthonoise_rows(rows)
-    judgements = [_beats(row, SIGNAL_MARGIN_PCT) for row in candidates]
-    decided = [j for j in judgements if j.verdict != INCONCLUSIVE]
-    note = ""
-    if len(decided) > 1:
-        # Many configs tested at 0.05 each: one p < 0.05 is expected by chance, so say how the
-        # winners fare under Bonferroni (reported, not part of the rule).
-        threshold = P_THRESHOLD / len(decided)
-        winners = [row for row, j in zip(candidates, judgements) if j.verdict == PASS]
-        survivors = [row.group.label for row in winners if row.welch_final.pvalue < threshold]
-        note = (f"Uncorrected for {len(decided)} comparisons; at the Bonferroni threshold p < {threshold:.3g} "
-                f"{len(survivors)}/{len(winners)} passing configs remain")
-        note += f" ({', '.join(survivors)})" if survivors else ""
-    return _criterion(f"An OrthoNoise config beats baseline by >{SIGNAL_MARGIN_PCT:g}% (p<{P_THRESHOLD:g})",
-                      judgements, one_must_pass, "no OrthoNoise groups", note)
+def beats_by(comp: engine.Comparison, margin_pct: float) -> str:
+    """The 3.2 rule for one config: PASS when its simultaneous upper bound of Δ is below −margin, FAIL when its
+    lower bound is at or above −margin."""
+    return engine.below(comp.low_pct, comp.high_pct, -margin_pct)
 
 
-def eff_rank_higher(groups: list[Group]) -> Criterion:
-    """Last-eval effective rank of all OrthoNoise runs (pooled) vs their baseline's runs."""
+def beats_baseline(groups: list[Group], families: dict, margin_pct: float = SIGNAL_MARGIN_PCT) -> Criterion:
+    """A method config's simultaneous upper bound of Δ below −margin (PASS for that config); one must pass."""
+    judgements, better = [], []
+    for g in _method_groups(groups):
+        comp = families[id(g.baseline)].comparisons.get(g.label)
+        if comp is None:
+            verdict, text = INCONCLUSIVE, "fewer than 2 completed seeds a side"
+        else:
+            verdict = beats_by(comp, margin_pct)
+            text = f"Δ {fmt_pct(comp.delta_pct)} {fmt_interval(comp.bounds_pct())}"
+            if comp.high_pct < 0:
+                better.append(f"{g.label} (upper bound {fmt_pct(comp.high_pct)})")
+        verdict, seeds = health(verdict, g, g.baseline)
+        judgements.append(Judgement(verdict, f"{g.label}: {text} ({seeds})"))
+    note = "Better than baseline (upper bound < 0): " + (", ".join(better) if better else "none")
+    return _criterion(f"An OrthoNoise config beats baseline by >{margin_pct:g}% (simultaneous 95%)", judgements,
+                      one_must_pass, "no OrthoNoise groups with a baseline", note)
+
+
+def eff_rank_higher(groups: list[Group], rank_families: dict) -> Criterion:
+    """Per method config: last-eval effective rank vs the baseline's, simultaneous 95% interval above 0."""
     judgements = []
-    for base in [g for g in groups if g.is_baseline]:
-        ortho = [g for g in groups if g.kind == "orthonoise" and g.baseline is base]
-        if not ortho:
-            continue
-        a = [r.last_eff_rank for g in ortho for r in g.completed if r.last_eff_rank is not None]
-        b = [r.last_eff_rank for r in base.completed if r.last_eff_rank is not None]
-        label = f"OrthoNoise ({len(ortho)} groups) vs {base.label}"
-        if len(a) < MIN_SEEDS or len(b) < MIN_SEEDS:
-            judgements.append(Judgement(INCONCLUSIVE, f"{label}: eff_rank from n={len(a)} vs {len(b)} runs "
-                                                      f"(need >= {MIN_SEEDS} each)"))
-            continue
-        test = welch(a, b)
-        text = (f"{label}: eff. rank {np.mean(a):.2f} vs {np.mean(b):.2f} (n={len(a)} vs {len(b)}), "
-                f"Welch p={_p(test.pvalue)}")
-        if not math.isfinite(test.pvalue):
-            judgements.append(Judgement(INCONCLUSIVE, text + " (no spread to test)"))
-            continue
-        judgements.append(Judgement(PASS if np.mean(a) > np.mean(b) and test.pvalue < P_THRESHOLD else FAIL, text))
-    return _criterion(f"Effective rank higher with OrthoNoise (p<{P_THRESHOLD:g})", judgements, all_must_pass,
-                      "no OrthoNoise group with a baseline")
+    for g in _method_groups(groups):
+        comp = rank_families[id(g.baseline)].comparisons.get(g.label)
+        if comp is None:
+            verdict, text = INCONCLUSIVE, "eff_rank from fewer than 2 runs a side"
+        else:
+            verdict = engine.above(comp.low_pct, comp.high_pct, 0.0)
+            text = f"eff. rank {fmt_pct(comp.delta_pct)} {fmt_interval(comp.bounds_pct())}"
+        verdict, seeds = health(verdict, g, g.baseline)
+        judgements.append(Judgement(verdict, f"{g.label}: {text} ({seeds})"))
+    return _criterion("Effective rank higher with OrthoNoise (a config, simultaneous 95%)", judgements,
+                      one_must_pass, "no OrthoNoise group with a baseline")
 
 
-def matched_orthonoise(iso: Group, groups: list[Group]) -> Group | None:
-    """The OrthoNoise group that differs from `iso` only in the optimizer class: same setting,
-    same noise schedule, equal values for every optimizer key both configs have (alpha, ...)."""
-    def same(k: str, other: Group) -> bool:
-        return json.dumps(iso.config[k], default=str) == json.dumps(other.config[k], default=str)
-
+def matched_method(control: Group, groups: list[Group]) -> Group | None:
+    """The method group that differs from `control` only in the optimizer class (kinds.match_keys)."""
     def noise_keys(group: Group) -> set:
         return {k for k in group.config if k.startswith("noise.")}
 
     for other in groups:
-        if other.kind != "orthonoise" or other.setting != iso.setting or noise_keys(other) != noise_keys(iso):
+        if other.kind != kinds.METHOD or other.setting != control.setting or noise_keys(other) != noise_keys(control):
             continue
-        keys = [k for k in iso.config if k in other.config and not k.endswith("_target_")
-                and k.split(".", 1)[0] in ("optimizer", "noise")]
-        if all(same(k, other) for k in keys):
+        keys = kinds.match_keys(control.config, other.config)
+        if all(_same_value(control.config[k], other.config[k]) for k in keys):
             return other
     return None
 
 
-def isotropic_underperforms(groups: list[Group]) -> Criterion:
+def _same_value(a, b) -> bool:
+    return repr(a) == repr(b) or (isinstance(a, (int, float)) and isinstance(b, (int, float)) and float(a) == float(b))
+
+
+def isotropic_underperforms(groups: list[Group], families: dict) -> Criterion:
+    """Control − matched method, a contrast of the blocked model: PASS when its 95% interval is above 0
+    (Bonferroni over the controls in the sweep)."""
+    controls = [g for g in groups if g.kind == kinds.CONTROL]
     judgements = []
-    for iso in [g for g in groups if g.kind == "isotropic"]:
-        ortho = matched_orthonoise(iso, groups)
-        if ortho is None:
+    for iso in controls:
+        ortho = matched_method(iso, groups)
+        if ortho is None or iso.baseline is None:
             judgements.append(Judgement(INCONCLUSIVE, f"{iso.label}: no OrthoNoise group at matched settings"))
             continue
-        reason = _too_few(iso, ortho)
-        if reason:
-            judgements.append(Judgement(INCONCLUSIVE, f"{iso.label} vs {ortho.label}: {reason}"))
-            continue
-        a, b = final_losses(iso).values(), final_losses(ortho).values()
-        test = welch(a, b)
-        mean_iso, mean_ortho = describe(a).mean, describe(b).mean
-        text = (f"{iso.label} {mean_iso:.4f} vs {ortho.label} {mean_ortho:.4f} "
-                f"(Δ {relative_pct(mean_iso, mean_ortho):+.2f}%), Welch p={_p(test.pvalue)}")
-        if not math.isfinite(test.pvalue):
-            judgements.append(Judgement(INCONCLUSIVE, text + " (no spread to test)"))
-            continue
-        judgements.append(Judgement(PASS if mean_iso > mean_ortho and test.pvalue < P_THRESHOLD else FAIL, text))
-    return _criterion(f"Isotropic control underperforms OrthoNoise at matched alpha (p<{P_THRESHOLD:g})",
+        comp = families[id(iso.baseline)].contrast(iso.label, ortho.label)
+        if comp is None or not math.isfinite(comp.se):
+            verdict, text = INCONCLUSIVE, "fewer than 2 completed seeds a side"
+        else:
+            bounds = comp.t_bounds_pct(1 - (1 - engine.CONFIDENCE) / len(controls))
+            verdict = engine.above(*bounds, 0.0)
+            text = f"Δ {fmt_pct(comp.delta_pct)} {fmt_interval(bounds)}"
+        verdict, _ = health(verdict, ortho, iso)  # the method under test is OrthoNoise: its losses count against it
+        seeds = seeds_text(iso, ortho)
+        judgements.append(Judgement(verdict, f"{iso.label} vs {ortho.label}: {text} ({seeds})"))
+    return _criterion("Isotropic control underperforms OrthoNoise at matched alpha (blocked contrast, 95%)",
                       judgements, all_must_pass, "no isotropic control group in this sweep")
 
 
 # ---- phase 3.3 -------------------------------------------------------------------------------
 
-def advantage_replicates(rows: list[GroupRow]) -> Criterion:
-    judgements = [_beats(row, REPLICATION_MARGIN_PCT) for row in _orthonoise_rows(rows)]
-    return _criterion(f"OrthoNoise advantage >{REPLICATION_MARGIN_PCT:g}% replicates (p<{P_THRESHOLD:g})",
-                      judgements, all_must_pass, "no OrthoNoise groups")
+def _paired_item(g: Group, value_of, margin_pct: float, confidence: float, claim) -> tuple[str, str, object]:
+    """One method group vs its baseline on a per-run value, no multiplicity: (verdict, text, comparison)."""
+    base = g.baseline
+    values = {s: value_of(r) for s, r in g.completed_by_seed.items()}
+    base_values = {s: value_of(r) for s, r in base.completed_by_seed.items()}
+    comp = engine.pair(values, base_values, g.label)
+    if comp is None:
+        return INCONCLUSIVE, "fewer than 2 values a side", None
+    bounds = comp.t_bounds_pct(confidence)
+    text = f"Δ {fmt_pct(comp.delta_pct)}, {confidence:.0%} {fmt_interval(bounds)}, n={comp.n} vs {comp.n_base}"
+    return claim(*bounds, margin_pct), text, comp
 
 
-def early_training_stable(rows: list[GroupRow], tolerance_pct: float = EARLY_TOLERANCE_PCT) -> Criterion:
+def advantage_replicates(groups: list[Group], margin_pct: float = REPLICATION_MARGIN_PCT) -> Criterion:
+    """The pre-selected config (one per setting): paired 95% upper bound of Δ final below −margin."""
     judgements = []
-    for row in _orthonoise_rows(rows):
-        g, base = row.group, row.group.baseline
-        reason = _too_few(g, base)
-        if reason is None and (len(early_losses(g)) < MIN_SEEDS or len(early_losses(base)) < MIN_SEEDS):
-            reason = f"no eval at or before step {measures.EARLY_STEP} in enough runs"
-        if reason is None and (len(row.early_steps) != 1 or early_steps(base) != row.early_steps):
-            reason = f"read at different eval steps ({row.early_steps} vs {early_steps(base)})"
-        if reason:
-            judgements.append(Judgement(INCONCLUSIVE, f"{g.label}: {reason}"))
-            continue
-        delta = row.delta_early_pct
-        judgements.append(Judgement(
-            PASS if delta <= tolerance_pct else FAIL,
-            f"{g.label}: loss at step {row.early_steps[0]} {row.early.mean:.4f} vs {base.label} "
-            f"{describe(early_losses(base).values()).mean:.4f} (Δ {delta:+.3f}%)"))
-    nolah = [f"{r.group.label} Δ {r.delta_early_pct:+.2f}%" for r in rows
-             if r.group.kind == "nolah" and math.isfinite(r.delta_early_pct)]
-    note = "For reference, NOLAH here: " + ", ".join(nolah) if nolah else ""
+    for g in _method_groups(groups):
+        verdict, text, _ = _paired_item(g, lambda r: r.final_val_loss, -margin_pct, engine.CONFIDENCE, engine.below)
+        verdict, seeds = health(verdict, g, g.baseline)
+        judgements.append(Judgement(verdict, f"{g.label}: {text} ({seeds})"))
+    return _criterion(f"OrthoNoise advantage >{margin_pct:g}% replicates (paired 95%)", judgements,
+                      all_must_pass, "no OrthoNoise groups")
+
+
+def early_training_stable(groups: list[Group], tolerance_pct: float = EARLY_TOLERANCE_PCT) -> Criterion:
+    """Non-inferiority at step 100: paired 95% upper bound of Δ@100 below +tolerance."""
+    judgements = []
+    for g in _method_groups(groups):
+        steps = {at[0] for grp in (g, g.baseline) for r in grp.completed if (at := measures.loss_at_step(r))}
+        if len(steps) > 1:
+            verdict, text = INCONCLUSIVE, f"read at different eval steps {sorted(steps)}"
+        else:
+            verdict, text, _ = _paired_item(g, lambda r: (measures.loss_at_step(r) or (None, None))[1],
+                                            tolerance_pct, engine.CONFIDENCE, engine.below)
+            text = f"loss at step {min(steps) if steps else '–'}: {text}"
+        verdict, seeds = health(verdict, g, g.baseline)
+        judgements.append(Judgement(verdict, f"{g.label}: {text} ({seeds})"))
     return _criterion(f"Early training stable (loss at step {measures.EARLY_STEP} at most {tolerance_pct:g}% "
-                      "worse than baseline)", judgements, all_must_pass, "no OrthoNoise groups", note)
+                      "worse than baseline, paired 95%)", judgements, all_must_pass, "no OrthoNoise groups")
 
 
-def mean_curve(group: Group) -> list[tuple[int, float]]:
-    """(step, mean val loss) over the eval steps that every completed seed logged."""
-    curves = [dict(r.evals()) for r in group.completed]
-    if not curves:
-        return []
-    steps = sorted(set.intersection(*(set(c) for c in curves)))
-    return [(s, float(np.mean([c[s] for c in curves]))) for s in steps]
-
-
-def first_step_at_or_below(curve: list[tuple[int, float]], target: float) -> int | None:
-    return next((step for step, value in curve if value <= target), None)
+def faster_item(g: Group) -> tuple[str, str]:
+    """Steps and GPU-seconds to the target loss, paired ratios; PASS needs both upper bounds below 0%."""
+    base = g.baseline
+    target = measures.target_loss(base, TARGET_FRACTION)
+    if target is None:
+        return INCONCLUSIVE, "the baseline's mean curve has no eval near 75% of max_steps"
+    verdicts, texts = [], [f"target {target:.4f}"]
+    for name, value_of in (("steps", lambda r: measures.steps_to_reach(r, target)),
+                           ("GPU-s", lambda r: measures.device_seconds_to_reach(r, target))):
+        never = [r for grp in (g, base) for r in grp.completed if value_of(r) is None]
+        verdict, text, _ = _paired_item(g, value_of, 0.0, engine.CONFIDENCE, engine.below)
+        if never:
+            verdict = INCONCLUSIVE if verdict != FAIL else FAIL
+            text += f", {len(never)} run(s) never reached it"
+        verdicts.append(verdict)
+        texts.append(f"{name} ratio {text}")
+    verdict = PASS if verdicts == [PASS, PASS] else FAIL if FAIL in verdicts else INCONCLUSIVE
+    return verdict, "; ".join(texts)
 
 
 def from_scratch_faster(groups: list[Group]) -> Criterion:
-    """From-scratch OrthoNoise reaches the baseline's mean final loss at an earlier eval step
-    (first step where the seed-mean curve is at or below it) than the baseline's own mean curve."""
     judgements = []
-    scratch = [g for g in groups
-               if g.kind == "orthonoise" and not g.is_baseline and not g.config.get("model.pretrained")]
-    for g in scratch:
-        base = g.baseline
-        reason = _too_few(g, base)
-        if reason:
-            judgements.append(Judgement(INCONCLUSIVE, f"{g.label}: {reason}"))
-            continue
-        target = describe(final_losses(base).values()).mean
-        steps = first_step_at_or_below(mean_curve(g), target)
-        base_steps = first_step_at_or_below(mean_curve(base), target)
-        per_seed = [measures.steps_to_reach(r, target) for r in g.completed]
-        text = (f"{g.label}: reaches baseline final loss {target:.4f} at step "
-                f"{steps if steps is not None else 'never'} vs baseline {base_steps} (per seed: {per_seed})")
-        judgements.append(Judgement(PASS if steps is not None and base_steps is not None and steps < base_steps
-                                    else FAIL, text))
-    return _criterion("From-scratch training faster than baseline", judgements, all_must_pass,
-                      "no from-scratch (model.pretrained=false) OrthoNoise groups")
+    for g in [g for g in _method_groups(groups) if not g.config.get("model.pretrained")]:
+        verdict, text = faster_item(g)
+        verdict, seeds = health(verdict, g, g.baseline)
+        judgements.append(Judgement(verdict, f"{g.label}: {text} ({seeds})"))
+    return _criterion("From-scratch training faster than baseline (steps and GPU-seconds to target, paired 95%)",
+                      judgements, all_must_pass, "no from-scratch (model.pretrained=false) OrthoNoise groups")
 
 
 # ---- phase 4 ---------------------------------------------------------------------------------
 
-def beats_baseline_per_model(rows: list[GroupRow]) -> list[Criterion]:
+def beats_baseline_per_model(groups: list[Group]) -> list[Criterion]:
+    """Per model: each method group better than its baseline, paired one-sided 95% (two-sided 90% upper bound
+    below 0)."""
     by_model: dict[str, list[Judgement]] = {}
-    for row in _orthonoise_rows(rows):
-        by_model.setdefault(str(row.group.config.get("model.preset")), []).append(_beats(row, 0.0))
+    for g in _method_groups(groups):
+        verdict, text, _ = _paired_item(g, lambda r: r.final_val_loss, 0.0, 0.90, engine.below)
+        verdict, seeds = health(verdict, g, g.baseline)
+        by_model.setdefault(str(g.config.get("model.preset")), []).append(
+            Judgement(verdict, f"{g.label}: {text.replace('90%', 'one-sided 95%')} ({seeds})"))
+    name = "OrthoNoise final loss better than baseline (paired, one-sided 95%)"
     if not by_model:
-        return [Criterion("OrthoNoise final loss better than baseline (p<0.05)", INCONCLUSIVE, "no OrthoNoise groups")]
-    return [_criterion(f"{model}: OrthoNoise final loss better than baseline (p<{P_THRESHOLD:g})",
-                       judgements, all_must_pass, "")
-            for model, judgements in sorted(by_model.items())]
+        return [Criterion(name, INCONCLUSIVE, "no OrthoNoise groups")]
+    return [_criterion(f"{model}: {name}", judgements, all_must_pass, "") for model, judgements in sorted(by_model.items())]
 
 
-def evaluate(phase: str | None, groups: list[Group], rows: list[GroupRow], now: float,
+def evaluate(phase: str | None, groups: list[Group], families: dict, rank_families: dict, now: float,
              early_tolerance_pct: float = EARLY_TOLERANCE_PCT) -> list[Criterion]:
     if phase == "3.1":
-        return [no_crashes(groups, now), loss_within_baseline(rows), eff_rank_logged(groups)]
+        return [no_crashes(groups, now), loss_within_baseline(groups, families), eff_rank_logged(groups)]
     if phase == "3.2":
-        return [alpha_beats_baseline(rows), eff_rank_higher(groups), isotropic_underperforms(groups)]
+        return [beats_baseline(groups, families), eff_rank_higher(groups, rank_families),
+                isotropic_underperforms(groups, families)]
     if phase == "3.3":
-        return [advantage_replicates(rows), early_training_stable(rows, early_tolerance_pct),
+        return [advantage_replicates(groups), early_training_stable(groups, early_tolerance_pct),
                 from_scratch_faster(groups)]
     if phase == "4":
-        return beats_baseline_per_model(rows)
+        return beats_baseline_per_model(groups)
     return []
+

@@ -1,5 +1,5 @@
 """Group runs by their config with the seed (and run-local keys) taken out, label the groups,
-and pair every group with its Muon baseline."""
+and pair every group with its Muon baseline. A group holds every job; its replicates are one run per seed."""
 
 from __future__ import annotations
 
@@ -8,25 +8,26 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from .collect import COMPLETED, Run
+from .collect import COMPLETED, DIVERGED, Run
+from .kinds import BASELINE, optimizer_kind
 
-# Keys that differ between seeds of one config or never change the training result.
-RUN_LOCAL_TOP_KEYS = {"seed", "hydra", "logger", "tags", "paths", "wandb"}
+# Keys that differ between seeds of one config or never change the training result; `phase` only says which
+# sweep asked for the run (phase 3.1's arms and 3.2's configs with the same settings are one config).
+RUN_LOCAL_TOP_KEYS = {"seed", "hydra", "logger", "tags", "paths", "wandb", "phase"}
 RUN_LOCAL_LEAF_NAMES = {"progress_bar", "resume", "resume_from"}
 RUN_LOCAL_LEAF_SUFFIXES = ("_dir", "_path")
 # The keys a baseline must share with the group it is compared against.
 SETTING_TOP_KEYS = ("model", "trainer", "data")
 
 
-def optimizer_kind(target: str) -> str:
-    """'orthonoise.optim.OrthoNoise' -> 'orthonoise'; 'torch.optim.AdamW' -> 'adamw'."""
-    name = str(target).rsplit(".", 1)[-1].lower()
-    return "isotropic" if name.startswith("isotropic") else name
-
-
 def grouping_config(run: Run) -> dict:
+    return grouping_items(run.flat_config)
+
+
+def grouping_items(flat_config: dict) -> dict:
+    """The flat config minus the seed and the run-local keys: what makes two runs the same config."""
     kept = {}
-    for key, value in run.flat_config.items():
+    for key, value in flat_config.items():
         top, leaf = key.split(".", 1)[0], key.rsplit(".", 1)[-1]
         if top in RUN_LOCAL_TOP_KEYS or leaf in RUN_LOCAL_LEAF_NAMES or leaf.endswith(RUN_LOCAL_LEAF_SUFFIXES):
             continue
@@ -34,7 +35,7 @@ def grouping_config(run: Run) -> dict:
     return kept
 
 
-def _canonical(value) -> str:
+def canonical(value) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
@@ -45,7 +46,7 @@ class Group:
     choices: dict
     runs: list = field(default_factory=list)
     label: str = ""
-    baseline: "Group | None" = None
+    baseline: Group | None = None
     is_baseline: bool = False
 
     @property
@@ -53,13 +54,49 @@ class Group:
         return optimizer_kind(self.config.get("optimizer._target_", ""))
 
     @property
+    def replicates(self) -> dict:
+        """seed -> the one run that stands for it: a repeated (config, seed) is one replicate, not more
+        evidence. Of repeats the finished one wins (completed, then diverged), then the latest."""
+        chosen: dict = {}
+        for run in self.runs:
+            key = run.seed if run.seed is not None else f"run:{run.path}"
+            if key not in chosen or _preference(run) > _preference(chosen[key]):
+                chosen[key] = run
+        return chosen
+
+    @property
+    def duplicates(self) -> dict:
+        """seed -> every run of that seed, for the seeds that ran more than once."""
+        by_seed: dict = {}
+        for run in self.runs:
+            if run.seed is not None:
+                by_seed.setdefault(run.seed, []).append(run)
+        return {seed: runs for seed, runs in by_seed.items() if len(runs) > 1}
+
+    @property
+    def completed_by_seed(self) -> dict:
+        """seed -> its completed replicate."""
+        return {seed: run for seed, run in self.replicates.items() if run.state == COMPLETED}
+
+    @property
     def completed(self) -> list[Run]:
-        return [run for run in self.runs if run.state == COMPLETED]
+        return list(self.completed_by_seed.values())
+
+    def count(self, *states) -> int:
+        return sum(run.state in states for run in self.replicates.values())
+
+    def seed_counts(self) -> str:
+        """'3/3 completed' or '1/3 completed, 2/3 diverged': every seed of the arm, by state."""
+        n = len(self.replicates)
+        counts: dict = {}
+        for run in self.replicates.values():
+            counts[run.state] = counts.get(run.state, 0) + 1
+        return ", ".join(f"{k}/{n} {state}" for state, k in sorted(counts.items(), key=lambda x: x[0] != COMPLETED))
 
     @property
     def setting(self) -> str:
         """Model/trainer/data settings: groups with the same setting are comparable."""
-        return _canonical({k: v for k, v in self.config.items() if k.split(".", 1)[0] in SETTING_TOP_KEYS})
+        return canonical({k: v for k, v in self.config.items() if k.split(".", 1)[0] in SETTING_TOP_KEYS})
 
     @property
     def setting_label(self) -> str:
@@ -71,17 +108,21 @@ class Group:
         return self.config.get(key)
 
 
+def _preference(run: Run) -> tuple:
+    return (run.state == COMPLETED, run.state == DIVERGED, run.last_activity)
+
+
 def group_runs(runs: list[Run]) -> list[Group]:
     groups: dict[str, Group] = {}
     for run in runs:
         config = grouping_config(run)
-        key = _canonical(config)
+        key = canonical(config)
         if key not in groups:
             choices = {k: v for k, v in run.choices.items()
                        if not k.startswith("hydra") and k not in RUN_LOCAL_TOP_KEYS}
             groups[key] = Group(key=key, config=config, choices=choices)
         groups[key].runs.append(run)
-    ordered = sorted(groups.values(), key=lambda g: (g.setting, g.kind != "muon", g.key))
+    ordered = sorted(groups.values(), key=lambda g: (g.setting, g.kind != BASELINE, g.key))
     _label(ordered)
     return ordered
 
@@ -104,7 +145,7 @@ def _label(groups: list[Group]) -> None:
         by_choice: dict[str, set] = {}
         for g in groups:
             if key in g.config:
-                by_choice.setdefault(_short(g.choices.get(top)), set()).add(_canonical(g.config[key]))
+                by_choice.setdefault(_short(g.choices.get(top)), set()).add(canonical(g.config[key]))
         if any(len(values) > 1 for values in by_choice.values()):
             leaf_keys.add(key)
     leaf_names = [k.rsplit(".", 1)[-1] for k in leaf_keys]
@@ -137,7 +178,7 @@ def is_baseline_candidate(group: Group, selectors: list[str] | None) -> bool:
     """Muon by default; with selectors, a group whose label equals them or that matches every
     `key=value` (a Hydra choice, a config leaf, or an optimizer class name)."""
     if not selectors:
-        return group.kind == "muon"
+        return group.kind == BASELINE
     if group.label == " ".join(selectors):
         return True
     return all(_matches(group, s) for s in selectors)
@@ -159,4 +200,4 @@ def assign_baselines(groups: list[Group], selectors: list[str] | None = None) ->
 
 
 def _shared_leaves(a: Group, b: Group) -> int:
-    return sum(1 for k, v in a.config.items() if k in b.config and _canonical(b.config[k]) == _canonical(v))
+    return sum(1 for k, v in a.config.items() if k in b.config and canonical(b.config[k]) == canonical(v))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from .collect import Run
 
 EARLY_STEP = 100  # the user's early-instability measure: val loss at step 100
@@ -13,12 +15,49 @@ def loss_at_step(run: Run, step: int = EARLY_STEP) -> tuple[int, float] | None:
     return before[-1] if before else None
 
 
-def steps_to_reach(run: Run, target: float) -> int | None:
-    """First eval step whose val loss is <= target; None if the run never got there."""
-    return next((s for s, v in run.evals() if v <= target), None)
+def steps_to_reach(run: Run, target: float) -> float | None:
+    """The step at which the val loss first reaches `target`, interpolated linearly between the two evals
+    around the crossing; None if the run never got there."""
+    previous = None
+    for step, value in run.evals():
+        if value <= target:
+            if previous is None or previous[1] == value:
+                return float(step)
+            s0, v0 = previous
+            return s0 + (v0 - target) / (v0 - value) * (step - s0)
+        previous = (step, value)
+    return None
 
 
-def steps_to_within_best(run: Run, pct: float = 1.0) -> int | None:
-    """First eval step within `pct` % of the run's own best val loss."""
+def device_seconds_to_reach(run: Run, target: float) -> float | None:
+    """GPU-seconds (CPU: wall-seconds × processes) until the target: steps to reach it × seconds per step."""
+    steps, per_step = steps_to_reach(run, target), run.device_seconds_per_step
+    return None if steps is None or per_step is None else steps * per_step
+
+
+def steps_to_within_best(run: Run, pct: float = 1.0) -> float | None:
+    """First step (interpolated) within `pct` % of the run's own best val loss."""
     best = run.best_val_loss
     return None if best is None else steps_to_reach(run, best * (1 + pct / 100))
+
+
+def target_loss(group, fraction: float) -> float | None:
+    """The group's seed-mean val loss at `fraction` of max_steps, interpolated between its evals."""
+    curve = seed_mean_curve(group)
+    max_steps = group.config.get("trainer.max_steps")
+    if len(curve) < 2 or not max_steps:
+        return None
+    steps, values = zip(*curve)
+    at = fraction * max_steps
+    if not steps[0] <= at <= steps[-1]:
+        return None
+    return float(np.interp(at, steps, values))
+
+
+def seed_mean_curve(group) -> list[tuple[int, float]]:
+    """(step, mean val loss) over the eval steps that every completed seed of the group logged."""
+    curves = [dict(r.evals()) for r in group.completed]
+    if not curves:
+        return []
+    steps = sorted(set.intersection(*(set(c) for c in curves)))
+    return [(s, float(np.mean([c[s] for c in curves]))) for s in steps]

@@ -9,11 +9,13 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from scipy import stats
 
-from .groups import Group  # noqa: E402
-from .table import final_losses  # noqa: E402
+from . import criteria, kinds
+from .engine import pct
+from .groups import Group
 
 
 def _by_setting(groups: list[Group]) -> dict[str, list[Group]]:
@@ -23,10 +25,10 @@ def _by_setting(groups: list[Group]) -> dict[str, list[Group]]:
     return settings
 
 
-def _subplots(n: int, title: str):
-    cols = min(n, 2)
+def _subplots(n: int, title: str, cols: int = 1, size=(9, 4.5)):
+    cols = min(n, cols)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(8 * cols, 5 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(size[0] * cols, size[1] * rows), squeeze=False)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     fig.suptitle(title)
@@ -71,17 +73,14 @@ def _curves(groups: list[Group], key: str, ylabel: str, title: str, path: Path) 
             if not steps:
                 continue
             style = {"color": "black", "linewidth": 2.2, "zorder": 3} if group.is_baseline else {"color": color}
-            ax.plot(steps, mean, label=f"{labels[id(group)]} (n={len(group.completed)})", **style)
+            ax.plot(steps, mean, label=f"{labels[id(group)]} (n={len(group.completed)})", marker=".", **style)
             ax.fill_between(steps, low, high, color=style["color"], alpha=0.15, linewidth=0)
         ax.set_title(members[0].setting_label)
         ax.set_xlabel("step")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+        _legend_outside(ax)
+    return _save(fig, path)
 
 
 def val_loss_curves(groups: list[Group], path: Path) -> Path | None:
@@ -99,52 +98,109 @@ def _alpha(group: Group) -> float | None:
     return float(alpha) if isinstance(alpha, (int, float)) and alpha > 0 else None
 
 
-def final_loss_vs_alpha(groups: list[Group], path: Path) -> Path | None:
-    """Mean final loss (error bar = std over seeds) against alpha, one line per optimizer,
-    schedule and rank threshold; the baseline as a horizontal line with a ±std band."""
-    settings = {s: gs for s, gs in _by_setting(groups).items()
-                if any(_alpha(g) and final_losses(g) for g in gs)}
-    if not settings:
-        return None
-    fig, axes = _subplots(len(settings), "Final validation loss vs alpha (error bars: std over seeds)")
-    for ax, members in zip(axes, settings.values()):
-        series: dict[str, list[tuple[float, list[float]]]] = {}
-        for g in members:
-            if _alpha(g) and final_losses(g):
-                name = f"{g.kind} schedule={g.config.get('noise.schedule', '?')}"
-                if g.config.get("optimizer.rank_threshold") is not None:
-                    name += f" rank_threshold={g.config['optimizer.rank_threshold']}"
-                series.setdefault(name, []).append((_alpha(g), list(final_losses(g).values())))
-        for (name, points), color in zip(sorted(series.items()), _colors(len(series))):
-            points.sort()
-            x = [a for a, _ in points]
-            mean = [np.mean(v) for _, v in points]
-            std = [np.std(v, ddof=1) if len(v) > 1 else 0.0 for _, v in points]
-            ax.errorbar(x, mean, yerr=std, marker="o", capsize=3, color=color, label=name)
-        for base in {id(g.baseline): g.baseline for g in members if g.baseline is not None}.values():
-            values = list(final_losses(base).values())
-            if values:
-                mean, std = np.mean(values), (np.std(values, ddof=1) if len(values) > 1 else 0.0)
-                ax.axhline(mean, color="black", linestyle="--", label=f"baseline (n={len(values)})")
-                ax.axhspan(mean - std, mean + std, color="black", alpha=0.08)
-        ax.set_xscale("log")
-        ax.set_xlabel("alpha")
-        ax.set_ylabel("final validation loss")
-        ax.set_title(members[0].setting_label)
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
+def _legend_outside(ax) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, frameon=False)
+
+
+def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
-def write_plots(groups: list[Group], out_dir: Path) -> dict[str, Path]:
+def _series_name(group: Group) -> str:
+    name = f"{group.kind} schedule={group.config.get('noise.schedule', '?')}"
+    if group.config.get("optimizer.rank_threshold") is not None:
+        name += f" rank_threshold={group.config['optimizer.rank_threshold']}"
+    return name
+
+
+def delta_vs_alpha(analysis, path: Path) -> Path | None:
+    """Δ% of final loss vs the baseline against alpha, with the simultaneous 95% intervals of the primary
+    analysis; series that share an alpha are dodged sideways; the 3.2 margin (−1%) and 0 drawn."""
+    panels = []
+    for base_id, family in analysis.families.items():
+        members = [g for g in analysis.groups if id(g.baseline) == base_id and not g.is_baseline
+                   and _alpha(g) and g.label in family.comparisons]
+        if members:
+            panels.append((members, family))
+    if not panels:
+        return None
+    fig, axes = _subplots(len(panels), "Final val loss vs baseline: Δ% with simultaneous 95% intervals (Dunnett)")
+    for ax, (members, family) in zip(axes, panels):
+        series: dict[str, list[Group]] = {}
+        for g in members:
+            series.setdefault(_series_name(g), []).append(g)
+        names = sorted(series)
+        for i, (name, color) in enumerate(zip(names, _colors(len(names)))):
+            dodge = 1.12 ** (i - (len(names) - 1) / 2)  # the same factor on a log axis: even spacing
+            points = sorted((_alpha(g) * dodge, family.comparisons[g.label]) for g in series[name])
+            x = [a for a, _ in points]
+            y = [c.delta_pct for _, c in points]
+            err = [[c.delta_pct - c.low_pct for _, c in points], [c.high_pct - c.delta_pct for _, c in points]]
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, linestyle="none", color=color, alpha=0.85,
+                        label=f"{name} (n={min(c.n for _, c in points)})")
+        ax.axhline(0, color="black", linewidth=1, label=f"baseline {members[0].baseline.label}")
+        ax.axhline(-criteria.SIGNAL_MARGIN_PCT, color="tab:red", linestyle="--", linewidth=1,
+                   label=f"margin −{criteria.SIGNAL_MARGIN_PCT:g}% (PASS: interval wholly below)")
+        ax.set_xscale("log")
+        ax.set_xlabel("alpha (series dodged sideways)")
+        ax.set_ylabel("Δ final val loss vs baseline (%)")
+        ax.set_title(f"{members[0].setting_label}: {family.method}, σ̂ {family.sigma_pct:.2f}%")
+        ax.grid(alpha=0.3, which="both")
+        _legend_outside(ax)
+    return _save(fig, path)
+
+
+def paired_differences(group: Group, key: str = "val_loss") -> tuple[list[int], np.ndarray]:
+    """Steps logged by every shared seed, and per-seed % differences group vs baseline (rows = seeds)."""
+    base = group.baseline
+    mine = {s: dict(r.evals(key)) for s, r in group.completed_by_seed.items()}
+    theirs = {s: dict(r.evals(key)) for s, r in base.completed_by_seed.items()}
+    seeds = sorted(set(mine) & set(theirs), key=str)
+    if not seeds:
+        return [], np.empty((0, 0))
+    steps = sorted(set.intersection(*(set(mine[s]) & set(theirs[s]) for s in seeds)))
+    diffs = np.array([[pct(math.log(mine[s][t] / theirs[s][t])) for t in steps] for s in seeds])
+    return steps, diffs
+
+
+def delta_over_steps(groups: list[Group], path: Path) -> Path | None:
+    """Per compared config: each shared seed's paired % difference of val loss vs the baseline over steps, and
+    their mean with a pointwise 95% t band."""
+    items = [(g, *paired_differences(g)) for g in groups
+             if g.baseline is not None and not g.is_baseline and g.kind in kinds.MUON_FAMILY]
+    items = [(g, steps, d) for g, steps, d in items if steps]
+    if not items:
+        return None
+    fig, axes = _subplots(len(items), "Δ val loss vs baseline over steps: paired per seed (thin), mean and 95% band",
+                          cols=3, size=(5, 3.2))
+    for ax, (g, steps, diffs) in zip(axes, items):
+        for row in diffs:
+            ax.plot(steps, row, color="tab:gray", linewidth=0.8, alpha=0.6)
+        mean = diffs.mean(axis=0)
+        ax.plot(steps, mean, color="tab:blue", linewidth=2, label=f"mean of {len(diffs)} seeds")
+        if len(diffs) > 1:
+            half = stats.t.ppf(0.975, len(diffs) - 1) * diffs.std(axis=0, ddof=1) / math.sqrt(len(diffs))
+            ax.fill_between(steps, mean - half, mean + half, color="tab:blue", alpha=0.2, linewidth=0)
+        ax.axhline(0, color="black", linewidth=1)
+        ax.set_title(textwrap.fill(g.label, 45), fontsize=8)
+        ax.set_xlabel("step", fontsize=8)
+        ax.set_ylabel("Δ vs baseline (%)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def write_plots(analysis, out_dir: Path) -> dict[str, Path]:
     """Write every plot that has data; returns title -> file."""
     out_dir = Path(out_dir)
     made = {
-        "Validation loss curves": val_loss_curves(groups, out_dir / "val_loss_curves.png"),
-        "Final loss vs alpha": final_loss_vs_alpha(groups, out_dir / "final_loss_vs_alpha.png"),
-        "Effective rank over steps": eff_rank_curves(groups, out_dir / "eff_rank.png"),
+        "Final loss vs baseline (Δ%, simultaneous intervals)": delta_vs_alpha(analysis, out_dir / "delta_vs_alpha.png"),
+        "Δ over steps (paired by seed)": delta_over_steps(analysis.groups, out_dir / "delta_over_steps.png"),
+        "Validation loss curves": val_loss_curves(analysis.groups, out_dir / "val_loss_curves.png"),
+        "Effective rank over steps": eff_rank_curves(analysis.groups, out_dir / "eff_rank.png"),
     }
     return {title: path for title, path in made.items() if path is not None}

@@ -8,18 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import measures
+from .engine import Comparison, Family
 from .groups import Group
 from .stats import Sample, TTest, describe, paired, relative_pct, welch
 
 
 def by_seed(group: Group, value_of) -> dict:
-    """seed -> value over completed runs; runs with a missing or repeated seed get a unique key
-    so that they can never be paired."""
-    values, seen = {}, set()
-    for run in group.completed:
-        key = run.seed if run.seed is not None and run.seed not in seen else f"run:{run.path}"
-        seen.add(run.seed)
-        values[key] = value_of(run)
+    """seed -> value over the completed replicates (a repeated seed counts once: Group.replicates)."""
+    values = {seed: value_of(run) for seed, run in group.completed_by_seed.items()}
     return {k: v for k, v in values.items() if v is not None}
 
 
@@ -40,6 +36,8 @@ def early_steps(group: Group) -> list[int]:
 @dataclass
 class GroupRow:
     group: Group
+    comparison: Comparison | None  # the primary analysis: Δ% and its simultaneous interval vs the baseline
+    method: str  # the family's primary analysis
     final: Sample
     best: Sample
     delta_final_pct: float
@@ -55,7 +53,7 @@ class GroupRow:
     gpu_hours: float
 
 
-def summarize(group: Group) -> GroupRow:
+def summarize(group: Group, family: Family | None = None) -> GroupRow:
     final = describe(final_losses(group).values())
     best = describe(by_seed(group, lambda r: r.best_val_loss).values())
     early = describe(early_losses(group).values())
@@ -70,6 +68,8 @@ def summarize(group: Group) -> GroupRow:
     nan_test = TTest(math.nan, math.nan, math.nan)
     return GroupRow(
         group=group,
+        comparison=family.comparisons.get(group.label) if family and compared else None,
+        method=family.method if family else "",
         final=final,
         best=best,
         delta_final_pct=relative_pct(final.mean, base_final.mean) if compared else math.nan,
@@ -88,7 +88,8 @@ def summarize(group: Group) -> GroupRow:
 
 
 GROUP_CSV_HEADER = [
-    "group", "optimizer", "setting", "baseline", "n_completed", "n_jobs", "seeds",
+    "group", "optimizer", "setting", "baseline", "n_completed", "n_seeds", "n_jobs", "seeds", "seed_states",
+    "primary_analysis", "delta_final_pct_model", "sim95_low_pct", "sim95_high_pct", "adjusted_p",
     "final_val_loss_mean", "final_val_loss_std", "final_val_loss_ci_low", "final_val_loss_ci_high",
     "best_val_loss_mean", "best_val_loss_std", "best_val_loss_ci_low", "best_val_loss_ci_high",
     "delta_final_pct", "delta_best_pct", "welch_t", "welch_p", "paired_t", "paired_p",
@@ -102,10 +103,14 @@ def group_csv_rows(rows: list[GroupRow]) -> list[list]:
     out = []
     for r in rows:
         g = r.group
+        comp = r.comparison
+        low, high = comp.bounds_pct() if comp else (math.nan, math.nan)
         out.append([
             g.label, g.kind, g.setting_label,
             "(baseline)" if g.is_baseline else (g.baseline.label if g.baseline else ""),
-            len(g.completed), len(g.runs), " ".join(str(run.seed) for run in g.completed),
+            len(g.completed), len(g.replicates), len(g.runs), " ".join(str(run.seed) for run in g.completed),
+            g.seed_counts(), r.method, comp.delta_pct if comp else math.nan, low, high,
+            comp.p_adjusted if comp else math.nan,
             r.final.mean, r.final.std, r.final.ci_low, r.final.ci_high,
             r.best.mean, r.best.std, r.best.ci_low, r.best.ci_high,
             r.delta_final_pct, r.delta_best_pct, r.welch_final.statistic, r.welch_final.pvalue,
@@ -118,9 +123,8 @@ def group_csv_rows(rows: list[GroupRow]) -> list[list]:
 
 
 GROUP_MD_HEADER = [
-    "group", "n", "final val loss (mean ± std) [95% CI]", "best val loss (mean ± std) [95% CI]",
-    "Δ final vs base", "Welch p", "paired p", "loss @100 (step)", "Δ @100", "steps to 1% of best",
-    "eff. rank (last)", "tokens/s", "GPU-h",
+    "group", "seeds", "final val loss (mean ± std)", "Δ final vs base [simultaneous 95%]",
+    "loss @100 (step)", "Δ @100", "steps to 1% of best", "eff. rank (last)", "tokens/s", "GPU-h",
 ]
 
 
@@ -142,8 +146,15 @@ def fmt_sample(sample: Sample, spec: str = ".4f") -> str:
         return "–"
     text = fmt(sample.mean, spec)
     if sample.n >= 2:
-        text += f" ± {fmt(sample.std, spec)} [{fmt(sample.ci_low, spec)}, {fmt(sample.ci_high, spec)}]"
+        text += f" ± {fmt(sample.std, spec)}"
     return text
+
+
+def fmt_comparison(comp: Comparison | None) -> str:
+    if comp is None:
+        return "–"
+    low, high = comp.bounds_pct()
+    return f"{fmt_pct(comp.delta_pct)} [{fmt_pct(low)}, {fmt_pct(high)}]"
 
 
 def fmt_pct(value: float) -> str:
@@ -156,9 +167,8 @@ def group_md_rows(rows: list[GroupRow]) -> list[list]:
         g = r.group
         name = f"**{g.label}** (baseline)" if g.is_baseline else g.label
         out.append([
-            name, f"{len(g.completed)}/{len(g.runs)}", fmt_sample(r.final), fmt_sample(r.best),
-            "–" if g.is_baseline else fmt_pct(r.delta_final_pct),
-            fmt(r.welch_final.pvalue, ".3g"), fmt(r.paired_final.pvalue, ".3g"),
+            name, g.seed_counts() or "–", fmt_sample(r.final),
+            "–" if g.is_baseline else fmt_comparison(r.comparison),
             f"{fmt(r.early.mean)} ({', '.join(map(str, r.early_steps)) or '–'})",
             "–" if g.is_baseline else fmt_pct(r.delta_early_pct),
             fmt(r.steps_to_1pct.mean, ".0f"), fmt(r.eff_rank.mean, ".2f"),
@@ -167,16 +177,19 @@ def group_md_rows(rows: list[GroupRow]) -> list[list]:
     return out
 
 
-RUN_HEADER = ["run", "group", "seed", "state", "steps", "max_steps", "final_val_loss", "best_val_loss",
+RUN_HEADER = ["run", "group", "seed", "state", "counted", "steps", "max_steps", "final_val_loss", "best_val_loss",
               "eff_rank_last", "gpu_hours", "error"]
 
 
 def run_rows(groups: list[Group], root: Path) -> list[list]:
+    """Every job, the repeats of a seed too (`counted` says which one stands for the seed)."""
     rows = []
     for g in groups:
+        kept = {id(run) for run in g.replicates.values()}
         for run in g.runs:
             rows.append([
-                relative_path(run.path, root), g.label, run.seed, run.state, run.steps, run.max_steps,
+                relative_path(run.path, root), g.label, run.seed, run.state_text,
+                "yes" if id(run) in kept else "no (repeated seed)", run.steps, run.max_steps,
                 run.final_val_loss, run.best_val_loss, run.last_eff_rank, run.gpu_hours, run.error or "",
             ])
     return rows

@@ -47,6 +47,7 @@ def make_config(*, seed: int, optimizer: str = "muon", alpha=None, schedule: str
 def write_run(root: Path, name: str, *, seed: int = 1, val: dict[int, float] | None = None,
               eff_rank: dict[int, float] | None = None, status: str | None = "completed",
               error: str | None = None, diverged: str | None = None, gpu_hours: float = 0.0, tokens_per_s: float = 1000.0,
+              wall_time_s: float = 60.0,
               hydra_yaml: bool = True, metrics: bool = True, **config_kwargs) -> Path:
     """One run dir. `val` maps eval step -> val loss; status None writes no summary.json."""
     run = Path(root) / name
@@ -73,7 +74,7 @@ def write_run(root: Path, name: str, *, seed: int = 1, val: dict[int, float] | N
             "status": status, "steps": max(val) if val else 0, "max_steps": config["trainer"]["max_steps"],
             "final_val_loss": losses[-1] if losses and status == "completed" else None,
             "best_val_loss": min(losses) if losses else None,
-            "best_step": min(val, key=val.get) if val else None, "wall_time_s": 60.0,
+            "best_step": min(val, key=val.get) if val else None, "wall_time_s": wall_time_s,
             "tokens": 1000, "tokens_per_s": tokens_per_s, "n_params": 1000, "device": "cpu",
             "world_size": 1, "gpu_hours": gpu_hours, "error": error, "diverged": diverged, "updated_at": "2025-01-01T00:00:00",
         }

@@ -65,3 +65,33 @@ def test_tolerates_missing_hydra_yaml_and_truncated_summary(tmp_path):
     assert run.error.startswith("summary.json cannot be read: JSONDecodeError")
     os.utime(path / "metrics.jsonl", (0, 0))
     assert load_run(path).last_activity == 0
+
+
+def write_trial(root, name, seeds_done, seeds=(1, 2), alpha=1e-3):
+    """An Optuna trial (sweeps/optuna.yaml): a Hydra job dir whose seed runs live in seed=<s>/ without .hydra/."""
+    import shutil
+
+    import yaml
+
+    trial = write_run(root, name, seed=0, status=None, metrics=False, optimizer="orthonoise", alpha=alpha)
+    config = yaml.safe_load((trial / ".hydra" / "config.yaml").read_text())
+    config["objective"] = {"seeds": list(seeds)}
+    (trial / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    for seed in seeds_done:
+        scratch = write_run(root / "_scratch", f"{name}-{seed}", seed=seed, val=linear_curve(2.0 + seed / 100))
+        shutil.rmtree(scratch / ".hydra")
+        shutil.move(str(scratch), str(trial / f"seed={seed}"))
+    shutil.rmtree(root / "_scratch", ignore_errors=True)
+    return trial
+
+
+def test_optuna_trials_are_read_as_their_seed_runs(tmp_path):
+    write_trial(tmp_path, "optimizer.alpha=0.001", seeds_done=[1, 2])
+    write_trial(tmp_path, "optimizer.alpha=0.01", seeds_done=[1], alpha=1e-2)  # seed 2 not started yet
+    runs = {f"{r.path.parent.name}/{r.path.name}": r for r in load_runs(tmp_path)}
+    assert sorted(runs) == ["optimizer.alpha=0.001/seed=1", "optimizer.alpha=0.001/seed=2",
+                            "optimizer.alpha=0.01/seed=1", "optimizer.alpha=0.01/seed=2"]
+    done = runs["optimizer.alpha=0.001/seed=2"]
+    assert done.state == "completed" and done.seed == 2 and done.final_val_loss == 2.02
+    assert done.optimizer_name == "OrthoNoise" and done.flat_config["optimizer.alpha"] == 1e-3
+    assert runs["optimizer.alpha=0.01/seed=2"].state == "missing"

@@ -52,3 +52,14 @@ def test_baseline_override(tmp_path):
     assert groups["optimizer=adamw"].is_baseline and groups["optimizer=muon"].baseline is groups["optimizer=adamw"]
     groups = _groups(tmp_path, ["optimizer._target_=AdamW"])
     assert groups["optimizer=adamw"].is_baseline and not groups["optimizer=muon"].is_baseline
+
+
+def test_phase_does_not_split_a_config_and_a_repeated_seed_is_one_replicate(tmp_path):
+    for phase in ("3.1", "3.2"):
+        for seed in (1, 2):
+            write_run(tmp_path, f"{phase}/o{seed}", seed=seed, phase=phase, optimizer="orthonoise", alpha=1e-3,
+                      val=linear_curve(2.0), status="completed" if phase == "3.2" else "diverged")
+    (group,) = _groups(tmp_path).values()
+    assert len(group.runs) == 4 and sorted(group.replicates) == [1, 2]
+    assert all(run.state == "completed" for run in group.replicates.values())  # the finished run stands for it
+    assert sorted(group.duplicates) == [1, 2] and group.seed_counts() == "2/2 completed"

@@ -16,13 +16,14 @@ def test_all_plots_written_as_png(tmp_path):
                       val=linear_curve(1.99 + seed / 100), eff_rank={100: 11.0, 200: 12.0})
     out = tmp_path / "out"
     out.mkdir()
-    plots = write_plots(analyse(tmp_path)[1], out)
-    assert {p.name for p in plots.values()} == {"val_loss_curves.png", "final_loss_vs_alpha.png", "eff_rank.png"}
+    plots = write_plots(analyse(tmp_path), out)
+    assert {p.name for p in plots.values()} == {"val_loss_curves.png", "delta_vs_alpha.png", "delta_over_steps.png",
+                                                "eff_rank.png"}
     for path in plots.values():
         assert path.read_bytes()[:8] == PNG_SIGNATURE
 
 
 def test_plots_without_alpha_or_rank_are_skipped(tmp_path):
     write_run(tmp_path, "a", optimizer="adamw", val=linear_curve(2.0))
-    plots = write_plots(analyse(tmp_path)[1], tmp_path)
+    plots = write_plots(analyse(tmp_path), tmp_path)
     assert [p.name for p in plots.values()] == ["val_loss_curves.png"]

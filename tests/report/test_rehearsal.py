@@ -28,7 +28,8 @@ def test_rehearsal_sweep_gives_a_phase_31_verdict(tmp_path):
         verdicts = {row["criterion"]: row["verdict"] for row in csv.DictReader(handle)}
     assert verdicts["No crashes"] == "PASS"
     assert verdicts["Effective rank logged"] == "PASS"
-    assert verdicts["Final val loss within 5% of baseline"] in ("PASS", "FAIL")  # decidable with 2 seeds
+    # TOST with 2 seeds: decidable when the tiny model's seeds agree, else honestly INCONCLUSIVE
+    assert verdicts["Final val loss within 5% of baseline (TOST)"] in ("PASS", "FAIL", "INCONCLUSIVE")
     with open(sweep / "groups.csv") as handle:
         groups = {row["group"]: row for row in csv.DictReader(handle)}
     assert set(groups) == {"optimizer=muon", "optimizer=orthonoise"}
