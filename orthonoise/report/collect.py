@@ -226,9 +226,10 @@ def trial_seed_runs(trial: Run) -> list[Run]:
     runs = []
     for seed in (trial.config.get("objective") or {}).get("seeds") or []:
         path = trial.path / f"seed={seed}"
+        summary, problem = inspect_summary(path)
         runs.append(Run(path=path, config={**trial.config, "seed": seed}, choices=trial.choices,
                         overrides=[*trial.overrides, f"seed={seed}"], metrics=read_metrics(path),
-                        summary=read_summary(path),
+                        summary=summary, unreadable=problem,
                         last_activity=_last_activity(path) if path.exists() else trial.last_activity))
     return runs
 
