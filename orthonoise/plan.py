@@ -230,7 +230,8 @@ def format_plan(name: str, jobs: list[Job], table: dict | None = None) -> str:
     lines.insert(1, "-" * len(lines[0]))
     lines += ["-" * len(lines[0]), totals_line(name, jobs, table)]
     if any(j.step_time_s is None for j in jobs):
-        lines.append(f"? = no step time known for that model/optimizer/hardware: add it to {STEP_TIMES.relative_to(ROOT)}")
+        lines.append("? = no step time known for that model/optimizer/hardware: add it to "
+                     f"{STEP_TIMES.relative_to(ROOT)}")
     lines += [f"INVALID job {i}: {job.invalid}" for i, job in enumerate(jobs) if job.invalid]
     return "\n".join(lines)
 

@@ -98,9 +98,9 @@ def read_winners(path: Path) -> tuple[list[Arm], Arm, list[str]]:
                            f"or pass WINNERS=<file>") from None
     except json.JSONDecodeError as err:
         raise WinnersError(f"winners file {path} is not JSON: {err}") from None
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        raise WinnersError(f"winners file {path}: format={document.get('format') if isinstance(document, dict) else None!r}"
-                           f" is not supported: must be {FORMAT}")
+    version = document.get("format") if isinstance(document, dict) else None
+    if version != FORMAT:
+        raise WinnersError(f"winners file {path}: format={version!r} is not supported: must be {FORMAT}")
     try:
         winners = [Arm(**w) for w in document["winners"]]
         baseline = Arm(**document["baseline"])

@@ -25,7 +25,7 @@ def fake_run(run_dir, model, optimizer, hardware, steps, wall_time_s, status="co
 
 
 def test_phase31_is_priced_at_the_measured_step_times(tmp_path):
-    """12 runs × 500 steps at bench/results' H100 times per optimizer, $2.80/h; the user's 9.5 s only for comparison."""
+    """12 runs × 500 steps at bench/results' H100 times per optimizer, $2.80/h; the user's 9.5 s only compared."""
     jobs = plan("phase31", [], history=tmp_path)
     assert len(jobs) == 12 and all(j.state == "new" and j.step_time_source == BENCH for j in jobs)
     per_step = {"muon": 0.094, "orthonoise": 0.177, "isotropic": 0.104}

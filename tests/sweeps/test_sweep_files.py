@@ -99,7 +99,8 @@ def test_headers_state_what_the_design_formula_gives(phase):
     by_sweep = {sweep: jobs_of(sweep) for sweep in phases()[phase]}
     for sweep, line in zip(by_sweep, sweep_design.design_lines(by_sweep, NO_HISTORY).splitlines()):
         computed = re.search(r"≥ (\d+\.\d+)%", line)[1], re.findall(r"needs ≥ (\d+) seeds", line)
-        stated = re.search(r"(\d+\.\d+)% (?:vs|apart)", header(sweep))[1], re.findall(r"needs ≥ (\d+) seeds", header(sweep))
+        text = header(sweep)
+        stated = re.search(r"(\d+\.\d+)% (?:vs|apart)", text)[1], re.findall(r"needs ≥ (\d+) seeds", text)
         assert stated == computed, (sweep, line)
 
 
@@ -166,7 +167,8 @@ def test_make_phase_targets_preflight_then_launch_on_the_sweeps_hardware():
                                 "phase31", "hydra/launcher=local_h100"]
     assert "train.py -m -cd sweeps -cn phase31 hydra/launcher=local_h100 " in lines[1]
     assert "--budget-usd 168 phase4_350m phase4_1b hydra/launcher=local_h100x4" in lines[2]
-    assert "-cn phase4_350m hydra/launcher=local_h100x4" in lines[3] and "-cn phase4_1b hydra/launcher=local_h100x4" in lines[3]
+    for sweep in ("phase4_350m", "phase4_1b"):
+        assert f"-cn {sweep} hydra/launcher=local_h100x4" in lines[3]
 
 
 def test_a_launch_over_budget_is_refused_before_anything_is_submitted(tmp_path):
@@ -187,7 +189,8 @@ def test_launchers(launcher, tasks, gpus):
     assert (cfg.hydra.launcher.tasks_per_node, cfg.hydra.launcher.gpus_per_node) == (tasks, gpus)
     assert cfg.hydra.launcher.timeout_min == 30
     # local launchers have no array_parallelism: one job at a time, or they would share the GPUs
-    assert cfg.hydra.sweeper.max_batch_size == (1 if launcher.startswith("local") else cfg.hydra.launcher.array_parallelism)
+    throttle = 1 if launcher.startswith("local") else cfg.hydra.launcher.array_parallelism
+    assert cfg.hydra.sweeper.max_batch_size == throttle
     if launcher.startswith("slurm"):
         assert cfg.hydra.launcher.signal_delay_s > 0 and cfg.hydra.launcher.max_num_timeout > 0
 
