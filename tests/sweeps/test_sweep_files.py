@@ -50,6 +50,14 @@ def test_every_grid_sweep_file_is_in_one_phase_of_the_makefile():
     assert sorted(files) == SWEEPS and len(SWEEPS) == len(set(SWEEPS))
 
 
+def test_the_sweep_block_is_written_once():
+    """Run directories and the launch throttle live in sweeps/shared/; the sweep files include them."""
+    for path in [*(ROOT / "sweeps").glob("*.yaml")]:
+        body = "\n".join(line for line in path.read_text().splitlines() if not line.startswith("#"))
+        assert "outputs/sweeps" not in body and "max_batch_size" not in body, path.name
+        assert ("- shared/grid" if path.stem != "optuna" else "- shared/run_dirs") in body, path.name
+
+
 @pytest.mark.parametrize("sweep", SWEEPS)
 def test_sweep_expands_to_what_its_header_says(sweep):
     jobs = expand(sweep, [])
