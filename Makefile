@@ -43,7 +43,7 @@ clean: ## remove caches (keeps outputs/ and .venv)
 	find . -name __pycache__ -prune -exec rm -rf {} +
 
 # ---- The experiment plan as sweeps (sweeps/*.yaml; docs/sweeps.md) ----
-# PRESET=tiny: rehearse a sweep on this CPU (tiny model, local corpus, 20 steps, 2 jobs at a time) into
+# PRESET=tiny: rehearse a sweep on this CPU (tiny model, local corpus, a few steps, 2 jobs at a time) into
 # outputs/sweeps/<sweep>-tiny. CLUSTER=local (a rented 1×/4×H100 machine) or slurm picks each sweep's launcher
 # (conf/hydra/launcher/<cluster>_<hardware>.yaml). ARGS: more Hydra overrides, e.g.
 # ARGS="hydra.launcher.partition=gpu hydra.launcher.account=me" or ARGS="seed=1,2,3".
@@ -54,35 +54,59 @@ TINY := +preset=tiny model=tiny data=local hardware=cpu logger=disabled hydra/la
 	hydra.sweeper.max_batch_size=2
 # $(call sweep_overrides,<hardware of the sweep's jobs>)
 sweep_overrides = $(if $(filter tiny,$(PRESET)),$(TINY),hydra/launcher=$(CLUSTER)_$(1)) $(ARGS)
-launch = $(PY) train.py -m -cd sweeps -cn $(1) $(call sweep_overrides,$(2))
-plan = $(PY) -m orthonoise.plan $(1) $(call sweep_overrides,$(2))
-.PHONY: phase31 phase32 phase33 phase4 plan-phase31 plan-phase32 plan-phase33 plan-phase4
 
-phase31: $(STAMP) ## phase 3.1 sanity: 8 runs, 350M (PRESET=tiny rehearses here; CLUSTER=slurm; ARGS=...)
-	$(call launch,phase31,h100)
+# The sweep files of each phase (the one list the targets and tests/sweeps read).
+PHASE31 := phase31
+PHASE32 := phase32_baseline phase32_alpha phase32_schedule phase32_adaptive
+PHASE32_CONFIRM := phase32_confirm
+PHASE33 := phase33_finetune phase33_scratch
+PHASE4 := phase4_350m phase4_1b
+# Every launch first prices its sweeps (orthonoise/plan.py) and is refused, with one error: line and nothing
+# submitted, when they cost more than BUDGET_USD (the user's budget for the whole plan; BUDGET_USD= to lift it).
+BUDGET_USD ?= 168
+# phase 3.2's winners, as the 3.2 report writes them (orthonoise/winners.py); make phase32-confirm reads them
+WINNERS ?= outputs/sweeps/phase32_alpha/winners.json
+# a sweep's hardware is stated in its file (its regime); the launcher follows from it
+hardware_of = $(shell $(PY) -m orthonoise.plan --hardware $(1))
+plan = $(PY) -m orthonoise.plan $(1) $(call sweep_overrides,$(call hardware_of,$(firstword $(1))))
+preflight = $(PY) -m orthonoise.plan --summary $(if $(BUDGET_USD),--budget-usd $(BUDGET_USD)) $(1) \
+	$(call sweep_overrides,$(call hardware_of,$(firstword $(1))))
+launch = $(foreach s,$(1),$(PY) train.py -m -cd sweeps -cn $(s) $(call sweep_overrides,$(call hardware_of,$(s))) &&) true
+.PHONY: phase31 phase32 phase32-confirm phase33 phase4 plan-phase31 plan-phase32 plan-phase32-confirm plan-phase33 \
+	plan-phase4
 
-phase32: $(STAMP) ## phase 3.2 signal hunt: alpha (20), schedule (6), adaptive-trigger (4) sweeps, 350M
-	$(call launch,phase32_alpha,h100)
-	$(call launch,phase32_schedule,h100)
-	$(call launch,phase32_adaptive,h100)
+phase31: $(STAMP) ## phase 3.1 sanity: 12 runs, 350M (PRESET=tiny rehearses here; CLUSTER=slurm; ARGS=...)
+	$(call preflight,$(PHASE31))
+	$(call launch,$(PHASE31))
 
-phase33: $(STAMP) ## phase 3.3 1B: fine-tuning (6 runs, 1×H100), from scratch (4 runs, 4×H100 DDP)
-	$(call launch,phase33_finetune,h100)
-	$(call launch,phase33_scratch,h100x4)
+phase32: $(STAMP) ## phase 3.2 signal hunt: baseline lr (18), alpha (30), schedule (3), adaptive-trigger (6), 350M
+	$(call preflight,$(PHASE32))
+	$(call launch,$(PHASE32))
 
-phase4: $(STAMP) ## phase 4 from scratch, 5000 steps, 4×H100 DDP: 350M and 1B, baseline vs OrthoNoise
-	$(call launch,phase4_350m,h100x4)
-	$(call launch,phase4_1b,h100x4)
+phase32-confirm: $(STAMP) ## 3.2's 1-2 winners + isotropic + best-lr baseline on 5 fresh seeds (WINNERS=file; ARGS=)
+	$(PY) -m orthonoise.winners $(WINNERS)
+	$(call preflight,$(PHASE32_CONFIRM))
+	$(call launch,$(PHASE32_CONFIRM))
 
-plan-phase31: $(STAMP) ## preflight phase 3.1: every job, its run dir, GPU-hours and $ (launches nothing)
-	$(call plan,phase31,h100)
+phase33: $(STAMP) ## phase 3.3 1B: fine-tuning (10 runs, 1×H100), from scratch (6 runs, 4×H100 DDP)
+	$(call preflight,$(PHASE33))
+	$(call launch,$(PHASE33))
+
+phase4: $(STAMP) ## phase 4 from scratch, 5000 steps, 4×H100 DDP: 350M and 1B, baseline vs OrthoNoise, 3 seeds
+	$(call preflight,$(PHASE4))
+	$(call launch,$(PHASE4))
+
+plan-phase31: $(STAMP) ## preflight phase 3.1: every job, run dir, GPU-hours, $, disk, what it can detect
+	$(call plan,$(PHASE31))
 
 plan-phase32: $(STAMP) ## preflight phase 3.2
-	$(call plan,phase32_alpha phase32_schedule phase32_adaptive,h100)
+	$(call plan,$(PHASE32))
+
+plan-phase32-confirm: $(STAMP) ## preflight the 3.2 confirmation (arms as last written from the winners file)
+	$(call plan,$(PHASE32_CONFIRM))
 
 plan-phase33: $(STAMP) ## preflight phase 3.3
-	$(call plan,phase33_finetune,h100)
-	$(call plan,phase33_scratch,h100x4)
+	$(call plan,$(PHASE33))
 
 plan-phase4: $(STAMP) ## preflight phase 4
-	$(call plan,phase4_350m phase4_1b,h100x4)
+	$(call plan,$(PHASE4))

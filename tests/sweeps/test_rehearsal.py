@@ -13,7 +13,8 @@ import pytest
 from orthonoise.plan import ROOT
 
 TINY = ["+preset=tiny", "model=tiny", "data=local", "hardware=cpu", "logger=disabled"]
-QUICK = ["trainer.max_steps=2", "trainer.eval_every=2", "trainer.checkpoint_every=2", "hardware.batch_size=2"]
+QUICK = ["trainer.max_steps=2", "trainer.eval_every=2", "trainer.checkpoint_every=2", "hardware.batch_size=2",
+         "seed=1,2"]  # the sweep file's seeds 1,2,3, cut to two: four jobs show everything tested here
 
 
 def sweep(sweep_dir: Path, *overrides: str, sweep_name: str = "phase32_adaptive") -> subprocess.CompletedProcess:

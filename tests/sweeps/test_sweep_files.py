@@ -1,45 +1,115 @@
-"""Every sweep file composes and expands to exactly the runs the plan lists (SPEC.md, "The experiment plan")."""
+"""Every sweep file composes, expands to what its header says, meets the seeds SPEC.md's statistical standard asks
+for, and runs no (config, seed) twice. The plan is read from the files themselves (the sweep files and the
+Makefile's phase lists), never from a copy kept here."""
+import re
+import subprocess
+from collections import Counter
+from functools import cache
 from pathlib import Path
 
 import pytest
 
-from orthonoise.plan import ROOT, expand
+from orthonoise import sweep_design
+from orthonoise.plan import ROOT, expand, plan, sweep_hardware
 from orthonoise.validate import validate_settings
 
 TINY = ["+preset=tiny", "model=tiny", "data=local", "hardware=cpu", "logger=disabled"]
-
-# sweep -> (jobs, phase, model, hardware, steps)
-PLAN = {
-    "phase31": (8, "3.1", "granite-350m", "h100", 500),
-    "phase32_alpha": (20, "3.2", "granite-350m", "h100", 500),
-    "phase32_schedule": (6, "3.2", "granite-350m", "h100", 500),
-    "phase32_adaptive": (4, "3.2", "granite-350m", "h100", 500),
-    "phase33_finetune": (6, "3.3", "granite-1b", "h100", 500),
-    "phase33_scratch": (4, "3.3", "granite-1b", "h100x4", 1000),
-    "phase4_350m": (2, "4", "granite-350m", "h100x4", 5000),
-    "phase4_1b": (2, "4", "granite-1b", "h100x4", 5000),
-}
+NO_HISTORY = Path("/nonexistent")
+REGIME_HARDWARE = {True: ("h100", 1), False: ("h100x4", 4)}  # pretrained (fine-tuning) / from scratch
 
 
-def test_every_grid_sweep_file_is_in_the_plan():
+def phases() -> dict[str, list[str]]:
+    """The Makefile's phase lists: PHASE32 := phase32_baseline phase32_alpha ..."""
+    text = (ROOT / "Makefile").read_text()
+    return {name: sweeps.split() for name, sweeps in re.findall(r"^(PHASE\w*) := (.*)$", text, re.M)}
+
+
+SWEEPS = sorted(s for sweeps in phases().values() for s in sweeps)
+
+
+@cache
+def jobs_of(sweep: str):
+    return plan(sweep, [], history=NO_HISTORY)
+
+
+def header(sweep: str) -> str:
+    """The file's comment lines as one paragraph."""
+    lines = (ROOT / "sweeps" / f"{sweep}.yaml").read_text().splitlines()
+    return " ".join(line.lstrip("# ") for line in lines if line.startswith("#"))
+
+
+def seeds_by_arm(jobs) -> dict[str, set]:
+    arms: dict[str, set] = {}
+    for job in jobs:
+        arms.setdefault(job.arm, set()).add(job.seed)
+    return arms
+
+
+def test_every_grid_sweep_file_is_in_one_phase_of_the_makefile():
     files = {p.stem for p in (ROOT / "sweeps").glob("*.yaml")} - {"optuna"}
-    assert files == set(PLAN)
+    assert sorted(files) == SWEEPS and len(SWEEPS) == len(set(SWEEPS))
 
 
-@pytest.mark.parametrize("sweep", sorted(PLAN))
-def test_sweep_expands_to_the_planned_runs(sweep):
-    n, phase, model, hardware, steps = PLAN[sweep]
+def test_the_sweep_block_is_written_once():
+    """Run directories and the launch throttle live in sweeps/shared/; the sweep files include them."""
+    for path in [*(ROOT / "sweeps").glob("*.yaml")]:
+        body = "\n".join(line for line in path.read_text().splitlines() if not line.startswith("#"))
+        assert "outputs/sweeps" not in body and "max_batch_size" not in body, path.name
+        assert ("- shared/grid" if path.stem != "optuna" else "- shared/run_dirs") in body, path.name
+
+
+@pytest.mark.parametrize("sweep", SWEEPS)
+def test_sweep_expands_to_what_its_header_says(sweep):
     jobs = expand(sweep, [])
-    assert len(jobs) == n
-    dirs = {Path(cfg.hydra.sweep.dir) / cfg.hydra.sweep.subdir for _, cfg in jobs}
-    assert len(dirs) == n, "every job has its own run directory"
+    stated = re.search(r"= (\d+)(?:–(\d+))? runs", header(sweep))
+    assert stated, f"{sweep}: the header states its number of runs"
+    assert int(stated.group(1)) <= len(jobs) <= int(stated.group(2) or stated.group(1))
+    assert len({Path(cfg.hydra.sweep.dir) / cfg.hydra.sweep.subdir for _, cfg in jobs}) == len(jobs)
+    phase = {"phase31": "3.1", "phase32": "3.2", "phase33": "3.3", "phase4": "4"}[re.match(r"phase\d+", sweep)[0]]
     for _, cfg in jobs:
         assert str(cfg.phase) == phase
-        assert (cfg.model.preset, cfg.hardware.name, cfg.trainer.max_steps) == (model, hardware, steps)
         assert cfg.hydra.sweep.dir == f"outputs/sweeps/{sweep}"  # deterministic: a relaunch finds the same dirs
-        assert cfg.model.pretrained == ("scratch" not in sweep and "phase4" not in sweep)
-        assert cfg.data.name == "fineweb-edu" and cfg.optimizer.lr == 1e-4
+        assert (cfg.hardware.name, cfg.hardware.world_size) == REGIME_HARDWARE[bool(cfg.model.pretrained)]
+        assert cfg.data.name == "fineweb-edu" and cfg.adamw.lr == 1e-4
         validate_settings(cfg)  # every job passes the checks train.py makes before any compute
+    assert sweep_hardware(sweep) == jobs[0][1].hardware.name  # what the Makefile picks the launcher by
+
+
+def test_the_seeds_the_statistical_standard_asks_for():
+    """SPEC.md: 3.1: 3 per arm; 3.2: ≥ 3 per OrthoNoise config, 6 for the baseline; the confirmation: 5 fresh seeds;
+    3.3: ≥ 5 per fine-tuning arm, ≥ 3 per from-scratch arm; phase 4: ≥ 3 per arm."""
+    minimum = {"phase31": 3, "phase32_alpha": 3, "phase32_schedule": 3, "phase32_adaptive": 3,
+               "phase32_baseline": 6, "phase32_confirm": 5, "phase33_finetune": 5, "phase33_scratch": 3,
+               "phase4_350m": 3, "phase4_1b": 3}
+    assert set(minimum) == set(SWEEPS)
+    for sweep, n in minimum.items():
+        assert min(len(s) for s in seeds_by_arm(jobs_of(sweep)).values()) >= n, sweep
+    screened = {job.seed for sweep in phases()["PHASE32"] for job in jobs_of(sweep)}
+    assert not screened & {job.seed for job in jobs_of("phase32_confirm")}, "the confirmation's seeds are fresh"
+
+
+def test_no_config_and_seed_runs_twice_across_the_phase32_sweep_files():
+    runs = Counter((job.arm, job.seed) for sweep in phases()["PHASE32"] for job in jobs_of(sweep))
+    assert runs and max(runs.values()) == 1, [run for run, n in runs.items() if n > 1]
+
+
+def test_the_duplicate_check_sees_a_repeated_config():
+    """phase32_schedule at noise=linear is phase32_alpha's alpha=1e-2 linear config: the digest must say so."""
+    alpha = {(j.arm, j.seed) for j in jobs_of("phase32_alpha") if "optimizer.alpha=0.01" in j.overrides
+             and "noise=linear" in j.overrides}
+    again = {(j.arm, j.seed) for j in plan("phase32_schedule", ["noise=linear"], history=NO_HISTORY)}
+    assert again and again <= alpha
+
+
+@pytest.mark.parametrize("phase", sorted(phases()))
+def test_headers_state_what_the_design_formula_gives(phase):
+    """Each header's detectable effect and seeds needed are sweep_design's, at the assumed seed std."""
+    by_sweep = {sweep: jobs_of(sweep) for sweep in phases()[phase]}
+    for sweep, line in zip(by_sweep, sweep_design.design_lines(by_sweep, NO_HISTORY).splitlines()):
+        computed = re.search(r"≥ (\d+\.\d+)%", line)[1], re.findall(r"needs ≥ (\d+) seeds", line)
+        text = header(sweep)
+        stated = re.search(r"(\d+\.\d+)% (?:vs|apart)", text)[1], re.findall(r"needs ≥ (\d+) seeds", text)
+        assert stated == computed, (sweep, line)
 
 
 def optimizer_of(cfg):
@@ -47,31 +117,33 @@ def optimizer_of(cfg):
     return name, cfg.optimizer.get("alpha"), cfg.noise.schedule if name != "Muon" else None
 
 
-def test_phase31_arms_and_seeds():
-    runs = sorted((optimizer_of(cfg), cfg.seed) for _, cfg in expand("phase31", []))
-    arms = {("Muon", None, None), ("OrthoNoise", 1e-3, "constant"), ("IsotropicNoise", 1e-3, "constant"),
-            ("OrthoNoise", 1e-2, "linear")}
-    assert runs == sorted((arm, seed) for arm in arms for seed in (1, 2))
+def test_phase31_arms():
+    arms = {optimizer_of(cfg) for _, cfg in expand("phase31", [])}
+    assert arms == {("Muon", None, None), ("OrthoNoise", 1e-3, "constant"), ("IsotropicNoise", 1e-3, "constant"),
+                    ("OrthoNoise", 1e-2, "linear")}
 
 
-def test_phase32_alpha_grid():
-    runs = {(cfg.optimizer.alpha, cfg.noise.schedule, cfg.seed) for _, cfg in expand("phase32_alpha", [])}
-    assert runs == {(a, s, seed) for a in (1e-4, 1e-3, 5e-3, 1e-2, 5e-2) for s in ("constant", "linear")
-                    for seed in (1, 2)}
+def test_phase32_covers_the_plans_grid_once():
+    configs = {(cfg.optimizer.alpha, cfg.noise.schedule, cfg.optimizer.rank_threshold)
+               for sweep in ("phase32_alpha", "phase32_schedule", "phase32_adaptive") for _, cfg in expand(sweep, [])}
+    alpha_grid = {(a, s, None) for a in (1e-4, 1e-3, 5e-3, 1e-2, 5e-2) for s in ("constant", "linear")}
+    schedules = {(1e-2, s, None) for s in ("constant", "linear", "exponential")}
+    adaptive = {(1e-3, "constant", t) for t in (0.3, 0.7)}
+    assert configs == alpha_grid | schedules | adaptive
 
 
-def test_phase32_schedule_and_adaptive():
-    schedules = {(cfg.optimizer.alpha, cfg.noise.schedule, cfg.noise.end_factor, cfg.noise.steps)
-                 for _, cfg in expand("phase32_schedule", [])}
-    assert schedules == {(1e-2, s, 0.1, 1000) for s in ("constant", "linear", "exponential")}
-    thresholds = sorted(cfg.optimizer.rank_threshold for _, cfg in expand("phase32_adaptive", []))
-    assert thresholds == [0.3, 0.3, 0.7, 0.7]
+def test_phase32_baseline_tunes_the_muon_learning_rate():
+    jobs = expand("phase32_baseline", [])
+    assert {optimizer_of(cfg)[0] for _, cfg in jobs} == {"Muon"}
+    regime_lr = 1e-4
+    assert {cfg.optimizer.lr / regime_lr for _, cfg in jobs} == {0.5, 1.0, 2.0}
+    assert all(cfg.adamw.lr == regime_lr for _, cfg in jobs)  # only the Muon learning rate is tuned
 
 
-def test_phase33_and_4_compare_baseline_with_orthonoise():
-    for sweep, seeds in [("phase33_finetune", 3), ("phase33_scratch", 2), ("phase4_350m", 1), ("phase4_1b", 1)]:
-        names = sorted(optimizer_of(cfg)[0] for _, cfg in expand(sweep, []))
-        assert names == ["Muon"] * seeds + ["OrthoNoise"] * seeds, sweep
+def test_phase33_and_4_compare_the_baseline_with_the_carried_config():
+    for sweep in phases()["PHASE33"] + phases()["PHASE4"]:
+        names = Counter(optimizer_of(cfg)[0] for _, cfg in expand(sweep, []))
+        assert set(names) == {"Muon", "OrthoNoise"} and names["Muon"] == names["OrthoNoise"], sweep
 
 
 def test_tiny_preset_keeps_the_structure_on_this_cpu():
@@ -81,13 +153,41 @@ def test_tiny_preset_keeps_the_structure_on_this_cpu():
     for _, cfg in tiny:
         assert cfg.hydra.sweep.dir == "outputs/sweeps/phase33_scratch-tiny"
         assert (cfg.model.preset, cfg.hardware.name, cfg.hardware.world_size) == ("tiny", "cpu", 1)
-        assert not cfg.model.pretrained and cfg.trainer.max_steps <= 50
+        assert not cfg.model.pretrained and cfg.trainer.max_steps <= 20
 
 
 def test_overriding_a_group_without_the_preset_changes_the_run_dirs():
     """model=tiny alone must not land in (and later be skipped as) the real sweep's run directories."""
     subdirs = [cfg.hydra.sweep.subdir for _, cfg in expand("phase31", ["model=tiny"])]
     assert all("model=tiny" in s for s in subdirs)
+
+
+def make_dry_run(*args: str) -> str:
+    result = subprocess.run(["make", "-n", "-o", ".venv/.installed", *args], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_make_phase_targets_preflight_then_launch_on_the_sweeps_hardware():
+    lines = make_dry_run("phase31", "phase4").splitlines()
+    assert lines[0].split() == [".venv/bin/python", "-m", "orthonoise.plan", "--summary", "--budget-usd", "168",
+                                "phase31", "hydra/launcher=local_h100"]
+    assert "train.py -m -cd sweeps -cn phase31 hydra/launcher=local_h100 " in lines[1]
+    assert "--budget-usd 168 phase4_350m phase4_1b hydra/launcher=local_h100x4" in lines[2]
+    for sweep in ("phase4_350m", "phase4_1b"):
+        assert f"-cn {sweep} hydra/launcher=local_h100x4" in lines[3]
+
+
+def test_a_launch_over_budget_is_refused_before_anything_is_submitted(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    result = subprocess.run(["make", "-o", ".venv/.installed", "phase31", "BUDGET_USD=0.05",
+                             f"ARGS=hydra.sweep.dir={sweep_dir}"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode != 0
+    errors = [line for line in result.stdout.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "budget_usd=0.05" in errors[0], result.stdout
+    assert not sweep_dir.exists()  # train.py never ran
 
 
 @pytest.mark.parametrize("launcher,tasks,gpus", [("slurm_h100", 1, 1), ("slurm_h100x4", 4, 4),
@@ -97,7 +197,8 @@ def test_launchers(launcher, tasks, gpus):
     assert (cfg.hydra.launcher.tasks_per_node, cfg.hydra.launcher.gpus_per_node) == (tasks, gpus)
     assert cfg.hydra.launcher.timeout_min == 30
     # local launchers have no array_parallelism: one job at a time, or they would share the GPUs
-    assert cfg.hydra.sweeper.max_batch_size == (1 if launcher.startswith("local") else cfg.hydra.launcher.array_parallelism)
+    throttle = 1 if launcher.startswith("local") else cfg.hydra.launcher.array_parallelism
+    assert cfg.hydra.sweeper.max_batch_size == throttle
     if launcher.startswith("slurm"):
         assert cfg.hydra.launcher.signal_delay_s > 0 and cfg.hydra.launcher.max_num_timeout > 0
 
@@ -116,3 +217,4 @@ def test_optuna_sweep_composes():
     cfg = load_hydra().config_loader.load_configuration("optuna", [], run_mode=RunMode.MULTIRUN)
     assert cfg.hydra.sweeper.direction == "minimize" and list(cfg.objective.seeds) == [1, 2]
     assert set(cfg.hydra.sweeper.params) == {"optimizer.alpha", "noise", "optimizer.rank_threshold"}
+    assert cfg.hydra.sweep.dir == "outputs/sweeps/optuna"
