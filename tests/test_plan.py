@@ -1,16 +1,16 @@
 """The cost preflight: job list, run dirs, GPU-hours and dollars of a known plan (SPEC.md's budget tables)."""
-import json
-
 import pytest
 from omegaconf import OmegaConf
 
 from orthonoise.plan import format_plan, main, plan
+from orthonoise.rundir import HYDRA_DIR, SUMMARY_FILE, Status, write_json_atomic
 
 
-def fake_run(run_dir, model, hardware, steps, wall_time_s, status="completed"):
-    (run_dir / ".hydra").mkdir(parents=True)
-    OmegaConf.save({"model": {"preset": model}, "hardware": {"name": hardware}}, run_dir / ".hydra" / "config.yaml")
-    (run_dir / "summary.json").write_text(json.dumps({"status": status, "steps": steps, "wall_time_s": wall_time_s}))
+def fake_run(run_dir, model, hardware, steps, wall_time_s, status=Status.COMPLETED):
+    (run_dir / HYDRA_DIR).mkdir(parents=True)
+    OmegaConf.save({"model": {"preset": model}, "hardware": {"name": hardware}}, run_dir / HYDRA_DIR / "config.yaml")
+    summary = {"status": Status(status).value, "steps": steps, "wall_time_s": wall_time_s}
+    write_json_atomic(run_dir / SUMMARY_FILE, summary)
 
 
 def test_phase31_reproduces_the_users_budget(tmp_path):
@@ -41,7 +41,7 @@ def test_step_time_from_earlier_runs_and_state_of_this_sweep(tmp_path):
     jobs = plan("phase31", [f"hydra.sweep.dir={tmp_path}/sweep"], history=tmp_path)
     assert jobs[0].step_time_s == pytest.approx(7.0) and jobs[0].step_time_source == "2 runs"
     fake_run(jobs[0].run_dir, "granite-350m", "h100", steps=500, wall_time_s=3000)
-    fake_run(jobs[1].run_dir, "granite-350m", "h100", steps=200, wall_time_s=1200, status="interrupted")
+    fake_run(jobs[1].run_dir, "granite-350m", "h100", steps=200, wall_time_s=1200, status=Status.INTERRUPTED)
     jobs = plan("phase31", [f"hydra.sweep.dir={tmp_path}/sweep"], history=tmp_path, gpu_hour_usd=3.6)
     assert (jobs[0].state, jobs[0].steps, jobs[0].usd) == ("completed", 0, 0)
     assert (jobs[1].state, jobs[1].steps) == ("interrupted", 300)
