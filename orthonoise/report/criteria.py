@@ -317,7 +317,8 @@ def beats_baseline_per_model(groups: list[Group]) -> list[Criterion]:
     name = "OrthoNoise final loss better than baseline (paired, one-sided 95%)"
     if not by_model:
         return [Criterion(name, INCONCLUSIVE, "no OrthoNoise groups")]
-    return [_criterion(f"{model}: {name}", judgements, all_must_pass, "") for model, judgements in sorted(by_model.items())]
+    return [_criterion(f"{model}: {name}", judgements, all_must_pass, "")
+            for model, judgements in sorted(by_model.items())]
 
 
 def evaluate(phase: str | None, groups: list[Group], families: dict, rank_families: dict, now: float,
