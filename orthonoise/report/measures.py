@@ -12,7 +12,7 @@ from .collect import Run
 from .engine import pct
 from .groups import Group
 
-EARLY_STEP = 100  # the user's early-instability measure: val loss at step 100
+EARLY_STEP = 100  # phase 3.3's early-stability measure is the val loss at step 100 (docs/report.md)
 
 
 def loss_at_step(run: Run, step: int = EARLY_STEP) -> tuple[int, float] | None:
