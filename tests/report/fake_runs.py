@@ -51,11 +51,13 @@ def make_config(*, seed: int, optimizer: str = "muon", alpha=None, schedule: str
 
 
 def write_run(root: Path, name: str, *, seed: int = 1, val: dict[int, float] | None = None,
-              eff_rank: dict[int, float] | None = None, status: Status | str | None = Status.COMPLETED,
+              eff_rank: dict[int, float] | None = None, logged: dict[str, dict[int, float]] | None = None,
+              status: Status | str | None = Status.COMPLETED,
               error: str | None = None, diverged: str | None = None, gpu_hours: float = 0.0,
               tokens_per_s: float = 1000.0, wall_time_s: float = 60.0, hydra_yaml: bool = True, metrics: bool = True,
               **config_kwargs) -> Path:
-    """One run dir. `val` maps eval step -> val loss; status None writes no summary.json."""
+    """One run dir. `val` maps eval step -> val loss, `logged` any other metric key -> {eval step: value};
+    status None writes no summary.json."""
     run = Path(root) / name
     hydra_dir = run / HYDRA_DIR
     hydra_dir.mkdir(parents=True)
@@ -72,6 +74,7 @@ def write_run(root: Path, name: str, *, seed: int = 1, val: dict[int, float] | N
                 line.update(val_loss=val[step], val_ppl=2.718 ** val[step])
                 if eff_rank and step in eff_rank:
                     line.update(eff_rank=eff_rank[step], eff_rank_frac=eff_rank[step] / 64)
+                line.update({key: by_step[step] for key, by_step in (logged or {}).items() if step in by_step})
             append_metrics(run, line)
     if status is not None:
         status = Status(status)
