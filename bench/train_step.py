@@ -67,10 +67,10 @@ def run_config(spec: dict) -> list[dict]:
         sys.modules["causal_conv1d"] = None
     import torch
 
-    from orthonoise import perf
     from orthonoise.loss import causal_lm_loss
     from orthonoise.model import build_model, count_parameters, mamba_kernel_path
     from orthonoise.optim import prepare_noise
+    from orthonoise.perf import compilation, cuda_graph, meter
 
     device = torch.device(spec["device"])
     torch.manual_seed(0)
@@ -82,11 +82,11 @@ def run_config(spec: dict) -> list[dict]:
     model = build_model(mcfg).to(device)
     model.train()
     if spec.get("compile"):
-        perf.compile_blocks(model)
+        compilation.compile_blocks(model)
     n_params = count_parameters(model)
     vocab = model.config.vocab_size
     path = mamba_kernel_path() if spec["mamba"] != "torch" else "torch"
-    peak = perf.device_peak_flops(device)
+    peak = meter.device_peak_flops(device)
     B, T = spec["batch"], spec["seq"]
     windows = torch.randint(0, vocab, (B, T + 1), device=device)
     results = []
@@ -102,7 +102,7 @@ def run_config(spec: dict) -> list[dict]:
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats(device)
             optimizers = build_optimizers(model, run["optimizer"], **run.get("overrides", {}))
-            timer = perf.StepTimer(device)
+            timer = meter.StepTimer(device)
             steps, splits = [], {}
             graphed, check = None, {}
             if spec.get("check_paths") and run is spec["runs"][0] and device.type == "cuda":
@@ -114,7 +114,7 @@ def run_config(spec: dict) -> list[dict]:
             if spec.get("cudagraph") or run.get("cudagraph"):
                 with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec["bf16"]):
                     eager = causal_lm_loss(model, windows, fused=spec["loss"] == "fused").item()
-                graphed = perf.CudaGraphStep(
+                graphed = cuda_graph.CudaGraphStep(
                     model, lambda m, w: causal_lm_loss(m, w, fused=spec["loss"] == "fused"), windows,
                     torch.bfloat16 if spec["bf16"] else None)
                 check["graph_vs_eager_loss"] = abs(graphed(windows).item() - eager)
@@ -147,12 +147,12 @@ def run_config(spec: dict) -> list[dict]:
             step = statistics.median(steps)
             fb, op = statistics.median(splits["fwd_bwd"]), statistics.median(splits["optimizer"])
             tps = B * T / step
-            m = perf.mfu(n_params, tps, peak)
+            m = meter.mfu(n_params, tps, peak)
             results.append({**base, "status": "ok", "steps_timed": len(steps), "step_s": round(step, 4),
                             "fwd_bwd_s": round(fb, 4), "optimizer_s": round(op, 4),
                             "optimizer_frac": round(op / (fb + op), 4), "tokens_per_s": round(tps, 1),
                             "mfu": round(m, 4) if m is not None else None,
-                            "peak_mem_gib": round(perf.peak_memory_gib(device), 2) if device.type == "cuda" else None,
+                            "peak_mem_gib": round(meter.peak_memory_gib(device), 2) if device.type == "cuda" else None,
                             "final_loss": round(value, 4), **check})
         except torch.cuda.OutOfMemoryError:
             results.append({**base, "status": "oom"})

@@ -147,7 +147,8 @@ def fineweb_texts(data_cfg: DictConfig) -> list[str]:
 
     local = Path(data_cfg.path).expanduser().is_dir()
     try:
-        stream = datasets.load_dataset(data_cfg.path, name=data_cfg.config_name, split="train", streaming=data_cfg.streaming)
+        stream = datasets.load_dataset(data_cfg.path, name=data_cfg.config_name, split="train",
+                                       streaming=data_cfg.streaming)
         rows = progress(zip(stream, range(data_cfg.num_examples)), "reading documents", total=data_cfg.num_examples)
         return [row["text"] for row, _ in rows]
     except (ConnectionError, OSError, FileNotFoundError, ValueError) as err:
@@ -269,7 +270,8 @@ def load_corpus(data_cfg: DictConfig) -> Corpus:
     corpus = {"train": train, "val": val, "vocab_size": vocab_size}
     # atomic: a parallel job never reads half a file; the checksum catches one damaged later
     write_atomic(tensors, lambda f: torch.save({**corpus, "sha256": _tensor_digest(corpus)}, f))
-    log.info("corpus: %d train / %d val sequences of %d tokens, vocab %d", len(train), len(val), data_cfg.seq_len, vocab_size)
+    log.info("corpus: %d train / %d val sequences of %d tokens, vocab %d", len(train), len(val), data_cfg.seq_len,
+             vocab_size)
     return Corpus(**corpus)
 
 

@@ -32,7 +32,8 @@ def env_ranks() -> Dist:
             os.environ.setdefault("MASTER_PORT", str(20000 + int(env.raw_job_id) % 20000))
         return Dist(env.global_rank, env.local_rank, env.num_tasks)
     if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ:
-        return Dist(int(os.environ["SLURM_PROCID"]), int(os.environ.get("SLURM_LOCALID", 0)), int(os.environ["SLURM_NTASKS"]))
+        return Dist(int(os.environ["SLURM_PROCID"]), int(os.environ.get("SLURM_LOCALID", 0)),
+                    int(os.environ["SLURM_NTASKS"]))
     return Dist()
 
 

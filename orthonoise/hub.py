@@ -33,16 +33,14 @@ def can_connect(host: str | None, port: int = 443, timeout_s: float = 3.0) -> bo
         return False
 
 
-def use_local_cache_if_offline() -> bool:
+def use_local_cache_if_offline() -> None:
     """When the hub cannot be reached, make transformers/datasets read only the local cache (HF_HOME).
 
-    Returns whether the hub is online. Must run before huggingface_hub is imported: it reads the variable once.
+    Must run before huggingface_hub is imported: it reads the variable once.
     """
-    online = hub_reachable()
-    if not online:
+    if not hub_reachable():
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["HF_DATASETS_OFFLINE"] = "1"
-    return online
 
 
 def in_local_cache(repo_id: str, repo_type: str = "model") -> bool:

@@ -2,7 +2,7 @@
 
 transformers takes mamba_ssm's fused training kernel (`mamba_split_conv1d_scan_combined`, Triton) when
 `mamba_ssm` imports. That kernel calls causal-conv1d's CUDA functions for the depthwise convolution and
-fails without them; causal-conv1d ships no wheel for every torch/CUDA pair (the GPU image here has none, and
+fails without them; causal-conv1d ships no wheel for every torch/CUDA pair (a machine may have no matching one, and
 building it needs nvcc and minutes). `install()` then hands mamba_ssm the two Triton kernels below, which do
 the same depthwise causal convolution (width ≤ 4, optional SiLU) forward and backward.
 

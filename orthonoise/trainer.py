@@ -13,7 +13,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from orthonoise import distributed, perf
+from orthonoise import distributed
 from orthonoise.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from orthonoise.data import Batches, PreparationStopped, load_corpus
 from orthonoise.loss import causal_lm_loss
@@ -21,6 +21,9 @@ from orthonoise.metrics import RunRecord, mark_status
 from orthonoise.rundir import Status, read_summary
 from orthonoise.model import build_model, count_parameters, mamba_kernel_path
 from orthonoise.optim import build_optimizers, prepare_noise
+from orthonoise.perf.compilation import compile_blocks
+from orthonoise.perf.cuda_graph import try_cuda_graph
+from orthonoise.perf.meter import PerfMeter
 from orthonoise.preemption import Preemption, stopped_by
 from orthonoise.validate import validate
 from orthonoise.wandb_run import start_wandb
@@ -114,7 +117,7 @@ def _train_checked(cfg: DictConfig, run_dir: Path, choices: dict | None, preempt
     if device.type == "cuda" and mamba_path == "torch":
         log.warning("SLOW: mamba_ssm is not installed, Mamba2 runs transformers' pure-torch scan (pip install .[kernels])")
     if cfg.hardware.compile:
-        say("torch.compile: %d per-layer modules (norms, MLP, attention)", perf.compile_blocks(model))
+        say("torch.compile: %d per-layer modules (norms, MLP, attention)", compile_blocks(model))
     optimizers = build_optimizers(model, cfg, log=say)
     multiplier = lr_multiplier(cfg.trainer)
     schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, multiplier) for opt in optimizers]
@@ -127,7 +130,7 @@ def _train_checked(cfg: DictConfig, run_dir: Path, choices: dict | None, preempt
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
     tokens_per_step = cfg.hardware.batch_size * cfg.hardware.grad_accum * ranks.world_size * cfg.data.seq_len
-    meter = perf.PerfMeter(device, n_params, tokens_per_step, cfg.hardware.get("peak_tflops"))
+    meter = PerfMeter(device, n_params, tokens_per_step, cfg.hardware.get("peak_tflops"))
     graph = None
     record = RunRecord(run_dir, enabled=ranks.is_main, n_params=n_params, max_steps=cfg.trainer.max_steps,
                        device=device.type, world_size=ranks.world_size)
@@ -175,7 +178,7 @@ def _train_checked(cfg: DictConfig, run_dir: Path, choices: dict | None, preempt
             windows = batches.next().to(device, non_blocking=True)
             sync = micro == cfg.hardware.grad_accum - 1 or ranks.world_size == 1
             if graph is None:  # hardware.cuda_graph: capture forward+backward once, replay it (orthonoise.perf)
-                graph = cfg.hardware.get("cuda_graph", False) and perf.try_cuda_graph(
+                graph = cfg.hardware.get("cuda_graph", False) and try_cuda_graph(
                     model, causal_lm_loss, windows, bf16, cfg.hardware.grad_accum, ranks.world_size, log)
             if graph:
                 loss = graph(windows)

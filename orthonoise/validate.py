@@ -244,7 +244,7 @@ def _check_hub(cfg: DictConfig) -> None:
                       f"there is no local copy. To make it available: {how}")
 
 
-# ---- Keys, types, finiteness, cross-checks, files and folders (issue 15's bad inputs) ----
+# ---- Keys, types, finiteness, cross-checks, files and folders (the bad inputs of docs/faults.md) ----
 # The shipped configs are the schema: a key no option of its group (or section of conf/config.yaml) defines is a
 # typo, and a key every option gives as true/false (a number) takes only true/false (a number).
 

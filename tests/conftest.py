@@ -10,6 +10,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from orthonoise.run_dirs import register_resolvers
+from orthonoise.rundir import METRICS_FILE
 
 register_resolvers()  # as train.py does before Hydra composes conf/
 
@@ -45,7 +46,10 @@ def load_bench(name: str):
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    """Every line of the run's metrics file, in file order. Not orthonoise.rundir.read_metrics: that reader keeps
+    the last line of a repeated step (what the report wants), which would hide the duplicated rows a resumed run
+    must not write, and skips malformed lines the trainer must not write either."""
+    return [json.loads(line) for line in (run_dir / METRICS_FILE).read_text().splitlines()]
 
 
 TIMING = {"step_time_s", "tokens_per_s", "fwd_bwd_s", "optimizer_s", "mfu", "peak_mem_gib"}

@@ -5,8 +5,7 @@ import os
 import time
 
 from orthonoise.status import main, status_rows
-
-from report.fake_runs import linear_curve, write_run
+from tests.report.fake_runs import linear_curve, write_run
 
 
 def _make_outputs(root):

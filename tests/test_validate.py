@@ -56,7 +56,7 @@ BAD_INPUTS = [  # (overrides, what the message must say)
     (["optimizer=nolah", "optimizer.gate=maybe"], "optimizer.gate='maybe' is out of range: must be true or false"),
     (["hardware.world_size=2"], "hardware.world_size=2 (hardware=cpu) but 1 process(es) were launched"),
     (["seed=-3"], "seed=-3 is out of range: must be an integer in [0, 2^64)"),
-    # issue 15: typo keys (a `+` override or a sweep file adds them silently otherwise)
+    # typo keys (a `+` override or a sweep file adds them silently otherwise)
     (["+trainer.max_stepz=5"], "trainer.max_stepz=5 is not a setting (did you mean trainer.max_steps?): trainer takes"),
     (["+data.pth=x"], "data.pth='x' is not a setting (did you mean data.path?): data takes"),
     (["+hardware.batchsize=8"], "hardware.batchsize=8 is not a setting (did you mean hardware.batch_size?)"),

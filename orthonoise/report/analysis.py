@@ -10,7 +10,8 @@ from . import engine
 from .collect import INTERRUPTED, MISSING, RUNNING, Run, load_runs
 from .design import SweepPlan, plan_of
 from .groups import Group, assign_baselines, group_runs
-from .table import GroupRow, relative_path, summarize
+from .groupstats import GroupRow, completed_values, summarize
+from .table import relative_path
 
 
 @dataclass
@@ -28,11 +29,6 @@ class Analysis:
         """Some job is still owed a result (running, interrupted, not started): every verdict may change."""
         unfinished = any(r.state in (RUNNING, INTERRUPTED, MISSING) for g in self.groups for r in g.replicates.values())
         return unfinished or any(p.missing for p in self.plans)
-
-
-def completed_values(group: Group, value_of) -> dict:
-    """seed -> value over the group's completed replicates (one per seed)."""
-    return {seed: value for seed, run in group.completed_by_seed.items() if (value := value_of(run)) is not None}
 
 
 def families_of(groups: list[Group], value_of) -> dict:

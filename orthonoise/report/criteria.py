@@ -1,4 +1,4 @@
-"""The pass criteria of SPEC.md's experiment plan, as three-way verdicts from intervals (orthonoise.report.engine).
+"""The pass criteria of the experiment plan's phases (sweeps/), as three-way verdicts from intervals (engine.py).
 
 PASS when the whole interval clears the plan's margin, FAIL when the whole interval is on the wrong side,
 INCONCLUSIVE otherwise: "not shown" is never FAIL. Every item names its arms' seeds by state; a diverged or failed
@@ -19,8 +19,8 @@ PHASES = ("3.1", "3.2", "3.3", "4")
 SANITY_TOLERANCE_PCT = 5.0  # 3.1: final loss within 5% of the baseline (equivalence, TOST)
 SIGNAL_MARGIN_PCT = 1.0  # 3.2: a config beats the baseline by more than 1%
 REPLICATION_MARGIN_PCT = 0.5  # 3.3: the advantage at 1B is larger than 0.5%
-# 3.3 early stability: loss at step 100 at most this much worse than the baseline's (non-inferiority). NOLAH
-# was 9.4% worse on 1b; 2% is about the seed-to-seed spread of early losses in the user's runs.
+# 3.3 early stability: loss at step 100 at most this much worse than the baseline's (non-inferiority; the plan's
+# margin, docs/report.md; `--early-tolerance` sets another). NOLAH, the archived comparison, was 9.4% worse on 1b.
 EARLY_TOLERANCE_PCT = 2.0
 TARGET_FRACTION = 0.75  # "faster": target = the baseline's mean loss at 75% of max_steps
 
@@ -317,7 +317,8 @@ def beats_baseline_per_model(groups: list[Group]) -> list[Criterion]:
     name = "OrthoNoise final loss better than baseline (paired, one-sided 95%)"
     if not by_model:
         return [Criterion(name, INCONCLUSIVE, "no OrthoNoise groups")]
-    return [_criterion(f"{model}: {name}", judgements, all_must_pass, "") for model, judgements in sorted(by_model.items())]
+    return [_criterion(f"{model}: {name}", judgements, all_must_pass, "")
+            for model, judgements in sorted(by_model.items())]
 
 
 def evaluate(phase: str | None, groups: list[Group], families: dict, rank_families: dict, now: float,

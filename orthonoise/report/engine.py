@@ -35,10 +35,6 @@ def pct(log_ratio: float) -> float:
     return 100.0 * math.expm1(log_ratio) if math.isfinite(log_ratio) else NAN
 
 
-def log_margin(margin_pct: float) -> float:
-    return math.log1p(margin_pct / 100.0)
-
-
 @dataclass
 class Comparison:
     """config − baseline on the log scale; `quantile` makes its interval simultaneous over the family."""

@@ -104,9 +104,6 @@ class Group:
         origin = "fine-tune" if self.config.get("model.pretrained") else "from scratch"
         return f"{preset}, {origin}, {self.config.get('trainer.max_steps', '?')} steps"
 
-    def value(self, key: str):
-        return self.config.get(key)
-
 
 def _preference(run: Run) -> tuple:
     return (run.state == COMPLETED, run.state == DIVERGED, run.last_activity)

@@ -1,12 +1,18 @@
-"""Per-run measures read off the validation curve."""
+"""Measures read off the validation curves: per run, and per group over its completed seeds (plots.py draws
+the per-group ones)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+from scipy import stats
 
 from .collect import Run
+from .engine import pct
+from .groups import Group
 
-EARLY_STEP = 100  # the user's early-instability measure: val loss at step 100
+EARLY_STEP = 100  # phase 3.3's early-stability measure is the val loss at step 100 (docs/report.md)
 
 
 def loss_at_step(run: Run, step: int = EARLY_STEP) -> tuple[int, float] | None:
@@ -41,7 +47,7 @@ def steps_to_within_best(run: Run, pct: float = 1.0) -> float | None:
     return None if best is None else steps_to_reach(run, best * (1 + pct / 100))
 
 
-def target_loss(group, fraction: float) -> float | None:
+def target_loss(group: Group, fraction: float) -> float | None:
     """The group's seed-mean val loss at `fraction` of max_steps, interpolated between its evals."""
     curve = seed_mean_curve(group)
     max_steps = group.config.get("trainer.max_steps")
@@ -54,10 +60,44 @@ def target_loss(group, fraction: float) -> float | None:
     return float(np.interp(at, steps, values))
 
 
-def seed_mean_curve(group) -> list[tuple[int, float]]:
+def seed_mean_curve(group: Group) -> list[tuple[int, float]]:
     """(step, mean val loss) over the eval steps that every completed seed of the group logged."""
     curves = [dict(r.evals()) for r in group.completed]
     if not curves:
         return []
     steps = sorted(set.intersection(*(set(c) for c in curves)))
     return [(s, float(np.mean([c[s] for c in curves]))) for s in steps]
+
+
+def seed_band(group: Group, key: str) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray]:
+    """Steps, mean, min and max of `key` over the group's completed seeds at each logged step."""
+    by_step: dict[int, list[float]] = {}
+    for run in group.completed:
+        for step, value in run.evals(key):
+            by_step.setdefault(step, []).append(value)
+    steps = sorted(by_step)
+    values = [by_step[s] for s in steps]
+    return (steps, np.array([np.mean(v) for v in values]), np.array([min(v) for v in values]),
+            np.array([max(v) for v in values]))
+
+
+def paired_differences(group: Group, key: str = "val_loss") -> tuple[list[int], np.ndarray]:
+    """Steps logged by every shared seed, and per-seed % differences group vs baseline (rows = seeds)."""
+    base = group.baseline
+    mine = {s: dict(r.evals(key)) for s, r in group.completed_by_seed.items()}
+    theirs = {s: dict(r.evals(key)) for s, r in base.completed_by_seed.items()}
+    seeds = sorted(set(mine) & set(theirs), key=str)
+    if not seeds:
+        return [], np.empty((0, 0))
+    steps = sorted(set.intersection(*(set(mine[s]) & set(theirs[s]) for s in seeds)))
+    diffs = np.array([[pct(math.log(mine[s][t] / theirs[s][t])) for t in steps] for s in seeds])
+    return steps, diffs
+
+
+def mean_band(rows: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray | None]:
+    """Column means of `rows` (one row per seed) and the half-width of their pointwise two-sided t interval;
+    None with fewer than two rows."""
+    mean = rows.mean(axis=0)
+    if len(rows) < 2:
+        return mean, None
+    return mean, stats.t.ppf(0.5 + confidence / 2, len(rows) - 1) * rows.std(axis=0, ddof=1) / math.sqrt(len(rows))

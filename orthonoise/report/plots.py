@@ -10,12 +10,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-import numpy as np
-from scipy import stats
 
-from . import criteria, kinds
-from .engine import pct
+from . import criteria, kinds, measures
 from .groups import Group
+from .measures import mean_band
 
 
 def _by_setting(groups: list[Group]) -> dict[str, list[Group]]:
@@ -49,27 +47,15 @@ def _colors(n: int):
     return [cmap(i % cmap.N) for i in range(n)]
 
 
-def seed_band(group: Group, key: str) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray]:
-    """Steps, mean, min and max of `key` over the group's completed seeds at each logged step."""
-    by_step: dict[int, list[float]] = {}
-    for run in group.completed:
-        for step, value in run.evals(key):
-            by_step.setdefault(step, []).append(value)
-    steps = sorted(by_step)
-    values = [by_step[s] for s in steps]
-    return (steps, np.array([np.mean(v) for v in values]), np.array([min(v) for v in values]),
-            np.array([max(v) for v in values]))
-
-
 def _curves(groups: list[Group], key: str, ylabel: str, title: str, path: Path) -> Path | None:
-    settings = {s: gs for s, gs in _by_setting(groups).items() if any(seed_band(g, key)[0] for g in gs)}
+    settings = {s: gs for s, gs in _by_setting(groups).items() if any(measures.seed_band(g, key)[0] for g in gs)}
     if not settings:
         return None
     fig, axes = _subplots(len(settings), title)
     for ax, members in zip(axes, settings.values()):
         labels = legend_labels(members)
         for group, color in zip(members, _colors(len(members))):
-            steps, mean, low, high = seed_band(group, key)
+            steps, mean, low, high = measures.seed_band(group, key)
             if not steps:
                 continue
             style = {"color": "black", "linewidth": 2.2, "zorder": 3} if group.is_baseline else {"color": color}
@@ -154,23 +140,10 @@ def delta_vs_alpha(analysis, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def paired_differences(group: Group, key: str = "val_loss") -> tuple[list[int], np.ndarray]:
-    """Steps logged by every shared seed, and per-seed % differences group vs baseline (rows = seeds)."""
-    base = group.baseline
-    mine = {s: dict(r.evals(key)) for s, r in group.completed_by_seed.items()}
-    theirs = {s: dict(r.evals(key)) for s, r in base.completed_by_seed.items()}
-    seeds = sorted(set(mine) & set(theirs), key=str)
-    if not seeds:
-        return [], np.empty((0, 0))
-    steps = sorted(set.intersection(*(set(mine[s]) & set(theirs[s]) for s in seeds)))
-    diffs = np.array([[pct(math.log(mine[s][t] / theirs[s][t])) for t in steps] for s in seeds])
-    return steps, diffs
-
-
 def delta_over_steps(groups: list[Group], path: Path) -> Path | None:
     """Per compared config: each shared seed's paired % difference of val loss vs the baseline over steps, and
     their mean with a pointwise 95% t band."""
-    items = [(g, *paired_differences(g)) for g in groups
+    items = [(g, *measures.paired_differences(g)) for g in groups
              if g.baseline is not None and not g.is_baseline and g.kind in kinds.MUON_FAMILY]
     items = [(g, steps, d) for g, steps, d in items if steps]
     if not items:
@@ -180,10 +153,9 @@ def delta_over_steps(groups: list[Group], path: Path) -> Path | None:
     for ax, (g, steps, diffs) in zip(axes, items):
         for row in diffs:
             ax.plot(steps, row, color="tab:gray", linewidth=0.8, alpha=0.6)
-        mean = diffs.mean(axis=0)
+        mean, half = mean_band(diffs)
         ax.plot(steps, mean, color="tab:blue", linewidth=2, label=f"mean of {len(diffs)} seeds")
-        if len(diffs) > 1:
-            half = stats.t.ppf(0.975, len(diffs) - 1) * diffs.std(axis=0, ddof=1) / math.sqrt(len(diffs))
+        if half is not None:
             ax.fill_between(steps, mean - half, mean + half, color="tab:blue", alpha=0.2, linewidth=0)
         ax.axhline(0, color="black", linewidth=1)
         ax.set_title(textwrap.fill(g.label, 45), fontsize=8)

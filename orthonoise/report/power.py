@@ -116,15 +116,24 @@ def measured_noise(families) -> tuple[float, float, int] | None:
     return best.sigma_pct, (best.rho if math.isfinite(best.rho) else 0.0), int(best.df)
 
 
-def noise_of(sweep_dir) -> tuple[float, float, str]:
-    """(σ̂, ρ̂, where from) measured in an earlier sweep dir, or the defaults when it has nothing measurable."""
+def measured_in(sweep_dir, shown_as=None) -> tuple[float, float, str] | None:
+    """(σ̂, ρ̂, where from) measured in an earlier sweep dir (named `shown_as`, default itself); None when it has
+    nothing measurable."""
     from .analysis import analyse
 
-    measured = measured_noise(list(analyse(sweep_dir).families.values())) if sweep_dir else None
+    measured = measured_noise(list(analyse(sweep_dir).families.values()))
+    if measured is None:
+        return None
+    return measured[0], measured[1], f"measured in {shown_as or sweep_dir}, {measured[2]} error df"
+
+
+def noise_of(sweep_dir) -> tuple[float, float, str]:
+    """(σ̂, ρ̂, where from) measured in an earlier sweep dir, or the defaults when it has nothing measurable."""
+    measured = measured_in(sweep_dir) if sweep_dir else None
     if measured is None:
         where = f"nothing measurable in {sweep_dir}; " if sweep_dir else ""
         return DEFAULT_SIGMA_PCT, DEFAULT_RHO, f"{where}default, measure with --from <earlier sweep dir>"
-    return measured[0], measured[1], f"measured in {sweep_dir}, {measured[2]} error df"
+    return measured
 
 
 def preflight_lines(sweeps: list[str], overrides: list[str], noise_from=None) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
 from pathlib import Path
 
@@ -10,7 +9,7 @@ from . import criteria, power
 from .analysis import Analysis
 from .collect import COMPLETED, DIVERGED, FAILED
 from .criteria import fmt_pct
-from .table import GROUP_MD_HEADER, age_text, group_md_rows, markdown_table, relative_path
+from .table import GROUP_MD_HEADER, age_text, fmt, group_md_rows, markdown_table, relative_path
 
 
 def _family_name(analysis: Analysis, base_id: int) -> tuple[str, list]:
@@ -46,7 +45,8 @@ def claims_paragraph(analysis: Analysis, verdicts: list, power_text: list[str]) 
             f"Against {base_label} ({family.method}, σ̂ {family.sigma_pct:.2f}% of the loss, ρ̂ {family.rho:.2f}): "
             + (", ".join(f"{c.name} is better (Δ {fmt_pct(c.delta_pct)}, simultaneous upper bound "
                          f"{fmt_pct(c.high_pct)})" for c in better) or "no config is shown better")
-            + ("; " + ", ".join(f"{c.name} is worse (lower bound {fmt_pct(c.low_pct)})" for c in worse) if worse else "")
+            + ("; " + ", ".join(f"{c.name} is worse (lower bound {fmt_pct(c.low_pct)})" for c in worse)
+               if worse else "")
             + f"; the other {len(comps) - len(better) - len(worse)} configs' intervals include 0.")
     plain = {"PASS": "Shown", "FAIL": "Shown not to hold", "INCONCLUSIVE": "Not shown either way"}
     for c in verdicts:
@@ -79,16 +79,12 @@ def analysis_section(analysis: Analysis) -> list[str]:
     rows = []
     for base_id, family in analysis.families.items():
         base_label, members = _family_name(analysis, base_id)
-        rows.append([base_label, family.method, len(members), _fmt(family.sigma_pct, ".2f") + "%",
-                     _fmt(family.rho, ".2f"), _fmt(family.df, ".0f"), _fmt(family.homogeneity_p, ".3g"),
+        rows.append([base_label, family.method, len(members), fmt(family.sigma_pct, ".2f") + "%",
+                     fmt(family.rho, ".2f"), fmt(family.df, ".0f"), fmt(family.homogeneity_p, ".3g"),
                      family.note or "–"])
     lines.append(markdown_table(["baseline", "analysis", "configs", "σ̂ (seed std, % of loss)", "ρ̂ (seed-block share)",
                                  "error df", "Brown–Forsythe p", "note"], rows))
     return lines
-
-
-def _fmt(value, spec: str) -> str:
-    return format(value, spec) if math.isfinite(value) else "–"
 
 
 def problems_section(analysis: Analysis, root: Path, now: float) -> str:

@@ -1,11 +1,13 @@
-"""Write synthetic run directories that follow the trainer's run-directory contract."""
+"""Write synthetic run directories through the run-directory contract (orthonoise/rundir.py) that the trainer
+writes through, with the config keys `python train.py optimizer=... noise=... --cfg job` composes."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import yaml
+
+from orthonoise.rundir import HYDRA_DIR, SUMMARY_FILE, Status, append_metrics, write_json_atomic
 
 TARGETS = {
     "muon": "orthonoise.optim.Muon",
@@ -24,14 +26,18 @@ def linear_curve(final: float, max_steps: int = 200, every: int = 50, early: flo
 def make_config(*, seed: int, optimizer: str = "muon", alpha=None, schedule: str = "constant",
                 rank_threshold=None, preset: str = "tiny", pretrained: bool = False,
                 max_steps: int = 200, phase=None) -> tuple[dict, dict]:
-    optim = {"_target_": TARGETS[optimizer], "_partial_": True, "lr": 0.02, "momentum": 0.95}
+    optim = {"_target_": TARGETS[optimizer], "_partial_": True, "lr": 0.02}
+    if optimizer != "adamw":  # conf/optimizer/muon.yaml and the optimizers built on it
+        optim.update(momentum=0.95)
     if optimizer in ("orthonoise", "isotropic"):
-        optim.update(alpha=alpha, rank_threshold=rank_threshold, noise_in_buffer=False)
+        # conf/optimizer/{orthonoise,isotropic}.yaml; Hydra saves config.yaml with interpolations unresolved
+        optim.update(alpha=alpha, schedule="${noise.schedule}", end_factor="${noise.end_factor}",
+                     schedule_steps="${noise.steps}", rank_threshold=rank_threshold, noise_into_buffer=False)
     config = {
         "model": {"preset": preset, "pretrained": pretrained, "config": {"hidden_size": 64}},
         "data": {"name": "local", "seq_len": 128, "cache_dir": ".cache/data"},
         "optimizer": optim,
-        "noise": {"schedule": schedule, "final_ratio": 0.1},
+        "noise": {"schedule": schedule, "end_factor": 0.1, "steps": 1000},  # conf/noise/*.yaml
         "hardware": {"name": "cpu", "world_size": 1},
         "logger": {"mode": "disabled", "group": phase},
         "seed": seed,
@@ -45,38 +51,42 @@ def make_config(*, seed: int, optimizer: str = "muon", alpha=None, schedule: str
 
 
 def write_run(root: Path, name: str, *, seed: int = 1, val: dict[int, float] | None = None,
-              eff_rank: dict[int, float] | None = None, status: str | None = "completed",
-              error: str | None = None, diverged: str | None = None, gpu_hours: float = 0.0, tokens_per_s: float = 1000.0,
-              wall_time_s: float = 60.0,
-              hydra_yaml: bool = True, metrics: bool = True, **config_kwargs) -> Path:
-    """One run dir. `val` maps eval step -> val loss; status None writes no summary.json."""
+              eff_rank: dict[int, float] | None = None, logged: dict[str, dict[int, float]] | None = None,
+              status: Status | str | None = Status.COMPLETED,
+              error: str | None = None, diverged: str | None = None, gpu_hours: float = 0.0,
+              tokens_per_s: float = 1000.0, wall_time_s: float = 60.0, hydra_yaml: bool = True, metrics: bool = True,
+              **config_kwargs) -> Path:
+    """One run dir. `val` maps eval step -> val loss, `logged` any other metric key -> {eval step: value};
+    status None writes no summary.json."""
     run = Path(root) / name
-    (run / ".hydra").mkdir(parents=True)
+    hydra_dir = run / HYDRA_DIR
+    hydra_dir.mkdir(parents=True)
     config, choices = make_config(seed=seed, **config_kwargs)
-    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    (hydra_dir / "config.yaml").write_text(yaml.safe_dump(config))
     if hydra_yaml:
-        (run / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"choices": choices}}}))
-    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"seed={seed}"]))
+        (hydra_dir / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"choices": choices}}}))
+    (hydra_dir / "overrides.yaml").write_text(yaml.safe_dump([f"seed={seed}"]))
     val = val or {}
     if metrics and val:
-        lines = []
         for step in range(10, max(val) + 1, 10):
             line = {"step": step, "train_loss": 3.0, "lr": 0.02, "tokens": step * 2048, "step_time_s": 0.1}
             if step in val:
                 line.update(val_loss=val[step], val_ppl=2.718 ** val[step])
                 if eff_rank and step in eff_rank:
                     line.update(eff_rank=eff_rank[step], eff_rank_frac=eff_rank[step] / 64)
-            lines.append(json.dumps(line))
-        (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+                line.update({key: by_step[step] for key, by_step in (logged or {}).items() if step in by_step})
+            append_metrics(run, line)
     if status is not None:
+        status = Status(status)
         losses = list(val.values())
         summary = {
-            "status": status, "steps": max(val) if val else 0, "max_steps": config["trainer"]["max_steps"],
-            "final_val_loss": losses[-1] if losses and status == "completed" else None,
+            "status": status.value, "steps": max(val) if val else 0, "max_steps": config["trainer"]["max_steps"],
+            "final_val_loss": losses[-1] if losses and status == Status.COMPLETED else None,
             "best_val_loss": min(losses) if losses else None,
             "best_step": min(val, key=val.get) if val else None, "wall_time_s": wall_time_s,
             "tokens": 1000, "tokens_per_s": tokens_per_s, "n_params": 1000, "device": "cpu",
-            "world_size": 1, "gpu_hours": gpu_hours, "error": error, "diverged": diverged, "updated_at": "2025-01-01T00:00:00",
+            "world_size": 1, "gpu_hours": gpu_hours, "error": error, "diverged": diverged,
+            "updated_at": "2025-01-01T00:00:00",
         }
-        (run / "summary.json").write_text(json.dumps(summary))
+        write_json_atomic(run / SUMMARY_FILE, summary)
     return run

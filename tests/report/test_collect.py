@@ -95,3 +95,9 @@ def test_optuna_trials_are_read_as_their_seed_runs(tmp_path):
     assert done.state == "completed" and done.seed == 2 and done.final_val_loss == 2.02
     assert done.optimizer_name == "OrthoNoise" and done.flat_config["optimizer.alpha"] == 1e-3
     assert runs["optimizer.alpha=0.01/seed=2"].state == "missing"
+
+
+def test_any_logged_key_reads_as_an_eval_series(tmp_path):
+    """A metric the report does not know yet (a new optimizer's, say) is readable by its key alone."""
+    run = load_run(write_run(tmp_path, "r", val={50: 2.5, 100: 2.4}, logged={"noise_frac": {50: 0.5, 100: 0.25}}))
+    assert run.evals("noise_frac") == [(50, 0.5), (100, 0.25)] and run.evals("not_logged") == []

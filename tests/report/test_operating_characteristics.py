@@ -3,7 +3,8 @@ engine and rule (engine.many_to_one, criteria.beats_by, criteria.one_must_pass),
 
 A simulated sweep: 10 configs and one baseline, every config run on the same seeds; log loss = log 2 + truth +
 seed block + noise, the seed std split evenly between the block shared by all arms and the run's own noise
-(ρ = 0.5). The SPEC's standard: the family-wise false-PASS rate stays at the nominal one-sided 0.025.
+(ρ = 0.5). The standard the report is held to (docs/report.md): the family-wise false-PASS rate stays at the
+nominal one-sided 0.025.
 """
 import math
 

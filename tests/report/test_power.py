@@ -7,6 +7,8 @@ from scipy import stats
 
 from orthonoise.report import engine, power
 
+from .fake_runs import linear_curve, write_run
+
 
 def test_paired_mde_is_the_textbook_formula():
     n, sigma, rho = 4, 1.0, 0.5
@@ -47,3 +49,17 @@ def test_power_lines_name_the_numbers():
     assert lines[0].startswith("Power (seed std σ̂ = 1.00% of the loss, seed-block share ρ̂ = 0.50; default)")
     assert "10 configs vs one baseline, simultaneous" in lines[1] and "seeds per arm" in lines[1]
     assert power.power_lines("none", 3, 10, 1.0, 0.5, "default") == []
+
+
+def test_noise_from_an_earlier_sweep_is_measured_there_else_the_default(tmp_path):
+    earlier, empty = tmp_path / "earlier", tmp_path / "empty"
+    empty.mkdir()
+    for seed, shift in ((1, 0.0), (2, 0.03), (3, -0.02)):
+        write_run(earlier, f"m{seed}", seed=seed, val=linear_curve(2.0 + shift))
+        write_run(earlier, f"o{seed}", seed=seed, optimizer="orthonoise", alpha=1e-3,
+                  val=linear_curve(1.99 + shift + 0.01 * (seed == 2)))
+    sigma, rho, source = power.noise_of(earlier)
+    assert 0 < sigma < 5 and 0 <= rho <= 1 and source.startswith(f"measured in {earlier}, ")
+    assert power.measured_in(earlier, shown_as="X")[2].startswith("measured in X, ")
+    assert power.measured_in(empty) is None
+    assert power.noise_of(empty)[:2] == (power.DEFAULT_SIGMA_PCT, power.DEFAULT_RHO)
