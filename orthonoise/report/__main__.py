@@ -68,11 +68,11 @@ def noise_from(sweep_dir: Path | None):
     """(σ̂, ρ̂, source) measured in an earlier sweep, or None (this sweep's own, else the default)."""
     if sweep_dir is None:
         return None
-    measured = power.measured_noise(list(analyse(sweep_dir.resolve()).families.values()))
+    measured = power.noise_of(sweep_dir)
     if measured is None:
         print(f"note: no seed variance measurable in {sweep_dir}; power uses the default", file=sys.stderr)
         return power.DEFAULT_SIGMA_PCT, power.DEFAULT_RHO, f"default: nothing measurable in {sweep_dir}"
-    return measured[0], measured[1], f"measured in {sweep_dir}, {measured[2]} error df"
+    return measured
 
 
 def write_tables(analysis, root: Path, out_dir: Path, phase, verdicts) -> None:
