@@ -5,6 +5,7 @@ its comparisons can detect. Launches nothing.
     python -m orthonoise.plan phase31 phase32_alpha seed=1,2,3 --gpu-hour-usd 2.5
     python -m orthonoise.plan phase31 +preset=tiny model=tiny data=local hardware=cpu logger=disabled
     python -m orthonoise.plan --summary --budget-usd 168 phase31   # what `make phase31` runs before launching
+    python -m orthonoise.plan phase32_alpha --from outputs/sweeps/phase31     # power sized by 3.1's seed noise
 
 The jobs come from Hydra itself (the same config loader and basic-sweeper expansion `train.py -m` uses).
 Seconds per step, most specific first: the median wall_time_s / steps of earlier runs under outputs/ with the
@@ -244,6 +245,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--gpu-hour-usd", type=float, help="price per GPU-hour (default: hardware.gpu_hour_usd)")
     parser.add_argument("--history", type=Path, default=HISTORY,
                         help="where earlier runs' step times and seed spread are read")
+    parser.add_argument("--from", dest="noise_from", type=Path, metavar="SWEEP_DIR",
+                        help="an earlier sweep whose seed std and seed-block share (measured by the report engine) "
+                             "size the power lines (default: runs under --history, else the documented values)")
     parser.add_argument("--budget-usd", type=float,
                         help="refuse (exit 1, one error: line) when the sweeps together cost more than this")
     parser.add_argument("--summary", action="store_true", help="one line per sweep instead of every job")
@@ -269,7 +273,7 @@ def main(argv=None) -> int:
     everything = [job for jobs in by_sweep.values() for job in jobs]
     if len(sweeps) > 1:
         print(totals_line("total", everything, table))
-    print(sweep_design.design_lines(by_sweep, args.history))
+    print(sweep_design.design_lines(by_sweep, args.history, args.noise_from))
     invalid = sum(bool(j.invalid) for j in everything)
     if invalid:
         print(f"error: {invalid} job(s) have invalid settings (listed above); fix them before launching")

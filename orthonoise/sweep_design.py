@@ -1,16 +1,11 @@
-"""What a sweep's comparisons can detect, before it runs (the preflight's power lines and the sweep files' headers).
+"""The preflight's design lines: per sweep, its configs, seeds and baseline, and what that can detect (`make plan-*`,
+the sweep files' "Can detect" headers). Every number comes from orthonoise/report/power.py, the one power formula;
+this module only says who is compared with whom and with which seed noise.
 
-One formula, a normal approximation for two independent means (it ignores the seed-block correlation, which can
-only help, and the t-distribution's heavier tails at few seeds, which hurt):
-
-    MDE% = (z[1 − a/(2k)] + z[power]) · σ% · sqrt(1/n + 1/n_base)
-
-n seeds per config, n_base for the baseline every config is compared with, k comparisons sharing the family-wise
-two-sided error a = 5% (Bonferroni, a little conservative next to Dunnett), power 80%, σ% the seed-to-seed standard
-deviation of the final validation loss as a percentage of the loss. σ is measured from completed runs of the same
-setting (model, pretrained or not, steps) under outputs/ once any config has ≥ 2 seeds; until then it is the
-planning value ASSUMED_SEED_STD_PCT. "Seeds needed" is the smallest n (baseline seeds scaled in the same ratio)
-whose MDE is at most the plan's margin for the phase.
+Every sweep of one preflight with the same setting (model, pretrained or not, steps) is one family: its baseline
+arms (Muon) are the reference of its other arms, which share the family's error rate. σ and ρ, in this order:
+`--from <sweep dir>` (σ̂ and ρ̂ measured there by the report engine); else completed runs of the same setting under
+the history dir (σ pooled over their arms; ρ the default); else the defaults σ = 1%, ρ = 0.5. Each line says which.
 """
 from __future__ import annotations
 
@@ -20,33 +15,14 @@ import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
-from statistics import NormalDist
 
 from omegaconf import DictConfig, OmegaConf
 
+from orthonoise.report import power
 from orthonoise.rundir import HYDRA_DIR, SUMMARY_FILE, Status, read_summary
 
-# Planning value until phase 3.1 measures σ: the seed std at which the project's report engine was checked
-# (2 seeds per arm then detected only effects ≥ 2.8%). Seeds needed scale with σ².
-ASSUMED_SEED_STD_PCT = 1.0
-FAMILY_ALPHA = 0.05
-POWER = 0.8
 BASELINE_OPTIMIZER = "muon"  # the conf/optimizer choice every other arm of a setting is compared with
 NOT_PART_OF_AN_ARM = ("hydra", "seed", "phase", "tags")  # a job's config minus these names its arm
-
-
-def detectable_effect_pct(n: int, n_base: int, comparisons: int = 1, sigma_pct: float = ASSUMED_SEED_STD_PCT,
-                          alpha: float = FAMILY_ALPHA, power: float = POWER) -> float:
-    """Smallest true difference (% of the loss) found with `power` by k two-sided tests sharing `alpha`."""
-    z = NormalDist().inv_cdf(1 - alpha / (2 * max(1, comparisons))) + NormalDist().inv_cdf(power)
-    return z * sigma_pct * math.sqrt(1 / n + 1 / n_base)
-
-
-def seeds_needed(margin_pct: float, base_ratio: float = 1.0, comparisons: int = 1,
-                 sigma_pct: float = ASSUMED_SEED_STD_PCT) -> int:
-    """Seeds per config (the baseline gets base_ratio times as many) for an MDE at most `margin_pct`."""
-    z = NormalDist().inv_cdf(1 - FAMILY_ALPHA / (2 * max(1, comparisons))) + NormalDist().inv_cdf(POWER)
-    return max(2, math.ceil((z * sigma_pct / margin_pct) ** 2 * (1 + 1 / base_ratio)))
 
 
 def arm_digest(cfg: DictConfig) -> str:
@@ -78,35 +54,44 @@ def measured_seed_std(history: Path) -> dict[tuple, tuple[float, str]]:
         dof = sum(d for d, _ in spread)
         if dof:
             sigma = math.sqrt(sum(d * s * s for d, s in spread) / dof)
-            pooled[setting] = (sigma, f"measured: {len(spread)} configs, {dof + len(spread)} runs under {history}")
+            pooled[setting] = (sigma, f"{len(spread)} configs, {dof + len(spread)} runs under {history}")
     return pooled
 
 
-def phase_margin_pct(phase: str | None, pretrained: bool) -> float | None:
-    """The plan's margin for the phase's comparison of final losses (the report's criteria own the numbers);
-    None where the plan asks something else (3.3 from scratch and phase 4: "faster")."""
-    from orthonoise.report import criteria
-
-    margins = {"3.1": criteria.SANITY_TOLERANCE_PCT, "3.2": criteria.SIGNAL_MARGIN_PCT,
-               "3.3": criteria.REPLICATION_MARGIN_PCT if pretrained else None}
-    return margins.get(phase)
 
 
-def design_lines(by_sweep: dict, history: Path) -> str:
-    """One line per sweep: its configs and seeds, the baseline they are compared with, what that can detect, and
-    the seeds the phase's margin needs. Every sweep of one preflight with the same setting is one family."""
-    sigma_by_setting = measured_seed_std(history)
+def noise_by_setting(settings, history: Path, noise_from: Path | None = None) -> dict[tuple, tuple[float, float, str]]:
+    """(σ%, ρ, where from) per setting: `--from` first, then completed runs under `history`, then the defaults."""
+    measured = power.noise_of(noise_from) if noise_from else None
+    if measured:
+        return dict.fromkeys(settings, measured)
+    missing = f"nothing measurable in {noise_from}; " if noise_from else ""
+    pooled = measured_seed_std(history)
+    noise = {}
+    for setting in settings:
+        if setting in pooled:
+            sigma, where = pooled[setting]
+            noise[setting] = (sigma, power.DEFAULT_RHO, f"{missing}σ from {where}, ρ default")
+        else:
+            noise[setting] = (power.DEFAULT_SIGMA_PCT, power.DEFAULT_RHO,
+                              f"{missing}defaults; --from <sweep dir> measures both")
+    return noise
+
+
+def design_lines(by_sweep: dict, history: Path, noise_from: Path | None = None) -> str:
+    """One line per sweep: its configs and seeds, the baseline they are compared with, what that can detect for
+    the phase's primary claim, and the seeds the claim's margin needs. Every sweep of one preflight with the same
+    setting is one family."""
     by_setting: dict[tuple, list] = defaultdict(list)
     for jobs in by_sweep.values():
         for job in jobs:
             by_setting[job.setting].append(job)
+    noise = noise_by_setting(list(by_setting), history, noise_from)
     lines = []
     for sweep, jobs in by_sweep.items():
         for setting in dict.fromkeys(job.setting for job in jobs):
-            family = by_setting[setting]
-            sigma, source = sigma_by_setting.get(setting, (ASSUMED_SEED_STD_PCT, "assumed: none measured yet"))
             mine = [job for job in jobs if job.setting == setting]
-            lines.append(f"{sweep}: " + _design_text(mine, family, sigma, source))
+            lines.append(f"{sweep} " + _design_text(mine, by_setting[setting], *noise[setting]))
     return "\n".join(lines)
 
 
@@ -117,26 +102,22 @@ def _seeds_by_arm(jobs: list) -> dict[str, set]:
     return arms
 
 
-def _design_text(mine: list, family: list, sigma: float, source: str) -> str:
+def _design_text(mine: list, family: list, sigma: float, rho: float, source: str) -> str:
     baselines = _seeds_by_arm([j for j in family if j.optimizer == BASELINE_OPTIMIZER])
     others = _seeds_by_arm([j for j in family if j.optimizer != BASELINE_OPTIMIZER])
-    n_base = max((len(s) for s in baselines.values()), default=0)
     my_arms = _seeds_by_arm([j for j in mine if j.optimizer != BASELINE_OPTIMIZER])
-    stats = f"seed std {sigma:.2f}% ({source}), 80% power, 5% two-sided"
+    noise = f" [σ {sigma:.2f}%, ρ {rho:.2f}: {source}]"
     if not my_arms:  # a baseline-only sweep (the learning-rate arms): how far apart its arms must be
         n = min(len(s) for s in _seeds_by_arm(mine).values())
-        mde = detectable_effect_pct(n, n, max(1, len(baselines) - 1), sigma)
-        return (f"{len(baselines)} baseline arm(s) × {n} seeds, the reference of every comparison; arms differ "
-                f"detectably at ≥ {mde:.2f}% ({stats})")
+        k = max(1, len(baselines) - 1)
+        mde = power.mde_pct(sigma, rho, n, power.MANY_TO_ONE, k)
+        return (f"({len(baselines)} baseline arms × {n} seeds, the reference of every comparison): the arms differ "
+                f"detectably when ≥ {mde:.2f}% apart [{k} simultaneous comparison(s)] at 80% power" + noise)
     n = min(len(s) for s in my_arms.values())
-    k = len(others)
-    reference = n_base or n
-    mde = detectable_effect_pct(n, reference, k, sigma)
-    text = (f"{len(my_arms)} config(s) × {n} seeds vs a baseline of {n_base or 'no'} seeds"
-            + ("" if n_base else f" in this plan (priced as {n})")
-            + f": detects Δ ≥ {mde:.2f}% of the loss ({stats}, shared by {k} comparison(s))")
-    margin = phase_margin_pct(mine[0].phase, mine[0].setting[1])
-    if margin is not None:
-        text += (f"; the phase's {margin:g}% margin needs ≥ {seeds_needed(margin, reference / n, k, sigma)} "
-                 f"seeds per config")
-    return text
+    n_base = max((len(s) for s in baselines.values()), default=0)
+    text = f"({len(my_arms)} configs" + ("): " if n_base else f"; no baseline in this plan, priced as {n} seeds): ")
+    claims = power.PHASE_CLAIMS.get(str(mine[0].phase))
+    if not claims:  # no phase, no claim: how far a config must be from the baseline
+        mde = power.mde_pct(sigma, rho, n, power.MANY_TO_ONE, len(others), n_base or n)
+        return text + f"with {n} seeds detects a true difference ≥ {mde:.2f}% at 80% power" + noise
+    return text + power.claim_line(claims[0], sigma, rho, n, len(others), n_base or n) + noise

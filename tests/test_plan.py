@@ -2,13 +2,14 @@
 cap, and what a design can detect."""
 import json
 import random
-from statistics import NormalDist
 
 import pytest
 from omegaconf import OmegaConf
+from report.fake_runs import write_run
 
 from orthonoise import sweep_design
 from orthonoise.plan import format_plan, main, plan, step_time_table
+from orthonoise.report import power
 
 BENCH = "bench/results/train_step_h100.md"
 
@@ -76,7 +77,9 @@ def test_cli_totals_and_detectable_effects(tmp_path, capsys):
     assert main(["phase32_schedule", "phase32_adaptive", "--history", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "phase32_schedule: 3 jobs" in out and "total: 9 jobs" in out
-    assert "phase32_adaptive: 2 config(s) × 3 seeds" in out and "detects Δ ≥" in out and "margin needs ≥" in out
+    assert ("phase32_adaptive (2 configs; no baseline in this plan, priced as 3 seeds): a config beats baseline by "
+            ">1% [3 configs vs one baseline") in out
+    assert "detects a true difference ≥" in out and "detecting 1% needs ≥" in out
 
 
 def test_budget_cap_refuses_with_one_error_line(tmp_path, capsys):
@@ -99,42 +102,25 @@ def test_hardware_of_a_sweep(capsys):
     assert main(["--hardware", "phase4_1b"]) == 0 and capsys.readouterr().out.strip() == "h100x4"
 
 
-# ---- what a design can detect (orthonoise/sweep_design.py) ----
+# ---- what a design can detect (orthonoise/sweep_design.py; the numbers are orthonoise/report/power.py's) ----
 
-def test_the_formula_reproduces_the_known_two_seed_figure():
-    """2 seeds per arm at a 1% seed std: 2.8% (the figure the design issue quotes for today's sweeps)."""
-    assert sweep_design.detectable_effect_pct(2, 2, 1, 1.0) == pytest.approx(2.80, abs=0.01)
-    # more comparisons sharing the error rate, fewer seeds or more spread: a larger detectable effect
-    assert sweep_design.detectable_effect_pct(3, 6, 13) > sweep_design.detectable_effect_pct(3, 6, 1)
-    assert sweep_design.detectable_effect_pct(3, 6, 13, 0.5) == pytest.approx(
-        sweep_design.detectable_effect_pct(3, 6, 13, 1.0) / 2)
+def design_line(out: str, sweep: str) -> str:
+    return next(line for line in out.splitlines() if line.startswith(f"{sweep} ("))
 
 
-@pytest.mark.parametrize("margin,ratio,k,sigma", [(1.0, 2.0, 13, 1.0), (0.5, 1.0, 1, 1.0), (1.0, 1.0, 3, 0.3)])
-def test_seeds_needed_is_the_smallest_n_whose_effect_fits_the_margin(margin, ratio, k, sigma):
-    n = sweep_design.seeds_needed(margin, ratio, k, sigma)
-    assert sweep_design.detectable_effect_pct(n, n * ratio, k, sigma) <= margin
-    if n > 2:
-        assert sweep_design.detectable_effect_pct(n - 1, (n - 1) * ratio, k, sigma) > margin
-
-
-def test_simulated_power_at_the_detectable_effect_is_the_nominal_80_percent():
-    """Simulate the design the formula describes (known σ, 13 configs vs a 6-seed baseline, Bonferroni): a config
-    truly better by exactly the MDE is found in ~80% of sweeps; one with no effect in ≤ 5%/13 of them."""
-    rng, n, n_base, k, sigma = random.Random(0), 3, 6, 13, 1.0
-    mde = sweep_design.detectable_effect_pct(n, n_base, k, sigma)
-    critical = NormalDist().inv_cdf(1 - 0.05 / (2 * k)) * sigma * (1 / n + 1 / n_base) ** 0.5
-
-    def found(effect):
-        base = sum(rng.gauss(0, sigma) for _ in range(n_base)) / n_base
-        config = sum(rng.gauss(-effect, sigma) for _ in range(n)) / n
-        return abs(config - base) > critical
-
-    trials = 4000
-    power = sum(found(mde) for _ in range(trials)) / trials
-    false = sum(found(0.0) for _ in range(trials)) / trials
-    assert power == pytest.approx(0.80, abs=3 * (0.8 * 0.2 / trials) ** 0.5)
-    assert false <= 0.05 / k + 3 * (0.05 / k / trials) ** 0.5
+def test_each_sweeps_line_is_the_power_formula_for_its_family(tmp_path, capsys):
+    """phase32_alpha's 10 configs × 3 seeds vs phase32_baseline's 6-seed arms: the phase's primary claim (beats by
+    >1%, 10 simultaneous comparisons) at the default σ and ρ, said to be the defaults."""
+    assert main(["phase32_alpha", "phase32_baseline", "--summary", "--history", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    line = design_line(out, "phase32_alpha")
+    mde = power.mde_pct(power.DEFAULT_SIGMA_PCT, power.DEFAULT_RHO, 3, power.MANY_TO_ONE, 10, 6)
+    need = power.seeds_needed(power.DEFAULT_SIGMA_PCT, power.DEFAULT_RHO, 1.0, power.MANY_TO_ONE, 10, 6)
+    assert f"[10 configs vs one baseline, simultaneous]: with 3 seeds (baseline 6) detects a true difference ≥ " \
+           f"{mde:.2f}%" in line and f"needs ≥ {need} seeds per arm" in line
+    assert "σ 1.00%, ρ 0.50: defaults" in line
+    apart = power.mde_pct(power.DEFAULT_SIGMA_PCT, power.DEFAULT_RHO, 6, power.MANY_TO_ONE, 2)
+    assert f"≥ {apart:.2f}% apart" in design_line(out, "phase32_baseline")
 
 
 def test_seed_std_is_measured_from_completed_runs_once_there_are_any(tmp_path, capsys):
@@ -144,6 +130,27 @@ def test_seed_std_is_measured_from_completed_runs_once_there_are_any(tmp_path, c
     measured = sweep_design.measured_seed_std(tmp_path)
     ((setting, (sigma, source)),) = measured.items()
     assert setting == ("granite-350m", True, 500) and sigma == pytest.approx(1.40, abs=0.01)
-    assert source.startswith("measured: 1 configs, 2 runs")
-    assert main(["phase31", "--history", str(tmp_path)]) == 0
-    assert "seed std 1.40% (measured" in capsys.readouterr().out
+    assert source.startswith("1 configs, 2 runs")
+    assert main(["phase31", "--summary", "--history", str(tmp_path)]) == 0
+    line = design_line(capsys.readouterr().out, "phase31")
+    assert f"σ 1.40%, ρ 0.50: σ from 1 configs, 2 runs under {tmp_path}, ρ default" in line
+    assert f"±{power.mde_pct(sigma, power.DEFAULT_RHO, 3, power.EQUIVALENCE):.2f}%" in line
+
+
+def test_from_an_earlier_sweep_measures_sigma_and_rho_with_the_report_engine(tmp_path, capsys):
+    """--from wins over the history; a sweep with nothing measurable falls back, and says so."""
+    rng = random.Random(0)
+    for seed in range(1, 5):
+        block = rng.gauss(0, 0.01)
+        for optimizer, shift in (("muon", 0.0), ("orthonoise", -0.01)):
+            loss = 2.0 * (1 + block + shift + rng.gauss(0, 0.005))
+            write_run(tmp_path / "earlier", f"{optimizer}/seed={seed}", seed=seed, optimizer=optimizer, alpha=1e-3,
+                      val={200: loss})
+    sigma, rho, _ = power.noise_of(tmp_path / "earlier")
+    assert main(["phase31", "--summary", "--history", str(tmp_path / "none"), "--from", str(tmp_path / "earlier")]) == 0
+    line = design_line(capsys.readouterr().out, "phase31")
+    assert f"σ {sigma:.2f}%, ρ {rho:.2f}: measured in {tmp_path / 'earlier'}, 3 error df" in line
+    assert f"±{power.mde_pct(sigma, rho, 3, power.EQUIVALENCE):.2f}%" in line
+    (tmp_path / "empty").mkdir()
+    assert main(["phase31", "--summary", "--history", str(tmp_path / "none"), "--from", str(tmp_path / "empty")]) == 0
+    assert f"nothing measurable in {tmp_path / 'empty'}; defaults" in design_line(capsys.readouterr().out, "phase31")

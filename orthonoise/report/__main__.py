@@ -68,7 +68,7 @@ def noise_from(sweep_dir: Path | None):
     """(σ̂, ρ̂, source) measured in an earlier sweep, or None (this sweep's own, else the default)."""
     if sweep_dir is None:
         return None
-    measured = power.measured_in(sweep_dir.resolve(), shown_as=sweep_dir)
+    measured = power.noise_of(sweep_dir)
     if measured is None:
         print(f"note: no seed variance measurable in {sweep_dir}; power uses the default", file=sys.stderr)
         return power.DEFAULT_SIGMA_PCT, power.DEFAULT_RHO, f"default: nothing measurable in {sweep_dir}"

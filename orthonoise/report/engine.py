@@ -119,6 +119,11 @@ class LinearFit:
     def n_of(self, config: str) -> int:
         return self.counts.get(config, 0)
 
+    def contrast_covariance(self, configs: list[str]) -> np.ndarray:
+        """Covariance of the configs' − baseline estimates, in units of the residual variance."""
+        vectors = [self.contrast_vector(c) for c in configs]
+        return np.array([[u @ self.cov_unscaled @ v for v in vectors] for u in vectors])
+
 
 def _finite_log(by_seed: dict) -> dict:
     return {s: math.log(v) for s, v in by_seed.items()
@@ -214,16 +219,15 @@ def many_to_one(values: dict[str, dict], baseline: str, confidence: float = CONF
     others = [c for c in logs if c != baseline]
     if math.isfinite(family.homogeneity_p) and family.homogeneity_p < HOMOGENEITY_P and len(others) > 0:
         return _welch_family(logs, baseline, family, confidence)
-    vectors = [model.contrast_vector(c) for c in others]
-    cov = np.array([[u @ model.cov_unscaled @ v for v in vectors] for u in vectors])
+    cov = model.contrast_covariance(others)
     sd = np.sqrt(np.diag(cov))
     if model.sigma2 <= 0:
         family.note = "no spread between seeds: no interval"
         q = NAN
     else:
         q = dunnett_quantile(cov / np.outer(sd, sd), model.df, confidence)
-    for c, vector in zip(others, vectors):
-        est, se = model.estimate(vector)
+    for c in others:
+        est, se = model.estimate(model.contrast_vector(c))
         family.comparisons[c] = Comparison(c, len(logs[c]), len(logs[baseline]), est, se, model.df, q)
     if adjusted_p and model.sigma2 > 0:
         _dunnett_p(family, cov / np.outer(sd, sd))

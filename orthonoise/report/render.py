@@ -25,7 +25,9 @@ def power_for(analysis: Analysis, phase: str | None, noise: tuple[float, float, 
                  else (power.DEFAULT_SIGMA_PCT, power.DEFAULT_RHO, "default: nothing measured"))
     compared = [g for g in analysis.groups if g.baseline is not None and not g.is_baseline]
     seeds = sorted(len(g.replicates) for g in compared) or [0]
-    return power.power_lines(phase, max(seeds[0], 2), max(len(compared), 1), *noise)
+    base_seeds = min((len(g.baseline.replicates) for g in compared), default=0)
+    n = max(seeds[0], 2)
+    return power.power_lines(phase, n, max(len(compared), 1), *noise, n_base=max(base_seeds, 2) if compared else n)
 
 
 def claims_paragraph(analysis: Analysis, verdicts: list, power_text: list[str]) -> str:
