@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -244,3 +245,31 @@ def test_a_refused_relaunch_gives_one_error_line_and_restores_the_hydra_record(t
     assert "model.config.num_hidden_layers 4 → 3" in errors[0] and "trainer.allow_config_change=true" in errors[0]
     assert snapshot(run_dir) == before and (run_dir / HYDRA_DIR / "config.yaml").read_bytes() == config
     assert without_timing(read_metrics(run_dir))[-1]["step"] == 2
+
+
+def refused_rank(rank: int, port: int, run_dir: str, out_dir: str) -> None:
+    """One DDP rank launched into a held run directory: it must end with the refusal, not wait for rank 0."""
+    from hydra import compose, initialize_config_dir
+
+    from tests.conftest import CONF
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[*FAST, "hardware.world_size=2", "hardware.batch_size=2"])
+    try:
+        train(cfg, run_dir)
+    except RunRefused as err:
+        (Path(out_dir) / f"rank{rank}.txt").write_text(f"{type(err).__name__}: {err}")
+
+
+@pytest.mark.timeout(300)
+def test_under_ddp_a_refusal_of_rank_0_ends_every_rank(tmp_path, holder):
+    import torch.multiprocessing as mp
+
+    from tests.test_distributed import free_port
+
+    proc = holder(tmp_path / "run")
+    mp.spawn(refused_rank, args=(free_port(), str(tmp_path / "run"), str(tmp_path)), nprocs=2, join=True)
+    assert f"RunDirBusy: {tmp_path / 'run'} is in use by pid {proc.pid}" in (tmp_path / "rank0.txt").read_text()
+    assert "rank 0 could not take" in (tmp_path / "rank1.txt").read_text()
