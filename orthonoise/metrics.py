@@ -50,7 +50,8 @@ class RunRecord:
         path = self.run_dir / METRICS_FILE
         size = path.stat().st_size if path.exists() else None
         if size != self.metrics_bytes:
-            what = "deleted" if size is None else f"changed by someone else ({size} bytes instead of {self.metrics_bytes})"
+            what = ("deleted" if size is None else
+                    f"changed by someone else ({size} bytes instead of {self.metrics_bytes})")
             self._repair(f"at step {step}: metrics.jsonl was {what}; rewritten from the run's memory", self.rows[:-1])
 
     def _repair(self, note: str, rows: list[dict]) -> None:
@@ -136,7 +137,8 @@ def mark_status(run_dir: Path, status: Status, **fields) -> dict:
     directory that has become read-only, an existing summary.json that is itself writable is overwritten in place
     (not atomic, but the run's state stays true); an OSError means it could not be written at all."""
     summary = read_summary(run_dir) or {"steps": 0}
-    summary.update(status=Status(status).value, **fields, updated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    summary.update(status=Status(status).value, **fields,
+                   updated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     if held_elsewhere(run_dir):
         return summary
     path = Path(run_dir) / SUMMARY_FILE

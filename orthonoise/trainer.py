@@ -1,6 +1,7 @@
 """The training loop: read it top to bottom.
 
-set-up (fail fast) → data → model → optimizers → resume → [step, log, eval, checkpoint]* → summary.
+set-up (fail fast) → hold the run directory → data → model → optimizers → resume
+→ [step, log, eval, checkpoint]* → summary.
 """
 import contextlib
 import logging
@@ -318,7 +319,8 @@ def _resume(checkpoint: dict, path: Path, model, optimizers, schedulers, batches
             obj.load_state_dict(state)
         batches.load_state_dict(checkpoint["batches"])
         record.load_state_dict(checkpoint["record"])
-        checks.load_state_dict(checkpoint.get("divergence", {**checks.state_dict(), "first_val": record.first_val_loss}))
+        checks.load_state_dict(checkpoint.get("divergence",  # a checkpoint from before the divergence state
+                                              {**checks.state_dict(), "first_val": record.first_val_loss}))
         set_rng_state(checkpoint["rng"])
     except (RuntimeError, KeyError, ValueError, IndexError, TypeError) as err:
         changed = f"; changed: {describe(claim.diff)}" if claim and claim.diff else ""

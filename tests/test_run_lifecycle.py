@@ -168,7 +168,8 @@ def test_resuming_with_other_settings_is_refused_naming_the_keys_and_leaves_the_
 
 
 def test_what_does_not_change_the_computation_resumes_freely(compose_cfg, crashed):
-    cfg = compose_cfg(*FAST, "optimizer=orthonoise", "trainer.log_every=2", "logger=offline", "trainer.progress_bar=true")
+    cfg = compose_cfg(*FAST, "optimizer=orthonoise", "trainer.log_every=2", "logger=offline",
+                      "trainer.progress_bar=true", "trainer.checkpoint_every=2", "hardware.num_threads=1")
     assert identity.Identity.of(cfg).differences(json.loads((crashed / IDENTITY_FILE).read_text())) == {}
 
 

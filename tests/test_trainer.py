@@ -182,7 +182,7 @@ def evaluations_return(monkeypatch, later):
 
 
 @pytest.mark.parametrize("later,cause", [
-    (lambda first: 22 * first, "validation loss .* above trainer.diverge_val_ratio=2.0 × its first value .* at step 3"),
+    (lambda first: 22 * first, "validation loss .* above trainer.diverge_val_ratio=2.0 × its first value .* step 3"),
     (lambda first: float("nan"), "non-finite validation loss at step 3"),
     (lambda first: math.log(8192), r"collapse: validation loss at ln\(8192\) for 1 evaluations in a row"),
 ])
