@@ -89,6 +89,9 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict | None = None, hydra_fil
     previous = read_summary(run_dir)
     if previous and previous.get("status") == Status.COMPLETED:
         return _skip_completed(cfg, run_dir, previous, ranks.is_main)
+    if previous and previous.get("status") == Status.DIVERGED and ranks.is_main:
+        log.warning("re-running %s, which diverged (%s): it resumes from its newest checkpoint", run_dir,
+                    previous.get("diverged"))
     validate(cfg, world_size=ranks.world_size)  # every config mistake, before any compute
     checks = Divergence(cfg.trainer)  # checks its own limits
     if signal_name := stopped_by():  # an earlier job of this multirun process was told to stop: so is this one
