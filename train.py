@@ -12,14 +12,38 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from orthonoise.errors import ConfigError
+from orthonoise.errors import ConfigError, RunRefused
 from orthonoise.hub import use_local_cache_if_offline
 from orthonoise.run_dirs import register_resolvers
 
 log = logging.getLogger("orthonoise")
 register_resolvers()  # before Hydra composes conf/: the run directory's name uses one
+
+
+def hydra_files(cfg: DictConfig) -> dict[str, str] | None:
+    """This launch's `.hydra/*.yaml` as Hydra wrote them: the run's identity record keeps them, so that a later
+    launch, whose Hydra overwrites them before our code runs, can put them back (orthonoise/identity.py)."""
+    from orthonoise.rundir import HYDRA_DIR
+
+    hydra_cfg = HydraConfig.instance().cfg
+    if hydra_cfg.hydra.output_subdir != HYDRA_DIR:
+        return None
+    return {"config.yaml": OmegaConf.to_yaml(cfg), "hydra.yaml": OmegaConf.to_yaml(hydra_cfg),
+            "overrides.yaml": OmegaConf.to_yaml(hydra_cfg.hydra.overrides.task)}
+
+
+def record_failure(run_dir: Path, message: str) -> str:
+    """Mark the run failed; returns what to add to the error line when even that could not be written."""
+    from orthonoise.metrics import mark_status
+    from orthonoise.rundir import Status
+
+    try:
+        mark_status(run_dir, Status.FAILED, error=message)
+        return ""
+    except OSError as err:
+        return f" (summary.json could not be marked failed either: {err.strerror})"
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -29,8 +53,7 @@ def main(cfg: DictConfig) -> str | float:
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     if cfg.model.pretrained or cfg.data.name != "local":
         use_local_cache_if_offline()  # before transformers/datasets import huggingface_hub
-    from orthonoise.metrics import mark_status
-    from orthonoise.rundir import Status
+    from orthonoise.runlock import RunDirBusy
     from orthonoise.trainer import train
 
     try:
@@ -38,14 +61,23 @@ def main(cfg: DictConfig) -> str | float:
             from orthonoise.objective import mean_final_val_loss
 
             return mean_final_val_loss(cfg, run_dir, dict(hydra_cfg.runtime.choices))
-        return train(cfg, run_dir, choices=dict(hydra_cfg.runtime.choices))["status"]
+        return train(cfg, run_dir, choices=dict(hydra_cfg.runtime.choices), hydra_files=hydra_files(cfg))["status"]
+    except RunRefused as err:  # another process's or another config's run directory: left exactly as it was
+        if multirun and isinstance(err, RunDirBusy):
+            log.warning("skipped: %s", err)
+            return "skipped"
+        log.error("error: %s", err)
+        if multirun:
+            return "failed"
+        sys.exit(1)
     except ConfigError as err:
-        message = f"error: {err}"
+        message = str(err)
+    except OSError as err:  # a write that failed mid-run (disk full, run dir read-only or gone): its own line says it
+        message = f"{type(err).__name__}: {err}"
     except Exception as err:  # a crash is recorded in the run directory, then reported
         traceback.print_exc()
-        message = f"error: {type(err).__name__}: {err}"
-    log.error(message)
-    mark_status(run_dir, Status.FAILED, error=message.removeprefix("error: "))
+        message = f"{type(err).__name__}: {err}"
+    log.error("error: %s", message + record_failure(run_dir, message))
     if multirun:
         return "failed"  # one failed job must not stop the rest of the sweep
     sys.exit(1)

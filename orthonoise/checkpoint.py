@@ -7,6 +7,7 @@ tensors and plain Python values only, so a tampered file cannot run code.
 """
 import hashlib
 import logging
+import os
 import random
 from pathlib import Path
 
@@ -61,14 +62,31 @@ def save_checkpoint(run_dir: Path, state: dict, step: int, keep: int = 2) -> Pat
     write_text_atomic(path.with_suffix(".sha256"), write_atomic(path, write))
     for old in checkpoint_paths(run_dir)[:-keep]:
         old.with_suffix(".sha256").unlink(missing_ok=True)
-        old.unlink()
+        old.unlink(missing_ok=True)  # someone may have deleted it by hand meanwhile
     return path
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_tmp(run_dir: Path) -> None:
+    """Remove the `*.<pid>.tmp` files of checkpoint writes that were killed half-way. Called by the process that
+    holds the run directory (orthonoise/runlock.py); a file whose writer is still alive on this host is kept."""
+    for stale in (Path(run_dir) / DIRNAME).glob("*.tmp"):
+        pid = stale.suffixes[-2][1:] if len(stale.suffixes) >= 2 else ""
+        if not (pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid))):
+            stale.unlink(missing_ok=True)
 
 
 def load_checkpoint(run_dir: Path) -> tuple[dict, Path] | tuple[None, None]:
     """The newest readable checkpoint and its path; (None, None) when the run has none yet."""
-    for stale in (Path(run_dir) / DIRNAME).glob("*.tmp"):  # a write that was killed half-way
-        stale.unlink(missing_ok=True)  # every rank looks; the first one removes it
     paths = checkpoint_paths(run_dir)
     for path in reversed(paths):
         checksum = path.with_suffix(".sha256")

@@ -1,7 +1,10 @@
 """The run directory: the one contract between the trainer and every tool that reads runs.
 
 A run directory holds `.hydra/` (the composed config, Hydra's own record, the overrides), `metrics.jsonl` (one
-JSON object per logged step), `summary.json` (the run's state and final numbers) and `checkpoints/`. The trainer
+JSON object per logged step), `summary.json` (the run's state and final numbers), `checkpoints/`, `identity.json`
+(the fingerprint of the config and code that produced the run, and the `.hydra/` files it started with:
+orthonoise/identity.py) and `run.lock` (held by the one process that trains into the directory:
+orthonoise/runlock.py). The trainer
 writes them through this module and the report, `status`, `plan`, the launcher hooks and the test fixtures read
 them through it, so a file name, a status word or a tolerance rule exists once.
 """
@@ -16,6 +19,9 @@ from orthonoise.atomic import write_text_atomic
 SUMMARY_FILE = "summary.json"
 METRICS_FILE = "metrics.jsonl"
 HYDRA_DIR = ".hydra"
+HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")  # what Hydra writes into HYDRA_DIR at every launch
+IDENTITY_FILE = "identity.json"
+LOCK_FILE = "run.lock"
 
 
 class Status(str, enum.Enum):
@@ -101,9 +107,16 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return [by_step[step] for step in sorted(by_step)]
 
 
-def append_metrics(run_dir: Path, row: dict) -> None:
-    with open(Path(run_dir) / METRICS_FILE, "a") as f:
-        f.write(json.dumps(row) + "\n")
+def metrics_line(row: dict) -> str:
+    return json.dumps(row) + "\n"
+
+
+def append_metrics(run_dir: Path, row: dict) -> int:
+    """Append one row; returns the bytes written."""
+    line = metrics_line(row).encode()
+    with open(Path(run_dir) / METRICS_FILE, "ab") as f:
+        f.write(line)
+    return len(line)
 
 
 def is_run_dir(path: Path) -> bool:

@@ -1,6 +1,7 @@
 """The training loop: read it top to bottom.
 
-set-up (fail fast) → data → model → optimizers → resume → [step, log, eval, checkpoint]* → summary.
+set-up (fail fast) → hold the run directory → data → model → optimizers → resume
+→ [step, log, eval, checkpoint]* → summary.
 """
 import contextlib
 import logging
@@ -13,18 +14,21 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from orthonoise import distributed
-from orthonoise.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from orthonoise import distributed, runlock
+from orthonoise.checkpoint import load_checkpoint, remove_stale_tmp, rng_state, save_checkpoint, set_rng_state
 from orthonoise.data import Batches, PreparationStopped, load_corpus
+from orthonoise.divergence import Divergence
+from orthonoise.errors import RunRefused
+from orthonoise.identity import Claim, Identity, describe, provenance, read_record, restore_hydra_files
 from orthonoise.loss import causal_lm_loss
 from orthonoise.metrics import RunRecord, mark_status
-from orthonoise.rundir import Status, read_summary
 from orthonoise.model import build_model, count_parameters, mamba_kernel_path
 from orthonoise.optim import build_optimizers, prepare_noise
 from orthonoise.perf.compilation import compile_blocks
 from orthonoise.perf.cuda_graph import try_cuda_graph
 from orthonoise.perf.meter import PerfMeter
 from orthonoise.preemption import Preemption, stopped_by
+from orthonoise.rundir import Status, read_summary
 from orthonoise.validate import validate
 from orthonoise.wandb_run import start_wandb
 
@@ -79,21 +83,29 @@ def evaluate(model, val: torch.Tensor, cfg: DictConfig, device, autocast, ranks)
     return (total[0] / total[1]).item()
 
 
-def train(cfg: DictConfig, run_dir: Path, choices: dict | None = None) -> dict:
-    """Train one run into `run_dir`; returns the summary (also written to summary.json)."""
+def train(cfg: DictConfig, run_dir: Path, choices: dict | None = None, hydra_files: dict | None = None) -> dict:
+    """Train one run into `run_dir`; returns the summary (also written to summary.json).
+
+    hydra_files: this launch's `.hydra/*.yaml` texts (train.py passes them), kept in the run's identity record."""
     run_dir = Path(run_dir)
+    ranks = distributed.env_ranks()
     previous = read_summary(run_dir)
     if previous and previous.get("status") == Status.COMPLETED:
-        print(f"already completed: {previous['steps']} steps, final val_loss {previous['final_val_loss']} | {run_dir} "
-              f"(the same command finds the same run; delete that directory, or change the seed, to run again)")
-        return previous
-    validate(cfg, world_size=distributed.env_ranks().world_size)  # every config mistake, before any compute
+        return _skip_completed(cfg, run_dir, previous, ranks.is_main)
+    if previous and previous.get("status") == Status.DIVERGED and ranks.is_main:
+        log.warning("re-running %s, which diverged (%s): it resumes from its newest checkpoint", run_dir,
+                    previous.get("diverged"))
+    validate(cfg, world_size=ranks.world_size)  # every config mistake, before any compute
+    checks = Divergence(cfg.trainer)  # checks its own limits
     if signal_name := stopped_by():  # an earlier job of this multirun process was told to stop: so is this one
         log.warning("not started: this process received %s; launch the same command again to run it", signal_name)
         return mark_status(run_dir, Status.INTERRUPTED)
-    with Preemption() as preemption:  # from here on SLURM's USR2, SIGTERM and Ctrl-C stop at the end of a step
+    ranks = distributed.init(cfg.hardware.device)
+    device = set_up_device(cfg.hardware, ranks)
+    with _claimed(cfg, run_dir, hydra_files, ranks, device) as claim, Preemption() as preemption:
+        # from here on SLURM's USR2, SIGTERM and Ctrl-C stop at the end of a step
         try:
-            summary = _train_checked(cfg, run_dir, choices, preemption)
+            summary = _train_checked(cfg, run_dir, choices, preemption, ranks, device, checks, claim)
         except PreparationStopped as stop:  # the signal came while the corpus was prepared: nothing to checkpoint
             log.warning("%s", stop)
             return mark_status(run_dir, Status.INTERRUPTED)
@@ -101,11 +113,47 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict | None = None) -> dict:
     return summary
 
 
-def _train_checked(cfg: DictConfig, run_dir: Path, choices: dict | None, preemption: Preemption) -> dict:
-    """The run itself, once its config has passed every check."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ranks = distributed.init(cfg.hardware.device)
-    device = set_up_device(cfg.hardware, ranks)
+def _skip_completed(cfg: DictConfig, run_dir: Path, previous: dict, is_main: bool) -> dict:
+    """A completed run is never trained or relabelled again: say so in one line, naming any changed settings."""
+    if is_main:
+        try:
+            recorded = read_record(run_dir)
+        except RunRefused:
+            recorded = None
+        restore_hydra_files(run_dir, recorded)  # this launch's Hydra overwrote them
+        diff = Identity.of(cfg).differences(recorded) if recorded else {}
+        why = (f"; this launch differs from what it ran with in {describe(diff)}: its record keeps what it ran "
+               f"with; to run these settings use another run directory" if diff else
+               " (the same command finds the same run; delete that directory, or change the seed, to run again)")
+        print(f"skipped: {run_dir} already completed {previous.get('steps')} steps, final val_loss "
+              f"{previous.get('final_val_loss')}{why}")
+    return previous
+
+
+@contextlib.contextmanager
+def _claimed(cfg: DictConfig, run_dir: Path, hydra_files: dict | None, ranks: distributed.Dist, device):
+    """Rank 0 holds the run directory (orthonoise/runlock.py) and checks this launch against the run's identity
+    (orthonoise/identity.py); every rank learns the outcome, so a refusal ends them all with no collective left
+    waiting. Yields rank 0's Claim (None on the other ranks)."""
+    with contextlib.ExitStack() as held:
+        claim, refusal = None, None
+        if ranks.is_main:
+            try:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                held.enter_context(runlock.hold(run_dir))
+                claim = Claim(run_dir, Identity.of(cfg), cfg.trainer.allow_config_change, hydra_files)
+                remove_stale_tmp(run_dir)  # only the holder may: no other process writes here
+            except (RunRefused, OSError) as err:
+                refusal = err if isinstance(err, RunRefused) else RunRefused(f"cannot use {run_dir}: {err}")
+        if distributed.all_reduce_mean(torch.tensor(float(refusal is not None), device=device)).item() > 0:
+            distributed.teardown()
+            raise refusal or RunRefused(f"rank 0 could not take {run_dir}; its error says why")
+        yield claim
+
+
+def _train_checked(cfg: DictConfig, run_dir: Path, choices: dict | None, preemption: Preemption,
+                   ranks: distributed.Dist, device: torch.device, checks: Divergence, claim: Claim | None) -> dict:
+    """The run itself, once its config has passed every check and this process holds the run directory."""
     torch.manual_seed(cfg.seed)
 
     corpus = load_corpus(cfg.data)
@@ -137,14 +185,13 @@ def _train_checked(cfg: DictConfig, run_dir: Path, choices: dict | None, preempt
     step, skipped, wandb_id = 0, 0, None
     checkpoint, checkpoint_path = load_checkpoint(run_dir)  # the newest intact one
     if checkpoint:
-        unwrap(model).load_state_dict(checkpoint["model"])
-        for obj, state in zip([*optimizers, *schedulers], checkpoint["optimizers"] + checkpoint["schedulers"]):
-            obj.load_state_dict(state)
-        batches.load_state_dict(checkpoint["batches"])
-        record.load_state_dict(checkpoint["record"])
-        set_rng_state(checkpoint["rng"])
+        _resume(checkpoint, checkpoint_path, model, optimizers, schedulers, batches, record, checks, claim)
         step, skipped, wandb_id = checkpoint["step"], checkpoint["skipped"], checkpoint["wandb_id"]
         say("resumed from %s at step %d", checkpoint_path, step)
+    if claim:  # rank 0: the run's identity record now names this launch (and any change it was allowed)
+        identity = claim.commit(step)
+        record.static.update(config_fingerprint=identity["fingerprint"], config_changes=identity["changes"],
+                             provenance=provenance(device))
     record.rewind(step if checkpoint else -1)  # drop what a killed run logged after its last checkpoint
     wandb_run = start_wandb(cfg, run_dir, choices or {}, resume_id=wandb_id) if ranks.is_main else None
 
@@ -154,6 +201,7 @@ def _train_checked(cfg: DictConfig, run_dir: Path, choices: dict | None, preempt
                 "step": step, "skipped": skipped, "model": unwrap(model).state_dict(),
                 "optimizers": [o.state_dict() for o in optimizers], "schedulers": [s.state_dict() for s in schedulers],
                 "batches": batches.state_dict(), "record": record.state_dict(), "rng": rng_state(),
+                "divergence": checks.state_dict(),
                 "wandb_id": wandb_run.id if wandb_run else None,
             }, step, keep=cfg.trainer.keep_checkpoints)
 
@@ -162,14 +210,15 @@ def _train_checked(cfg: DictConfig, run_dir: Path, choices: dict | None, preempt
         if wandb_run:
             wandb_run.log({k: v for k, v in row.items() if k != "step"}, step=row["step"])
 
+    status, diverged = Status.COMPLETED, None
     if step == 0:
         first = evaluate(model, corpus.val, cfg, device, autocast, ranks)
         log_row({"step": 0, "tokens": 0, "val_loss": first, "val_ppl": math.exp(min(first, 50))})
+        diverged = checks.after_eval(0, first, corpus.vocab_size)
     record.summary(Status.RUNNING, step, step * tokens_per_step)
-    status, diverged = Status.COMPLETED, None
     bar = tqdm(total=cfg.trainer.max_steps, initial=step, disable=not (ranks.is_main and cfg.trainer.progress_bar),
                desc="train", dynamic_ncols=True)
-    while step < cfg.trainer.max_steps:
+    while step < cfg.trainer.max_steps and not diverged:
         t0 = time.perf_counter()
         meter.start()
         prepare_noise(optimizers)  # the noise does not depend on the gradient: drawn alongside forward+backward
@@ -206,6 +255,7 @@ def _train_checked(cfg: DictConfig, run_dir: Path, choices: dict | None, preempt
         row = {"step": step, "train_loss": _finite_or_none(train_loss), "grad_norm": _finite_or_none(grad_norm),
                "lr": optimizers[0].param_groups[0]["lr"], "tokens": step * tokens_per_step,
                "step_time_s": round(time.perf_counter() - t0, 4)}
+        cause = checks.after_step(step, train_loss, grad_norm)
         if not finite:
             skipped += 1
             row["skipped"] = True
@@ -216,8 +266,8 @@ def _train_checked(cfg: DictConfig, run_dir: Path, choices: dict | None, preempt
                 break
             log.warning("%s: step skipped (%d of at most trainer.skip_nonfinite=%d)", problem, skipped,
                         cfg.trainer.skip_nonfinite)
-        elif train_loss > cfg.trainer.diverge_loss:
-            status, diverged = Status.DIVERGED, f"train loss {train_loss:.4g} above trainer.diverge_loss at step {step}"
+        elif cause:
+            status, diverged = Status.DIVERGED, cause
             log_row(row)
             break
         evaluating = step % cfg.trainer.eval_every == 0 or step == cfg.trainer.max_steps
@@ -229,8 +279,11 @@ def _train_checked(cfg: DictConfig, run_dir: Path, choices: dict | None, preempt
             for opt in optimizers:
                 row.update(opt.metrics() if hasattr(opt, "metrics") else {})
             bar.set_postfix(train=f"{train_loss:.3f}", val=f"{row['val_loss']:.3f}")
+            diverged = checks.after_eval(step, row["val_loss"], corpus.vocab_size)
         if log_this_step:
             log_row(row)
+        if diverged:
+            break
         if step % cfg.trainer.checkpoint_every == 0 or step == cfg.trainer.max_steps:
             checkpoint_now()
             record.summary(Status.RUNNING, step, step * tokens_per_step)
@@ -240,6 +293,7 @@ def _train_checked(cfg: DictConfig, run_dir: Path, choices: dict | None, preempt
             break
     bar.close()
     if diverged:
+        status = Status.DIVERGED
         log.error("diverged: %s", diverged)
     summary = record.summary(status, step, step * tokens_per_step, mamba_path=mamba_path, skipped_steps=skipped,
                              diverged=diverged, **meter.summary())
@@ -251,6 +305,46 @@ def _train_checked(cfg: DictConfig, run_dir: Path, choices: dict | None, preempt
     del model, optimizers
     distributed.teardown()
     return summary
+
+
+# Param-group entries that are training state, not settings: a resume keeps the checkpoint's.
+GROUP_STATE = {"params", "lr", "initial_lr", "step", "seed"}
+
+
+def _resume(checkpoint: dict, path: Path, model, optimizers, schedulers, batches, record, checks,
+            claim: Claim | None) -> None:
+    """Load a checkpoint into the freshly built run. The config's settings stay in force (equal to the
+    checkpoint's, unless trainer.allow_config_change accepted a change); a checkpoint of another model size or
+    optimizer is refused with one line instead of a traceback."""
+    settings = [[{k: v for k, v in g.items() if k not in GROUP_STATE} for g in o.param_groups] for o in optimizers]
+    base_lrs = [list(sched.base_lrs) for sched in schedulers]
+    try:
+        saved = checkpoint["optimizers"]
+        if [len(o["param_groups"]) for o in saved] != [len(o.param_groups) for o in optimizers] or any(
+                set(g) != set(mine) for o, opt in zip(saved, optimizers)
+                for g, mine in zip(o["param_groups"], opt.param_groups)):
+            raise ValueError("its optimizers have other parameter groups or settings")
+        unwrap(model).load_state_dict(checkpoint["model"])
+        for obj, state in zip([*optimizers, *schedulers], saved + checkpoint["schedulers"]):
+            obj.load_state_dict(state)
+        batches.load_state_dict(checkpoint["batches"])
+        record.load_state_dict(checkpoint["record"])
+        checks.load_state_dict(checkpoint.get("divergence",  # a checkpoint from before the divergence state
+                                              {**checks.state_dict(), "first_val": record.first_val_loss}))
+        set_rng_state(checkpoint["rng"])
+    except (RuntimeError, KeyError, ValueError, IndexError, TypeError) as err:
+        changed = f"; changed: {describe(claim.diff)}" if claim and claim.diff else ""
+        raise RunRefused(f"{path} does not fit this run's model or optimizers ({str(err).splitlines()[0][:200]}): it "
+                         f"was made by another model size or optimizer{changed}. Use another run directory for these "
+                         f"settings (change an override, set hydra.run.dir=..., or delete that one)") from None
+    for opt, sched, groups, bases in zip(optimizers, schedulers, settings, base_lrs):
+        for group, own in zip(opt.param_groups, groups):
+            group.update(own)
+        if sched.base_lrs != bases:  # trainer.allow_config_change with another lr: the schedule continues from it
+            sched.base_lrs = bases
+            for group, base, factor in zip(opt.param_groups, bases, sched.lr_lambdas):
+                group["initial_lr"], group["lr"] = base, base * factor(sched.last_epoch)
+            sched._last_lr = [group["lr"] for group in opt.param_groups]
 
 
 def gradient_norm(model, clip: float | None) -> torch.Tensor:

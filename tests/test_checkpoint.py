@@ -2,12 +2,15 @@
 import logging
 import os
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
-from orthonoise.checkpoint import checkpoint_paths, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from orthonoise.checkpoint import (checkpoint_paths, load_checkpoint, remove_stale_tmp, rng_state, save_checkpoint,
+                                   set_rng_state)
 from orthonoise.errors import ConfigError
 
 
@@ -47,11 +50,32 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, ca
     assert "step-00000020.pt is unusable" in caplog.text
 
 
-def test_a_half_written_temporary_file_is_ignored_and_cleaned_up(tmp_path):
+def test_a_half_written_temporary_file_is_ignored_and_cleaned_up_unless_its_writer_lives(tmp_path):
     save_checkpoint(tmp_path, state(10), 10)
-    stale = tmp_path / "checkpoints" / "step-00000020.pt.tmp"
-    stale.write_bytes(b"half a checkpoint")
-    assert load_checkpoint(tmp_path)[0]["step"] == 10 and not stale.exists()
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    try:
+        stale = tmp_path / "checkpoints" / f"step-00000020.pt.{dead.stdout.strip()}.tmp"
+        live = tmp_path / "checkpoints" / f"step-00000020.pt.{writer.pid}.tmp"  # another process, writing now
+        for path in (stale, live):
+            path.write_bytes(b"half a checkpoint")
+        assert load_checkpoint(tmp_path)[0]["step"] == 10
+        remove_stale_tmp(tmp_path)
+        assert not stale.exists() and live.exists()
+    finally:
+        writer.kill()
+        writer.wait()
+
+
+def test_rotation_tolerates_a_checkpoint_deleted_meanwhile(tmp_path, monkeypatch):
+    from orthonoise import checkpoint
+
+    save_checkpoint(tmp_path, state(10), 10, keep=1)
+    listed = checkpoint.checkpoint_paths
+    ghost = tmp_path / "checkpoints" / "step-00000005.pt"  # listed, then deleted by hand before the rotation got to it
+    monkeypatch.setattr(checkpoint, "checkpoint_paths", lambda run_dir: [ghost, *listed(run_dir)])
+    save_checkpoint(tmp_path, state(20), 20, keep=1)
+    assert [p.name for p in listed(tmp_path)] == ["step-00000020.pt"]
 
 
 def test_no_readable_checkpoint_is_an_error_not_a_silent_restart(tmp_path):

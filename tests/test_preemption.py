@@ -25,8 +25,9 @@ def test_signal_checkpoints_at_the_step_end_and_relaunch_resumes(tmp_path, signu
     stopped_at = summary["steps"]
     assert summary["status"] == "interrupted" and 2 <= stopped_at < 400
     assert [p.name for p in checkpoint_paths(out_dir)] == [f"step-{stopped_at:08d}.pt"]  # not a multiple of 1000
-    resumed = subprocess.run([*cmd, f"trainer.max_steps={stopped_at + 2}"], cwd=ROOT, capture_output=True, text=True,
-                             timeout=300)
+    # two more steps, not 400: another max_steps is another run unless the change is allowed (and recorded)
+    resumed = subprocess.run([*cmd, f"trainer.max_steps={stopped_at + 2}", "trainer.allow_config_change=true"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert f"resumed from {checkpoint_paths(out_dir)[0]} at step {stopped_at}" in resumed.stdout + resumed.stderr
     assert json.loads((out_dir / "summary.json").read_text())["status"] == "completed"
 

@@ -108,3 +108,32 @@ def test_secrets_from_the_environment_are_written_nowhere_in_the_run_dir(tmp_pat
         data = path.read_bytes()
         assert not any(secret.encode() in data for secret in secrets.values()), path
     assert not any(secret in out.stdout + out.stderr for secret in secrets.values())
+
+
+READ_ONLY_FROM_STEP_3 = """
+import builtins, runpy, sys
+from orthonoise import atomic
+armed = []
+
+def read_only_dir_open(path, *args, **kwargs):  # the run dir turns read-only when the step-3 checkpoint is due
+    if "step-00000003.pt" in str(path):
+        armed.append(True)
+    if armed:
+        raise PermissionError(13, "Permission denied", str(path))
+    return builtins.open(path, *args, **kwargs)
+
+atomic.open = read_only_dir_open  # every atomic write (checkpoints, summary, identity) creates a new file first
+sys.argv = ["train.py", *sys.argv[1:]]
+runpy.run_path("train.py", run_name="__main__")
+"""
+
+
+def test_a_write_failing_mid_run_marks_it_failed_with_one_error_line(tmp_path):
+    out = subprocess.run([sys.executable, "-c", READ_ONLY_FROM_STEP_3, *FAST, f"hydra.run.dir={tmp_path}"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    output = out.stdout + out.stderr
+    errors = [line for line in output.splitlines() if "error:" in line]
+    assert out.returncode == 1 and "Traceback" not in output and len(errors) == 1, output[-3000:]
+    assert "Permission denied" in errors[0] and "step-00000003.pt" in errors[0]
+    summary = json.loads((tmp_path / "summary.json").read_text())  # rewritten in place: the file itself is writable
+    assert summary["status"] == "failed" and "Permission denied" in summary["error"]

@@ -1,6 +1,7 @@
 """Real (short) training runs through the trainer: the loss falls, records are written, resume is exact."""
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -163,3 +164,75 @@ def test_lr_schedule_warms_up_then_decays_to_the_floor(compose_cfg, decay, end):
     f = lr_multiplier(trainer)
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
     assert f(100) == pytest.approx(end)
+
+
+def evaluations_return(monkeypatch, later):
+    """The real step-0 validation loss, then later(first) at every evaluation after it."""
+    from orthonoise import trainer
+
+    real, first = trainer.evaluate, []
+
+    def evaluate(*args):
+        if first:
+            return later(first[0])
+        first.append(real(*args))
+        return first[0]
+
+    monkeypatch.setattr(trainer, "evaluate", evaluate)
+
+
+@pytest.mark.parametrize("later,cause", [
+    (lambda first: 22 * first, "validation loss .* above trainer.diverge_val_ratio=2.0 × its first value .* step 3"),
+    (lambda first: float("nan"), "non-finite validation loss at step 3"),
+    (lambda first: math.log(8192), r"collapse: validation loss at ln\(8192\) for 1 evaluations in a row"),
+])
+def test_an_exploding_or_collapsed_validation_loss_is_divergence(compose_cfg, tmp_path, monkeypatch, later, cause):
+    evaluations_return(monkeypatch, later)
+    summary = train(compose_cfg(*FAST, "trainer.collapse_evals=1"), tmp_path)
+    assert summary["status"] == "diverged" and summary["steps"] == 3
+    assert re.search(cause, summary["diverged"]), summary["diverged"]
+
+
+def test_a_gradient_that_stays_exactly_zero_is_a_collapse(compose_cfg, tmp_path, monkeypatch):
+    from orthonoise import trainer
+
+    real_build = trainer.build_model
+
+    def build_model(*args, **kwargs):  # every gradient zeroed: nothing can learn, the loss stays finite
+        model = real_build(*args, **kwargs)
+        for p in model.parameters():
+            p.register_hook(torch.zeros_like)
+        return model
+
+    monkeypatch.setattr(trainer, "build_model", build_model)
+    summary = train(compose_cfg(*FAST, "trainer.collapse_evals=2"), tmp_path)
+    assert summary["status"] == "diverged" and summary["steps"] == 6
+    assert summary["diverged"].startswith("collapse: gradient norm exactly 0 at every step for 2 evaluations")
+
+
+@pytest.mark.parametrize("override,message", [
+    ("trainer.diverge_val_ratio=0.5", "trainer.diverge_val_ratio=0.5 is out of range: must be a number > 1"),
+    ("trainer.collapse_evals=-1", "trainer.collapse_evals=-1 is out of range: must be an integer ≥ 0"),
+])
+def test_divergence_limits_are_checked_before_compute(compose_cfg, tmp_path, override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        train(compose_cfg(*FAST, override), tmp_path)
+    assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_metrics_deleted_mid_run_are_rewritten_and_the_summary_says_so(compose_cfg, tmp_path, monkeypatch):
+    from orthonoise import trainer
+
+    calls, real = [], trainer.gradient_norm
+
+    def delete_at_step_4(*args):
+        calls.append(1)
+        if len(calls) == 4:
+            (tmp_path / "metrics.jsonl").unlink()
+        return real(*args)
+
+    monkeypatch.setattr(trainer, "gradient_norm", delete_at_step_4)
+    summary = train(compose_cfg(*FAST), tmp_path)
+    assert [row["step"] for row in read_metrics(tmp_path)] == list(range(7))
+    (note,) = summary["metrics_restored"]
+    assert note.startswith("at step 4: metrics.jsonl was deleted")
