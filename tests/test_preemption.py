@@ -14,7 +14,8 @@ from tests.conftest import ROOT, wait_for_step
 def test_signal_checkpoints_at_the_step_end_and_relaunch_resumes(tmp_path, signum):
     out_dir = tmp_path / "run"
     cmd = [sys.executable, "train.py", "model=tiny", "logger=disabled", "hardware.batch_size=2",
-           "hardware.num_threads=1", "trainer.max_steps=400", "trainer.eval_every=1000", "trainer.log_every=1",
+           "hardware.num_threads=1", "trainer.max_steps=400", "trainer.warmup_steps=1", "trainer.eval_every=1000",
+           "trainer.log_every=1",
            "trainer.checkpoint_every=1000", "trainer.progress_bar=false", f"hydra.run.dir={out_dir}"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     wait_for_step(proc, out_dir / "metrics.jsonl", 2)
@@ -62,7 +63,7 @@ def test_the_usual_signal_handlers_are_back_after_a_run_even_after_a_crash(compo
     from tests.conftest import FAST
 
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)}
-    trainer.train(compose_cfg(*FAST, "trainer.max_steps=1"), tmp_path / "ok")
+    trainer.train(compose_cfg(*FAST, "trainer.max_steps=2"), tmp_path / "ok")
     assert {sig: signal.getsignal(sig) for sig in before} == before
 
     def crash(*args, **kwargs):
