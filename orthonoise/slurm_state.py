@@ -24,7 +24,7 @@ class SchedulerWatcher(SlurmInfoWatcher):
         if command is None:
             return None
         if self.accounting:
-            probe = subprocess.run(command, capture_output=True, text=True, timeout=60)
+            probe = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
             if probe.returncode == 0:
                 return command
             self.accounting = False

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from orthonoise.plan import ROOT
-from orthonoise.rundir import HYDRA_DIR, METRICS_FILE, SUMMARY_FILE, Status, read_metrics, read_summary
+from orthonoise.rundir import HYDRA_DIR, METRICS_FILE, Status, read_metrics, read_summary
 from tests.conftest import read_metrics as metric_lines
 from tests.conftest import without_timing
 
