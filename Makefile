@@ -43,17 +43,19 @@ clean: ## remove caches (keeps outputs/ and .venv)
 	find . -name __pycache__ -prune -exec rm -rf {} +
 
 # ---- The experiment plan as sweeps (sweeps/*.yaml; docs/sweeps.md) ----
-# PRESET=tiny: rehearse a sweep on this CPU (tiny model, local corpus, a few steps, 2 jobs at a time) into
-# outputs/sweeps/<sweep>-tiny. CLUSTER=local (a rented 1×/4×H100 machine) or slurm picks each sweep's launcher
-# (conf/hydra/launcher/<cluster>_<hardware>.yaml). ARGS: more Hydra overrides, e.g.
+# PRESET=tiny: rehearse a sweep on this CPU (tiny model, local corpus, a few steps) into outputs/sweeps/<sweep>-tiny:
+# 2 jobs at a time here, or with CLUSTER=slurm as one job array on a SLURM CPU partition (conf/hydra/launcher/
+# slurm_cpu.yaml: the exact SLURM path of the phase). Otherwise CLUSTER=local (a rented 1×/4×H100 machine) or slurm
+# picks each sweep's launcher (conf/hydra/launcher/<cluster>_<hardware>.yaml). ARGS: more Hydra overrides, e.g.
 # ARGS="hydra.launcher.partition=gpu hydra.launcher.account=me" or ARGS="seed=1,2,3".
 PRESET ?=
 CLUSTER ?= local
 ARGS ?=
-TINY := +preset=tiny model=tiny data=local hardware=cpu logger=disabled hydra/launcher=local_parallel \
-	hydra.sweeper.max_batch_size=2
+TINY := +preset=tiny model=tiny data=local hardware=cpu logger=disabled
+TINY_LAUNCHER := $(if $(filter slurm,$(CLUSTER)),hydra/launcher=slurm_cpu hydra.sweeper.max_batch_size=null,\
+	hydra/launcher=local_parallel hydra.sweeper.max_batch_size=2)
 # $(call sweep_overrides,<hardware of the sweep's jobs>)
-sweep_overrides = $(if $(filter tiny,$(PRESET)),$(TINY),hydra/launcher=$(CLUSTER)_$(1)) $(ARGS)
+sweep_overrides = $(if $(filter tiny,$(PRESET)),$(TINY) $(TINY_LAUNCHER),hydra/launcher=$(CLUSTER)_$(1)) $(ARGS)
 
 # The sweep files of each phase (the one list the targets and tests/sweeps read).
 PHASE31 := phase31

@@ -92,11 +92,41 @@ def validate_settings(cfg: DictConfig) -> None:
         if not test(value):
             raise ConfigError(f"{key}={value!r} is out of range: must be {allowed}")
     check_consistency(cfg)
+    check_top_level_keys(cfg)
     _check_sequence_length(cfg)
     _check_model(cfg.model)
     _check_optimizer(cfg, "optimizer")
     _check_optimizer(cfg, "adamw")
     _check_data_path(cfg.data)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def check_top_level_keys(cfg: DictConfig) -> None:
+    """A top-level key that no config file declares (`+preset=tiny` without `-cd sweeps`, `+sed=3`) would be
+    carried along and read by nothing: the run would silently be another run than the one asked for."""
+    known = _declared_top_level_keys()
+    unknown = sorted(key for key in cfg if key not in known)
+    if not unknown:
+        return
+    key = unknown[0]
+    hint = (f"; {key} is a config group of sweeps/: it needs `-cd sweeps -cn <sweep>`, "
+            f"e.g. python train.py -m -cd sweeps -cn phase31 +{key}=..." if (ROOT / "sweeps" / key).is_dir() else "")
+    raise ConfigError(f"{key}={OmegaConf.select(cfg, key)!r} is not a setting: the top-level keys are "
+                      f"{', '.join(sorted(known - {'hydra'}))}{hint}")
+
+
+@functools.cache
+def _declared_top_level_keys() -> frozenset[str]:
+    """conf/config.yaml's keys and config groups, and the keys the sweep files add (objective, ...)."""
+    keys = {"hydra"}
+    for path in [ROOT / "conf" / "config.yaml", *sorted((ROOT / "sweeps").glob("*.yaml"))]:
+        raw = OmegaConf.load(path)
+        keys.update(key for key in raw if key != "defaults")
+        if path.parent.name == "conf":
+            keys.update(next(iter(entry)) for entry in raw.defaults if isinstance(entry, DictConfig))
+    return frozenset(keys)
 
 
 def _check_sequence_length(cfg: DictConfig) -> None:

@@ -45,7 +45,8 @@ def test_a_stopped_multirun_starts_no_further_job_and_a_relaunch_finishes_all(tm
     wait_for_step(proc, first / "metrics.jsonl", 2)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 0, out[-3000:]
+    assert proc.returncode == 1, out[-3000:]  # a sweep left unfinished says so
+    assert "sweep: 2 jobs: 0 completed, 0 skipped, 0 failed, 0 diverged, 2 interrupted" in out
     assert json.loads((first / "summary.json").read_text())["status"] == "interrupted"
     assert json.loads((second / "summary.json").read_text()) == {**json.loads((second / "summary.json").read_text()),
                                                                   "status": "interrupted", "steps": 0}

@@ -37,7 +37,8 @@ def test_rehearsal_relaunch_and_failure_isolation(tmp_path):
     # rank_threshold=7 is rejected by the optimizer: that job fails, the other three must still complete
     thresholds = "optimizer.rank_threshold=0.3,7"
     result = sweep(tmp_path, thresholds)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 1, result.stderr[-3000:]  # the sweep says that jobs failed
+    assert "sweep: 4 jobs: 2 completed, 0 skipped, 2 failed, 0 diverged" in result.stdout
     assert states(tmp_path) == {"optimizer.rank_threshold=0.3,seed=1": "completed",
                                 "optimizer.rank_threshold=0.3,seed=2": "completed",
                                 "optimizer.rank_threshold=7,seed=1": "failed",
@@ -46,6 +47,7 @@ def test_rehearsal_relaunch_and_failure_isolation(tmp_path):
     metrics_before = (done / "metrics.jsonl").read_text()
     result = sweep(tmp_path, thresholds)  # relaunch: completed jobs skipped, failed ones retried
     assert "already completed" in result.stdout + result.stderr
+    assert "sweep: 4 jobs: 0 completed, 2 skipped, 2 failed, 0 diverged" in result.stdout
     assert (done / "metrics.jsonl").read_text() == metrics_before
     failed = json.loads((run_dir(tmp_path, "optimizer.rank_threshold=7,seed=1") / "summary.json").read_text())
     assert failed["status"] == "failed" and "rank_threshold" in failed["error"]
@@ -56,7 +58,8 @@ def test_rehearsal_with_the_parallel_submitit_launcher(tmp_path):
     """make phase31 PRESET=tiny's launcher: 2 jobs at a time in subprocesses, one failing job isolated."""
     result = sweep(tmp_path, "hydra/launcher=local_parallel", "hydra.sweeper.max_batch_size=2",
                    "optimizer.rank_threshold=0.3,7", "hardware.num_threads=1")
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "sweep: 4 jobs: 2 completed, 0 skipped, 2 failed, 0 diverged" in result.stdout
     assert sorted(states(tmp_path).values()) == ["completed", "completed", "failed", "failed"]
 
 
