@@ -44,6 +44,7 @@ RULES: dict[str, tuple[Callable, str]] = {
     "trainer.grad_clip": _optional(_number(lambda v: v > 0, "a number > 0")),
     "trainer.eval_every": _int(1),
     "trainer.eval_batches": _int(0),
+    "trainer.final_eval_batches": _int(0),
     "trainer.log_every": _int(1),
     "trainer.checkpoint_every": _int(1),
     "trainer.keep_checkpoints": _int(1),

@@ -3,6 +3,7 @@
 See docs/optimizers.md for the algorithm, conventions and defaults.
 """
 from orthonoise.optim.build import build_optimizers
-from orthonoise.optim.muon import NOLAH, IsotropicNoise, Muon, OrthoNoise, prepare_noise
+from orthonoise.optim.muon import NOLAH, IsotropicNoise, Muon, OrthoNoise
+from orthonoise.optim.protocol import Optimizers, TrainerHooks
 
-__all__ = ["Muon", "OrthoNoise", "IsotropicNoise", "NOLAH", "build_optimizers", "prepare_noise"]
+__all__ = ["Muon", "OrthoNoise", "IsotropicNoise", "NOLAH", "Optimizers", "TrainerHooks", "build_optimizers"]

@@ -23,11 +23,13 @@ from torch.optim import Optimizer
 from orthonoise.errors import ConfigError
 from orthonoise.optim.noise import SAMPLERS, effective_rank, haar_from_gaussian, rescale_isotropic
 from orthonoise.optim.orthogonalize import (
-    MUON_COEFFICIENTS, ORTHOGONALIZERS, coefficient_schedule, newton_schulz, svd_polar,
+    MUON_COEFFICIENTS, ORTHOGONALIZERS, coefficient_schedule, newton_schulz, reorthogonalize, svd_polar,
 )
+from orthonoise.optim.protocol import TrainerHooks
 from orthonoise.optim.schedules import alpha_at, check_schedule
 
 ADJUST_LR_FNS = (None, "original", "match_rms_adamw")
+PERTURB = ("momentum", "update")
 
 
 def adjust_lr(lr: float, adjust_lr_fn: str | None, shape) -> float:
@@ -65,7 +67,7 @@ def _plain(coefficients):
     return tuple(_plain(c) if not isinstance(c, (int, float)) else float(c) for c in coefficients)
 
 
-class Muon(Optimizer):
+class Muon(Optimizer, TrainerHooks):
     """Muon for 2-D hidden matrices; arguments shared with torch.optim.Muon mean the same thing.
 
     ns_coefficients: one (a, b, c) for every step, a list of per-step triples, or "polar_express".
@@ -127,6 +129,15 @@ class Muon(Optimizer):
     def _before_orthogonalize(self, group, U: Tensor) -> Tensor:
         return U
 
+    def _perturb_momentum(self, group, key: int, U: Tensor, noise: dict) -> Tensor:
+        return U
+
+    def _ns_steps(self, group, key: int, noise: dict) -> int:
+        return group["ns_steps"]
+
+    def _perturb_update(self, group, keys: list[int], U: Tensor, O: Tensor, noise: dict) -> Tensor:
+        return O
+
     @torch.no_grad()
     def step(self, closure=None):
         loss = None
@@ -166,14 +177,14 @@ class Muon(Optimizer):
         bufs = [self.state[p]["momentum_buffer"] for _, p in own]
         if group["nesterov"]:
             bufs = torch._foreach_lerp([grads[key] for key, _ in own], bufs, group["momentum"])
-        updates, steps = [], []
-        for (key, _), U in zip(own, bufs):
-            if noise.get(key) is not None:
-                U = U + noise[key]
-            updates.append(self._before_orthogonalize(group, U))
-            noisy = key in noise  # only the noise variants return entries, and they have ns_steps_noise
-            steps.append((group["ns_steps_noise"] or group["ns_steps"]) if noisy else group["ns_steps"])
-        U = torch.stack(updates)
+        keys = [key for key, _ in own]
+        U = torch.stack([self._before_orthogonalize(group, self._perturb_momentum(group, key, u, noise))
+                         for key, u in zip(keys, bufs)])
+        O = self._orthogonalize(group, U, [self._ns_steps(group, key, noise) for key in keys])
+        return self._perturb_update(group, keys, U, O, noise)
+
+    def _orthogonalize(self, group, U: Tensor, steps: list[int]) -> Tensor:
+        """The polar factor of each matrix of the stack U; row i gets steps[i] Newton–Schulz steps."""
         if group["orthogonalizer"] == "svd":
             return svd_polar(U, group["eps"])
         coefficients, eps = group["ns_coefficients"], group["eps"]
@@ -221,16 +232,22 @@ class _NoisyMuon(Muon):
         accumulates and decays with μ (and enters U as μ·ε·N with Nesterov).
     rank_threshold: None, or only matrices whose momentum has effective rank < rank_threshold·min(m, n) get
         noise; the rank is refreshed every `rank_every` steps (one batched float32 SVD per shape).
-    ns_steps_noise: Newton–Schulz steps for a perturbed matrix (the plan's 3; None = ns_steps).
+    perturb: where the noise enters. "momentum" (default): U + ε·N, then orthogonalise as Muon does.
+        "update": orthogonalise U as Muon does, add noise of the same relative size to the orthogonal update
+        (ε·‖O‖_F/‖U‖_F·N), then re-orthogonalise it (`reorthogonalize`, ns_steps_noise steps).
+    ns_steps_noise: "momentum": None (default) orthogonalises a perturbed matrix exactly like Muon (ns_steps), so
+        the noise is the only difference; an integer (the plan's 3) changes the Newton–Schulz steps too.
+        "update": the re-orthogonalisation's steps (None = 3).
     seed: noise seed (None draws one from torch's RNG). Matrix k's noise at step t comes from a generator
         seeded with (seed, t, k), so it is the same on every rank and after a resume.
-    The unit noise does not depend on the gradient, so `prepare_noise()` can draw the next step's before it
+    The unit noise does not depend on the gradient, so `prepare()` can draw the next step's before it
     (the trainer calls it ahead of forward+backward; on a GPU it then runs on a side stream alongside them).
     """
 
     def __init__(self, params, *args, alpha: float = 1e-3, schedule: str = "constant", end_factor: float = 0.1,
                  schedule_steps: int = 1000, rank_threshold: float | None = None, rank_every: int = 10,
-                 ns_steps_noise: int | None = 3, noise_into_buffer: bool = False, seed: int | None = None, **kwargs):
+                 ns_steps_noise: int | None = None, noise_into_buffer: bool = False, perturb: str = "momentum",
+                 seed: int | None = None, **kwargs):
         if alpha < 0:
             raise ConfigError(f"alpha must be ≥ 0, got {alpha}")
         if rank_threshold is not None and not 0 < rank_threshold <= 1:
@@ -239,6 +256,11 @@ class _NoisyMuon(Muon):
             raise ConfigError(f"rank_every must be an integer ≥ 1, got {rank_every!r}")
         if ns_steps_noise is not None and (not isinstance(ns_steps_noise, int) or ns_steps_noise < 1):
             raise ConfigError(f"ns_steps_noise must be an integer ≥ 1 or null, got {ns_steps_noise!r}")
+        if perturb not in PERTURB:
+            raise ConfigError(f"perturb must be one of {PERTURB}, got {perturb!r}")
+        if perturb == "update" and noise_into_buffer:
+            raise ConfigError("perturb must be 'momentum' when noise_into_buffer is true (the update has no buffer), "
+                              "got 'update'")
         try:
             check_schedule(schedule, end_factor, schedule_steps)
         except ValueError as err:
@@ -248,7 +270,7 @@ class _NoisyMuon(Muon):
             seed = int(torch.randint(0, 2**62, ()).item())
         self._set_defaults(alpha=alpha, schedule=schedule, end_factor=end_factor, schedule_steps=schedule_steps,
                            rank_threshold=rank_threshold, rank_every=rank_every, ns_steps_noise=ns_steps_noise,
-                           noise_into_buffer=noise_into_buffer, seed=seed, step=0)
+                           noise_into_buffer=noise_into_buffer, perturb=perturb, seed=seed, step=0)
         self._generators: dict[torch.device, torch.Generator] = {}
         self._streams: dict[torch.device, torch.cuda.Stream] = {}
         self._prepared: dict[int, tuple[int, Tensor]] = {}  # key → (the step it is for, unit noise)
@@ -268,6 +290,28 @@ class _NoisyMuon(Muon):
 
     def _begin_group(self, group) -> None:
         group["step"] += 1
+
+    def _perturb_momentum(self, group, key: int, U: Tensor, noise: dict) -> Tensor:
+        N = noise.get(key)
+        return U + N if N is not None and group["perturb"] == "momentum" else U
+
+    def _ns_steps(self, group, key: int, noise: dict) -> int:
+        if group["perturb"] == "momentum" and key in noise:
+            return group["ns_steps_noise"] or group["ns_steps"]
+        return group["ns_steps"]
+
+    def _perturb_update(self, group, keys: list[int], U: Tensor, O: Tensor, noise: dict) -> Tensor:
+        """perturb="update": Õ = O + ε·‖O‖/‖U‖·N for the perturbed rows, re-orthogonalised. The factor ‖O‖/‖U‖ gives
+        the noise the same size relative to O as "momentum" gives it relative to U (Newton–Schulz sees U/‖U‖)."""
+        rows = [i for i, key in enumerate(keys) if noise.get(key) is not None]
+        if group["perturb"] != "update" or not rows:
+            return O
+        N = torch.stack([noise[keys[i]] for i in rows])
+        picked, tiny = O[rows].float(), torch.finfo(torch.float32).tiny
+        scale = picked.norm(dim=(-2, -1), keepdim=True) / U[rows].float().norm(dim=(-2, -1), keepdim=True).clamp(min=tiny)
+        O = O.clone()
+        O[rows] = reorthogonalize(picked + scale * N, group["ns_steps_noise"] or 3).to(O.dtype)
+        return O
 
     def _noise(self, group, shape, members, own) -> dict:
         alpha = self.current_alpha(group)
@@ -307,7 +351,7 @@ class _NoisyMuon(Muon):
         return self._sample(group, G)
 
     @torch.no_grad()
-    def prepare_noise(self) -> None:
+    def prepare(self) -> None:
         """Draw the unit noise of the next step() now, for the matrices it will perturb (as far as known: one
         whose rank gate is open at the next refresh is drawn then). On a GPU this work goes to a side stream."""
         rank, world = _rank_world()
@@ -340,7 +384,7 @@ class _NoisyMuon(Muon):
         return torch.cuda.stream(stream)
 
     def _take_unit_noise(self, group, shape, keys: list[int], device) -> Tensor:
-        """This step's unit noise for `keys`: what prepare_noise() drew, the rest drawn now."""
+        """This step's unit noise for `keys`: what prepare() drew, the rest drawn now."""
         ready = {}
         for key in keys:
             step, unit = self._prepared.pop(key, (None, None))
@@ -374,13 +418,9 @@ class _NoisyMuon(Muon):
         out["alpha"] = self.current_alpha(self.param_groups[0])
         return out
 
-
-def prepare_noise(optimizers) -> None:
-    """Let the noise variants among `optimizers` draw the next step's noise now, before forward+backward (on a
-    GPU it then overlaps them); the steps are the same as without."""
-    for opt in optimizers:
-        if isinstance(opt, _NoisyMuon):
-            opt.prepare_noise()
+    def summary(self) -> dict:
+        """What the run's summary.json records: the alpha the run ended at (after its schedule)."""
+        return {"final_alpha": self.current_alpha(self.param_groups[0])}
 
 
 class OrthoNoise(_NoisyMuon):

@@ -142,9 +142,10 @@ def test_nolah_with_every_part_off_is_muon():
     (OrthoNoise, dict(alpha=0.05, noise_into_buffer=True, schedule="linear", schedule_steps=3)),
     (OrthoNoise, dict(alpha=0.05, rank_threshold=0.99, rank_every=2)),
     (IsotropicNoise, dict(alpha=0.05)),
+    (OrthoNoise, dict(alpha=0.05, perturb="update")),
 ])
 def test_noise_drawn_ahead_gives_the_same_steps(cls, kwargs, monkeypatch):
-    """prepare_noise() before each step (what the trainer does) changes nothing but when the noise is drawn."""
+    """prepare() before each step (what the trainer does) changes nothing but when the noise is drawn."""
     shapes = SHAPES + [(48, 16)]  # two matrices of one shape: a batched draw
     direct, ahead = make_params(shapes), make_params(shapes)
     run(cls(direct, lr=0.02, seed=5, **kwargs), direct, steps=5)
@@ -156,15 +157,15 @@ def test_noise_drawn_ahead_gives_the_same_steps(cls, kwargs, monkeypatch):
                         unit_noise(group, shape, keys, *a))
     gen = torch.Generator().manual_seed(1)
     for step in range(5):
-        opt.prepare_noise()
+        opt.prepare()
         if step == 2:
-            opt.prepare_noise()  # as after a skipped step: nothing is drawn twice
+            opt.prepare()  # as after a skipped step: nothing is drawn twice
         for p in ahead:
             p.grad = torch.randn(p.shape, generator=gen)
         before = len(draws)
         opt.step()
         if kwargs.get("rank_threshold") is None:
-            assert len(draws) == before, "step() drew noise that prepare_noise() had drawn"
+            assert len(draws) == before, "step() drew noise that prepare() had drawn"
         assert not opt._prepared  # taken, none left behind
     for a, b in zip(direct, ahead):
         assert torch.equal(a, b)
@@ -184,7 +185,7 @@ def test_noise_drawn_ahead_on_a_side_stream_gives_the_same_steps(sampler):
         gen = torch.Generator().manual_seed(1)
         for _ in range(3):
             if ahead:
-                opt.prepare_noise()
+                opt.prepare()
             for p in params:
                 p.grad = torch.randn(p.shape, generator=gen).cuda()
             opt.step()
@@ -197,7 +198,7 @@ def test_drawn_ahead_noise_is_dropped_with_the_state_it_was_drawn_for():
     params = make_params()
     opt = OrthoNoise(params, lr=0.02, alpha=0.05, seed=5)
     other = OrthoNoise(make_params(), lr=0.02, alpha=0.05, seed=6)
-    opt.prepare_noise()
+    opt.prepare()
     assert len(opt._prepared) == len(params)
     opt.load_state_dict(other.state_dict())  # another seed: what was drawn for seed 5 must not be used
     assert not opt._prepared
@@ -208,6 +209,7 @@ EVERY_VARIANT = [
     lambda ps: OrthoNoise(ps, alpha=0.1, rank_threshold=0.5, rank_every=1, noise_into_buffer=True),
     lambda ps: OrthoNoise(ps, alpha=0.1, sampler="qr"), lambda ps: OrthoNoise(ps, alpha=0.1, sampler="polar"),
     lambda ps: IsotropicNoise(ps, alpha=0.1), lambda ps: NOLAH(ps),
+    lambda ps: OrthoNoise(ps, alpha=0.1, perturb="update"), lambda ps: IsotropicNoise(ps, alpha=0.1, perturb="update"),
 ]
 
 
@@ -242,6 +244,7 @@ def test_degenerate_matrices_give_no_nan(make):
     (OrthoNoise, dict(alpha=0.05, rank_threshold=0.9, rank_every=3, schedule="cosine", schedule_steps=6, seed=1)),
     (OrthoNoise, dict(alpha=0.05, noise_into_buffer=True, sampler="qr", seed=2)),
     (IsotropicNoise, dict(alpha=0.05, seed=3)),
+    (IsotropicNoise, dict(alpha=0.05, perturb="update", schedule="linear", schedule_steps=4, seed=4)),
 ])
 def test_state_dict_round_trip_resumes_exactly(cls, kwargs):
     straight = make_params()
