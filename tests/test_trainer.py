@@ -82,15 +82,15 @@ def test_the_noise_is_drawn_ahead_of_each_step(compose_cfg, tmp_path, monkeypatc
     """The trainer has the noise variants draw before forward+backward, so step() itself draws none."""
     import sys
 
-    from orthonoise.optim.muon import _NoisyMuon
+    from orthonoise.optim.perturbation import Perturbation
 
-    callers, unit_noise = [], _NoisyMuon._unit_noise
+    callers, unit_noise = [], Perturbation.unit
 
     def spy(self, *args):
         callers.append(sys._getframe(1).f_code.co_name)
         return unit_noise(self, *args)
 
-    monkeypatch.setattr(_NoisyMuon, "_unit_noise", spy)
+    monkeypatch.setattr(Perturbation, "unit", spy)
     assert train(compose_cfg(*FAST, "optimizer=orthonoise"), tmp_path)["status"] == "completed"
     assert len(callers) >= 6 and set(callers) == {"prepare"}
 

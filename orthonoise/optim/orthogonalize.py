@@ -107,3 +107,18 @@ def spectral_norm_bound(gram: Tensor, squarings: int = 3) -> Tensor:
         B = B @ B
     log_norm = log_norm + B.norm(dim=(-2, -1)).clamp(min=tiny).log()
     return torch.exp(log_norm / 2 ** (squarings + 1))
+
+
+def orthogonalize(U: Tensor, steps: list[int], orthogonalizer: str, coefficients, eps: float) -> Tensor:
+    """Muon's orthogonalisation of a stack U (k, m, n): the exact polar factor ("svd", float32), or Newton–Schulz
+    (bf16) with steps[i] steps for matrix i (matrices with equal step counts share one batched call)."""
+    if orthogonalizer == "svd":
+        return svd_polar(U, eps)
+    safety = 1.01 if coefficients == "polar_express" else 1.0
+    if len(set(steps)) == 1:
+        return newton_schulz(U, coefficient_schedule(coefficients, steps[0]), eps, safety)
+    O = torch.empty(U.shape, dtype=torch.bfloat16, device=U.device)
+    for n in set(steps):
+        rows = [i for i, s in enumerate(steps) if s == n]
+        O[rows] = newton_schulz(U[rows], coefficient_schedule(coefficients, n), eps, safety)
+    return O

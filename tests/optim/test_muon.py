@@ -4,8 +4,9 @@ import math
 import pytest
 import torch
 
+from orthonoise.errors import ArgumentError
 from orthonoise.optim import NOLAH, IsotropicNoise, Muon, OrthoNoise
-from orthonoise.optim.muon import percentile_value
+from orthonoise.optim.update import damp_large_gradients, gate_gradient, percentile_value, sigmoid_projection
 from orthonoise.optim.noise import haar_from_gaussian
 from orthonoise.optim.orthogonalize import MUON_COEFFICIENTS, coefficient_schedule, newton_schulz
 
@@ -102,31 +103,35 @@ def test_adaptive_triggering_only_noises_low_rank_momentum():
 
 
 def test_nolah_gate():
-    (p,) = make_params([(2, 2)])
-    opt = NOLAH([p], momentum_scaling=False, projection=False)
     g = torch.tensor([[-2.0, -0.5], [0.0, 1.0]])
     expected = torch.tensor([[math.tanh(-2) * 2, math.tanh(-0.5) * 0.5], [0.0, math.tanh(1.0)]])
-    torch.testing.assert_close(opt._gradient(opt.param_groups[0], g), expected)
+    torch.testing.assert_close(gate_gradient(g), expected)
 
 
 def test_nolah_percentile_scaling():
-    (p,) = make_params([(4, 5)])
-    opt = NOLAH([p], gate=False, projection=False, scale=0.5, percentile=90.0)
     g = torch.arange(1.0, 21.0).reshape(4, 5)  # 90th percentile of 1..20 is the 18th smallest: 18
     assert percentile_value(g, 90.0).item() == 18.0
     buf = torch.ones(4, 5)
-    opt._after_momentum(opt.param_groups[0], -g, buf)  # |g| is what counts
+    damp_large_gradients(buf, -g, percentile=90.0, scale=0.5)  # |g| is what counts
     expected = torch.ones(4, 5)
     expected.view(-1)[18:] = 0.5
     torch.testing.assert_close(buf, expected)
 
 
 def test_nolah_projection():
-    (p,) = make_params([(1, 3)])
-    opt = NOLAH([p], gate=False, momentum_scaling=False)
     U = torch.tensor([[-1.0, 0.0, 2.0]])
     expected = torch.tensor([[-1 / (1 + math.e), 0.0, 2 / (1 + math.exp(-2))]])
-    torch.testing.assert_close(opt._before_orthogonalize(opt.param_groups[0], U), expected)
+    torch.testing.assert_close(sigmoid_projection(U), expected)
+
+
+@pytest.mark.parametrize("part", ["gate", "momentum_scaling", "projection"])
+def test_each_nolah_part_changes_the_step(part):
+    """The toggles reach the step: each part alone moves the weights away from Muon's."""
+    base, nolah = make_params(), make_params()
+    run(Muon(base, lr=0.02), base)
+    only = {k: k == part for k in ("gate", "momentum_scaling", "projection")}
+    run(NOLAH(nolah, lr=0.02, scale=0.5, **only), nolah)
+    assert not all(torch.equal(a, b) for a, b in zip(base, nolah))
 
 
 def test_nolah_with_every_part_off_is_muon():
@@ -152,8 +157,8 @@ def test_noise_drawn_ahead_gives_the_same_steps(cls, kwargs, monkeypatch):
 
     opt = cls(ahead, lr=0.02, seed=5, **kwargs)
     draws = []
-    unit_noise = opt._unit_noise
-    monkeypatch.setattr(opt, "_unit_noise", lambda group, shape, keys, *a: draws.append(list(keys)) or
+    unit_noise = opt.noise.unit
+    monkeypatch.setattr(opt.noise, "unit", lambda group, shape, keys, *a: draws.append(list(keys)) or
                         unit_noise(group, shape, keys, *a))
     gen = torch.Generator().manual_seed(1)
     for step in range(5):
@@ -166,7 +171,7 @@ def test_noise_drawn_ahead_gives_the_same_steps(cls, kwargs, monkeypatch):
         opt.step()
         if kwargs.get("rank_threshold") is None:
             assert len(draws) == before, "step() drew noise that prepare() had drawn"
-        assert not opt._prepared  # taken, none left behind
+        assert not opt.noise.prepared  # taken, none left behind
     for a, b in zip(direct, ahead):
         assert torch.equal(a, b)
     if kwargs.get("rank_threshold") is None:
@@ -199,9 +204,9 @@ def test_drawn_ahead_noise_is_dropped_with_the_state_it_was_drawn_for():
     opt = OrthoNoise(params, lr=0.02, alpha=0.05, seed=5)
     other = OrthoNoise(make_params(), lr=0.02, alpha=0.05, seed=6)
     opt.prepare()
-    assert len(opt._prepared) == len(params)
+    assert len(opt.noise.prepared) == len(params)
     opt.load_state_dict(other.state_dict())  # another seed: what was drawn for seed 5 must not be used
-    assert not opt._prepared
+    assert not opt.noise.prepared
 
 
 EVERY_VARIANT = [
@@ -290,9 +295,10 @@ def test_state_dict_round_trip_resumes_exactly(cls, kwargs):
     (IsotropicNoise, dict(schedule="cosine", schedule_steps=0), "schedule_steps"),
 ])
 def test_bad_settings_fail_at_construction(cls, kwargs, match):
-    """Each message starts with the argument's name (the config check turns it into the config key)."""
-    with pytest.raises(ValueError, match=f"^{match} must be"):
+    """Each names its argument (the config check turns it into the config key): as data, and in the message."""
+    with pytest.raises(ArgumentError, match=f"^{match} must be") as err:
         cls(make_params(), **kwargs)
+    assert err.value.name == match and err.value.value == kwargs.get(match, err.value.value)
 
 
 @pytest.mark.parametrize("cls", [Muon, OrthoNoise, IsotropicNoise, NOLAH])

@@ -83,3 +83,27 @@ def test_update_reading_cannot_go_into_the_buffer():
         OrthoNoise([torch.nn.Parameter(torch.zeros(4, 4))], perturb="update", noise_into_buffer=True)
     with pytest.raises(ValueError, match="^perturb must be one of"):
         OrthoNoise([torch.nn.Parameter(torch.zeros(4, 4))], perturb="weights")
+
+
+def test_a_new_distribution_is_one_entry_for_the_generic_noise_variant(monkeypatch):
+    """docs/optimizers.md's "adding a noise distribution": a sampler in DISTRIBUTIONS is all NoisyMuon needs
+    (seeding per matrix, drawing ahead, the schedule, resume)."""
+    from orthonoise.optim import NoisyMuon, noise
+
+    def rademacher(shape, *, generator=None, device=None, seeds=None):
+        signs = noise.gaussian(shape, generator=generator, device=device, seeds=seeds).sign()
+        return signs / max(shape[-2:]) ** 0.5  # ‖N‖_F = sqrt(min(m, n)), as every distribution's
+
+    monkeypatch.setitem(noise.DISTRIBUTIONS, "rademacher", noise.Distribution(rademacher))
+    direct = last_update(lambda ps: NoisyMuon(ps, distribution="rademacher", alpha=0.05, seed=1), (16, 8))
+    ahead_params = [torch.nn.Parameter(torch.randn((16, 8), generator=torch.Generator().manual_seed(0)))]
+    opt = NoisyMuon(ahead_params, distribution="rademacher", alpha=0.05, seed=1)
+    gen = torch.Generator().manual_seed(0)
+    torch.randn((16, 8), generator=gen)  # as last_update draws the start first
+    for _ in range(3):
+        opt.prepare()
+        ahead_params[0].grad = torch.randn((16, 8), generator=gen)
+        before = ahead_params[0].detach().clone()
+        opt.step()
+    assert torch.equal(ahead_params[0].detach() - before, direct)
+    assert relative_difference(direct, last_update(lambda ps: Muon(ps), (16, 8))) > 0.01
