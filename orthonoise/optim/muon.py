@@ -95,8 +95,13 @@ class Muon(Optimizer, TrainerHooks):
         """Subclass settings: into `defaults` and every group (a group's own value wins)."""
         self.defaults.update(extra)
         for group in self.param_groups:
-            for k, v in extra.items():
+            for k, v in self.defaults.items():
                 group.setdefault(k, v)
+
+    def load_state_dict(self, state_dict) -> None:
+        """The saved settings win; a setting the saving code did not have yet takes its default."""
+        super().load_state_dict(state_dict)
+        self._set_defaults()
 
     # Hooks for the variants; the base class is plain Muon. `keys` are parameter positions in the optimizer
     # (stable across steps, ranks and resumes); U and O are stacks of one shape's matrices, in `keys` order.

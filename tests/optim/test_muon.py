@@ -275,6 +275,19 @@ def test_state_dict_round_trip_resumes_exactly(cls, kwargs):
         assert torch.equal(a, b)
 
 
+def test_a_state_dict_from_before_a_setting_existed_takes_its_default():
+    params = make_params()
+    opt = OrthoNoise(params, lr=0.02, alpha=0.05, seed=1)
+    run(opt, params, steps=1)
+    saved = copy.deepcopy(opt.state_dict())
+    for group in saved["param_groups"]:
+        del group["perturb"]  # as a checkpoint written before `perturb` existed
+    resumed = OrthoNoise(params, lr=0.02, alpha=0.05, seed=1)
+    resumed.load_state_dict(saved)
+    run(resumed, params, steps=1)
+    assert resumed.param_groups[0]["perturb"] == "momentum" and resumed.param_groups[0]["step"] == 2
+
+
 @pytest.mark.parametrize("cls,kwargs,match", [
     (OrthoNoise, dict(alpha=-1e-3), "alpha"),
     (IsotropicNoise, dict(rank_threshold=0.0), "rank_threshold"),
