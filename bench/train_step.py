@@ -69,7 +69,6 @@ def run_config(spec: dict) -> list[dict]:
 
     from orthonoise.loss import causal_lm_loss
     from orthonoise.model import build_model, count_parameters, mamba_kernel_path
-    from orthonoise.optim import prepare_noise
     from orthonoise.perf import compilation, cuda_graph, meter
 
     device = torch.device(spec["device"])
@@ -125,7 +124,7 @@ def run_config(spec: dict) -> list[dict]:
                     torch.cuda.synchronize()
                 t0 = time.perf_counter()
                 timer.start()
-                prepare_noise(optimizers)  # as the trainer does
+                optimizers.prepare()  # as the trainer does
                 if graphed is not None:
                     loss = graphed(windows)
                 else:
@@ -179,13 +178,12 @@ def profile_step(model, windows, spec, run, device) -> str:
     from torch.profiler import ProfilerActivity, profile
 
     from orthonoise.loss import causal_lm_loss
-    from orthonoise.optim import prepare_noise
 
     optimizers = build_optimizers(model, run["optimizer"], **run.get("overrides", {}))
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
 
     def step():
-        prepare_noise(optimizers)
+        optimizers.prepare()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec["bf16"]):
             loss = causal_lm_loss(model, windows, fused=spec["loss"] == "fused")
         loss.backward()

@@ -23,7 +23,7 @@ from orthonoise.identity import Claim, Identity, describe, provenance, read_reco
 from orthonoise.loss import causal_lm_loss
 from orthonoise.metrics import RunRecord, mark_status
 from orthonoise.model import build_model, count_parameters, mamba_kernel_path
-from orthonoise.optim import build_optimizers, prepare_noise
+from orthonoise.optim import build_optimizers
 from orthonoise.perf.compilation import compile_blocks
 from orthonoise.perf.cuda_graph import try_cuda_graph
 from orthonoise.perf.meter import PerfMeter
@@ -64,13 +64,17 @@ def lr_multiplier(trainer: DictConfig):
     return multiplier
 
 
+def eval_windows(n_val: int, batches: int, cfg: DictConfig, ranks) -> int:
+    """How many validation windows `batches` global batches cover (0: all of them); the same on any number of GPUs."""
+    return n_val if batches == 0 else min(n_val, batches * cfg.hardware.batch_size * ranks.world_size)
+
+
 @torch.no_grad()
-def evaluate(model, val: torch.Tensor, cfg: DictConfig, device, autocast, ranks) -> float:
-    """Mean validation loss over the first eval_batches × batch_size windows, sharded over ranks."""
+def evaluate(model, val: torch.Tensor, cfg: DictConfig, device, autocast, ranks, batches: int) -> float:
+    """Mean validation loss over the first `batches` × batch_size windows (0: all), sharded over ranks."""
     model = unwrap(model)  # DDP's forward is a collective; ranks may get different numbers of eval batches
     model.eval()
-    # eval_batches global batches (batch_size × world_size windows): the same windows on any number of GPUs
-    n = len(val) if cfg.trainer.eval_batches == 0 else min(len(val), cfg.trainer.eval_batches * cfg.hardware.batch_size * ranks.world_size)
+    n = eval_windows(len(val), batches, cfg, ranks)
     total = torch.zeros(2, device=device)  # sum of losses, number of windows
     shard = val[:n][ranks.rank :: ranks.world_size]
     for i in range(0, len(shard), cfg.hardware.batch_size):
@@ -212,16 +216,17 @@ def _train_checked(cfg: DictConfig, run_dir: Path, choices: dict | None, preempt
 
     status, diverged = Status.COMPLETED, None
     if step == 0:
-        first = evaluate(model, corpus.val, cfg, device, autocast, ranks)
+        first = evaluate(model, corpus.val, cfg, device, autocast, ranks, cfg.trainer.eval_batches)
         log_row({"step": 0, "tokens": 0, "val_loss": first, "val_ppl": math.exp(min(first, 50))})
         diverged = checks.after_eval(0, first, corpus.vocab_size)
     record.summary(Status.RUNNING, step, step * tokens_per_step)
+    final_eval_tokens = None  # tokens behind final_val_loss
     bar = tqdm(total=cfg.trainer.max_steps, initial=step, disable=not (ranks.is_main and cfg.trainer.progress_bar),
                desc="train", dynamic_ncols=True)
     while step < cfg.trainer.max_steps and not diverged:
         t0 = time.perf_counter()
         meter.start()
-        prepare_noise(optimizers)  # the noise does not depend on the gradient: drawn alongside forward+backward
+        optimizers.prepare()  # work that needs no gradient (the next step's noise), alongside forward+backward
         loss_sum = 0.0
         for micro in range(cfg.hardware.grad_accum):
             windows = batches.next().to(device, non_blocking=True)
@@ -273,11 +278,12 @@ def _train_checked(cfg: DictConfig, run_dir: Path, choices: dict | None, preempt
         evaluating = step % cfg.trainer.eval_every == 0 or step == cfg.trainer.max_steps
         log_this_step = evaluating or step % cfg.trainer.log_every == 0 or not finite
         row.update(meter.end_step(row["step_time_s"], log=log_this_step))  # tokens/s, split, MFU, peak memory
-        if evaluating:
-            row["val_loss"] = evaluate(model, corpus.val, cfg, device, autocast, ranks)
+        if evaluating:  # the last one, the run's final_val_loss, on final_eval_batches (default: the whole split)
+            size = cfg.trainer.final_eval_batches if step == cfg.trainer.max_steps else cfg.trainer.eval_batches
+            row["val_loss"] = evaluate(model, corpus.val, cfg, device, autocast, ranks, size)
+            final_eval_tokens = eval_windows(len(corpus.val), size, cfg, ranks) * cfg.data.seq_len
             row["val_ppl"] = math.exp(min(row["val_loss"], 50))
-            for opt in optimizers:
-                row.update(opt.metrics() if hasattr(opt, "metrics") else {})
+            row.update(optimizers.metrics())
             bar.set_postfix(train=f"{train_loss:.3f}", val=f"{row['val_loss']:.3f}")
             diverged = checks.after_eval(step, row["val_loss"], corpus.vocab_size)
         if log_this_step:
@@ -296,7 +302,8 @@ def _train_checked(cfg: DictConfig, run_dir: Path, choices: dict | None, preempt
         status = Status.DIVERGED
         log.error("diverged: %s", diverged)
     summary = record.summary(status, step, step * tokens_per_step, mamba_path=mamba_path, skipped_steps=skipped,
-                             diverged=diverged, **meter.summary())
+                             diverged=diverged, final_eval_tokens=final_eval_tokens, **meter.summary(),
+                             **optimizers.summary())
     if ranks.is_main:
         print(one_line(summary, record.first_val_loss, run_dir))
     if wandb_run:

@@ -21,7 +21,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from orthonoise import hub
-from orthonoise.errors import ConfigError
+from orthonoise.errors import ArgumentError, ConfigError
 
 
 def _int(low: int) -> tuple[Callable, str]:
@@ -54,6 +54,7 @@ RULES: dict[str, tuple[Callable, str]] = {
     "trainer.grad_clip": _optional(_number(lambda v: v > 0, "a number > 0")),
     "trainer.eval_every": _int(1),
     "trainer.eval_batches": _int(0),
+    "trainer.final_eval_batches": _int(0),
     "trainer.log_every": _int(1),
     "trainer.checkpoint_every": _int(1),
     "trainer.keep_checkpoints": _int(1),
@@ -175,8 +176,8 @@ def _check_hardware(hw: DictConfig, world_size: int) -> None:
 
 
 def _check_optimizer(cfg: DictConfig, node: str) -> None:
-    """Build the optimizer on one dummy matrix: its constructor checks every argument, and its message starts
-    with the argument's name, which becomes the config key (or the key it is interpolated from, e.g. noise.*)."""
+    """Build the optimizer on one dummy matrix: its constructor checks every argument and raises ArgumentError
+    naming the argument, which becomes the config key (or the key it is interpolated from, e.g. noise.*)."""
     from hydra.utils import get_class, instantiate
 
     raw = OmegaConf.to_container(cfg[node], resolve=False)
@@ -199,13 +200,13 @@ def _check_optimizer(cfg: DictConfig, node: str) -> None:
             raise ConfigError(f"{key_of(name)}={value!r} is out of range: must be a number")
     try:
         instantiate(cfg[node], _convert_="all")([torch.nn.Parameter(torch.zeros(2, 2))])
+    except ArgumentError as err:  # names the constructor argument: the key it came from, and the config's value
+        if err.name in raw:
+            value = OmegaConf.select(cfg, f"{node}.{err.name}")
+            raise ConfigError(f"{key_of(err.name)}={value!r} is out of range: must be {err.requirement}") from None
+        raise ConfigError(f"{node} ({cfg[node]._target_}): {err}") from None
     except (ValueError, TypeError) as err:
-        message = str(err).splitlines()[0]
-        arg, _, rest = message.partition(" ")
-        if arg in raw:
-            allowed = rest.rsplit(", got ", 1)[0]  # the value is shown once, with its key
-            raise ConfigError(f"{key_of(arg)}={OmegaConf.select(cfg, f'{node}.{arg}')!r} is out of range: {allowed}") from None
-        raise ConfigError(f"{node} ({cfg[node]._target_}): {message}") from None
+        raise ConfigError(f"{node} ({cfg[node]._target_}): {str(err).splitlines()[0]}") from None
 
 
 def _defaults(cls) -> dict:

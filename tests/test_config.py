@@ -23,7 +23,7 @@ def test_defaults_are_the_embedded_cpu_run(compose_cfg):
     cfg = compose_cfg()
     assert cfg.model.preset == "tiny" and not cfg.model.pretrained
     assert cfg.data.name == "local" and cfg.hardware.device == "cpu" and cfg.logger.mode == "offline"
-    assert cfg.optimizer._target_ == "orthonoise.optim.Muon"
+    assert cfg.optimizer._target_ == "orthonoise.optim.OrthoNoise"  # the method under study (README: why)
     for key in ("max_steps", "eval_every", "warmup_steps", "lr_decay", "checkpoint_every"):
         assert key in cfg.trainer
 

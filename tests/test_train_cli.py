@@ -33,6 +33,20 @@ def test_multirun_writes_one_directory_per_job(tmp_path):
         assert (job / ".hydra" / "config.yaml").exists()
 
 
+def test_the_design_cards_commands_run_verbatim(tmp_path):
+    """The user's two example commands, as typed (plus settings that make them tiny and short)."""
+    tiny = [*FAST, "trainer.max_steps=2"]
+    one = run_train("optimizer=orthonoise", "optimizer.alpha=5e-3", *tiny, f"hydra.run.dir={tmp_path / 'one'}")
+    assert one.returncode == 0, one.stderr[-3000:]
+    summary = json.loads((tmp_path / "one" / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["final_alpha"] == 5e-3
+    sweep = run_train("-m", "optimizer.alpha=1e-4,1e-3,5e-3", "seed=1,2", *tiny, f"hydra.sweep.dir={tmp_path / 'm'}")
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    summaries = [json.loads(p.read_text()) for p in (tmp_path / "m").glob("*/summary.json")]
+    assert sorted(s["final_alpha"] for s in summaries) == [1e-4, 1e-4, 1e-3, 1e-3, 5e-3, 5e-3]
+    assert all(s["status"] == "completed" for s in summaries)
+
+
 @pytest.mark.parametrize("overrides,message", [
     (["hardware=h100"], "error: hardware=h100 needs a CUDA GPU"),
     (["optimizer=orthonoise", "optimizer.alpha=-0.1"], "error: optimizer.alpha=-0.1 is out of range: must be ≥ 0"),
@@ -63,7 +77,8 @@ def test_sigkill_mid_interval_then_the_same_command_finishes_bit_identical(tmp_p
     """kill -9 between checkpoints (nothing gets to clean up), then the very same command again: it finds its run
     directory (named by the overrides), resumes, and ends with the same metrics and weights as an unbroken run."""
     args = ["optimizer=orthonoise", "logger=disabled", "hardware.batch_size=2", "hardware.num_threads=1",
-            "trainer.max_steps=40", "trainer.eval_every=10", "trainer.eval_batches=1", "trainer.log_every=1",
+            "trainer.max_steps=40", "trainer.eval_every=10", "trainer.eval_batches=1", "trainer.final_eval_batches=1",
+            "trainer.log_every=1",
             "trainer.checkpoint_every=10", "trainer.progress_bar=false", f"data.cache_dir={ROOT / '.cache' / 'data'}"]
     command = [sys.executable, str(ROOT / "train.py"), *args]
     straight = tmp_path / "straight"

@@ -13,8 +13,8 @@ from tests.conftest import FAST, read_metrics, without_timing
 
 
 def test_short_muon_run_learns_and_leaves_its_records(compose_cfg, tmp_path):
-    cfg = compose_cfg(*FAST, "trainer.max_steps=30", "trainer.eval_every=15", "trainer.eval_batches=2",
-                      "trainer.checkpoint_every=15", "hardware.batch_size=8")
+    cfg = compose_cfg(*FAST, "optimizer=muon", "trainer.max_steps=30", "trainer.eval_every=15",
+                      "trainer.eval_batches=2", "trainer.checkpoint_every=15", "hardware.batch_size=8")
     summary = train(cfg, tmp_path)
     rows = read_metrics(tmp_path)
     evals = [r for r in rows if "val_loss" in r]
@@ -83,17 +83,46 @@ def test_the_noise_is_drawn_ahead_of_each_step(compose_cfg, tmp_path, monkeypatc
     """The trainer has the noise variants draw before forward+backward, so step() itself draws none."""
     import sys
 
-    from orthonoise.optim.muon import _NoisyMuon
+    from orthonoise.optim.perturbation import Perturbation
 
-    callers, unit_noise = [], _NoisyMuon._unit_noise
+    callers, unit_noise = [], Perturbation.unit
 
     def spy(self, *args):
         callers.append(sys._getframe(1).f_code.co_name)
         return unit_noise(self, *args)
 
-    monkeypatch.setattr(_NoisyMuon, "_unit_noise", spy)
+    monkeypatch.setattr(Perturbation, "unit", spy)
     assert train(compose_cfg(*FAST, "optimizer=orthonoise"), tmp_path)["status"] == "completed"
-    assert len(callers) >= 6 and set(callers) == {"prepare_noise"}
+    assert len(callers) >= 6 and set(callers) == {"prepare"}
+
+
+@pytest.mark.parametrize("overrides,final_alpha", [
+    (["optimizer.alpha=1e-2", "noise=linear"], 1e-3),  # the schedule spans the run: the plan's 1e-2 → 1e-3
+    (["optimizer.alpha=1e-2", "noise=linear", "noise.steps=1000"], 1e-2 * (1 - 0.9 * 6 / 1000)),  # its literal 1000
+    (["optimizer=isotropic", "optimizer.alpha=1e-2", "noise=exponential"], 1e-3),
+    (["optimizer.alpha=5e-3"], 5e-3),  # constant
+])
+def test_the_summary_records_the_alpha_the_run_ended_at(compose_cfg, tmp_path, overrides, final_alpha):
+    summary = train(compose_cfg(*FAST, *overrides), tmp_path)
+    assert summary["steps"] == 6 and summary["final_alpha"] == pytest.approx(final_alpha)
+    assert read_metrics(tmp_path)[-1]["alpha"] == pytest.approx(final_alpha)
+
+
+def test_a_run_without_noise_has_no_final_alpha(compose_cfg, tmp_path):
+    assert "final_alpha" not in train(compose_cfg(*FAST, "optimizer=muon"), tmp_path)
+
+
+def test_the_final_eval_covers_the_whole_validation_split(compose_cfg, tmp_path):
+    """Evals during training read eval_batches (1 here); the last one, final_val_loss, the whole split."""
+    from orthonoise.data import load_corpus
+
+    cfg = compose_cfg(*FAST, "trainer.max_steps=2", "trainer.final_eval_batches=0")  # 0: the default
+    n_val = len(load_corpus(cfg.data).val)
+    summary = train(cfg, tmp_path / "whole")
+    assert n_val > 10 * cfg.hardware.batch_size and summary["final_eval_tokens"] == n_val * cfg.data.seq_len
+    small = train(compose_cfg(*FAST, "trainer.max_steps=2", "trainer.final_eval_batches=1"), tmp_path / "small")
+    assert small["final_eval_tokens"] == cfg.hardware.batch_size * cfg.data.seq_len
+    assert small["final_val_loss"] != summary["final_val_loss"]  # same weights (same seed), another sample
 
 
 def test_nan_loss_ends_the_run_as_diverged_with_its_step(compose_cfg, tmp_path, monkeypatch):

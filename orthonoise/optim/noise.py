@@ -21,6 +21,8 @@
 """
 import contextlib
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -30,17 +32,46 @@ SAMPLERS = ("cholesky", "polar", "qr")
 _TAIL = 6.5
 
 
-def orthogonal_noise(shape, *, generator: torch.Generator | None = None, device=None,
+def orthogonal_noise(shape, *, generator: torch.Generator | None = None, device=None, seeds=None,
                      method: str = "cholesky") -> Tensor:
-    """A batch (..., m, n) of Haar-distributed matrices with QᵀQ = I (m ≥ n) or QQᵀ = I (m < n)."""
-    G = torch.randn(shape, generator=generator, device=device, dtype=torch.float32)
-    return haar_from_gaussian(G, method)
+    """A batch (..., m, n) of Haar-distributed matrices with QᵀQ = I (m ≥ n) or QQᵀ = I (m < n).
+    seeds: see `gaussian`."""
+    return haar_from_gaussian(gaussian(shape, generator=generator, device=device, seeds=seeds), method)
 
 
-def isotropic_noise(shape, *, generator: torch.Generator | None = None, device=None) -> Tensor:
-    """Gaussian direction scaled to ‖N‖_F = sqrt(min(m, n)) = ‖Q‖_F, the norm an orthogonal Q has."""
-    G = torch.randn(shape, generator=generator, device=device, dtype=torch.float32)
-    return rescale_isotropic(G)
+def isotropic_noise(shape, *, generator: torch.Generator | None = None, device=None, seeds=None) -> Tensor:
+    """Gaussian direction scaled to ‖N‖_F = sqrt(min(m, n)) = ‖Q‖_F, the norm an orthogonal Q has.
+    seeds: see `gaussian`."""
+    return rescale_isotropic(gaussian(shape, generator=generator, device=device, seeds=seeds))
+
+
+def gaussian(shape, *, generator: torch.Generator | None = None, device=None, seeds=None) -> Tensor:
+    """Standard Gaussian float32 (k, m, n). With `seeds` (k integers), matrix i is drawn from `generator` (or a
+    fresh one) seeded with seeds[i]: each matrix is the same whatever else is drawn in the batch, on any rank."""
+    if seeds is None:
+        return torch.randn(shape, generator=generator, device=device, dtype=torch.float32)
+    G = torch.empty(shape, dtype=torch.float32, device=device)
+    generator = generator or torch.Generator(device=G.device)
+    for matrix, seed in zip(G, seeds, strict=True):
+        generator.manual_seed(seed)
+        matrix.normal_(generator=generator)
+    return G
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """A unit-noise distribution for the noise variants (‖N‖_F = sqrt(min(m, n)) for every one, so variants
+    differ only in direction). `sample(shape, *, generator, device, seeds, **options)`; `options` pairs each
+    extra keyword of `sample` with the optimizer setting it comes from."""
+    sample: Callable[..., Tensor]
+    options: tuple[tuple[str, str], ...] = ()
+
+
+# name → distribution; the noise variants' `distribution` argument (docs/optimizers.md: adding one)
+DISTRIBUTIONS = {
+    "orthogonal": Distribution(orthogonal_noise, options=(("method", "sampler"),)),
+    "isotropic": Distribution(isotropic_noise),
+}
 
 
 def rescale_isotropic(G: Tensor) -> Tensor:

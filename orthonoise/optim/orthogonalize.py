@@ -68,3 +68,57 @@ def svd_polar(X: Tensor, eps: float = 1e-7) -> Tensor:
     X = X / X.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)
     U, S, Vh = torch.linalg.svd(X, full_matrices=False)
     return (U * (S > eps).unsqueeze(-2)) @ Vh
+
+
+# The quintic with σ = 1 as a fixed point of zero slope and curvature: σ(15 − 10σ² + 3σ⁴)/8 (the last Polar
+# Express step). It takes every σ in (0, sqrt(7/3)) to 1, and a σ within e of 1 to within ~2.5e³.
+REORTHOGONALIZE_COEFFICIENTS = (1.875, -1.25, 0.375)
+
+
+def reorthogonalize(X: Tensor, steps: int, squarings: int = 3, eps: float = 1e-7) -> Tensor:
+    """The polar factor of a batch of near-orthogonal matrices (an orthogonalised update plus a small
+    perturbation), float32. Newton–Schulz normalises by the Frobenius norm, which would shrink singular values
+    near 1 to ~1/sqrt(n) and waste the head start; this divides by an upper bound on the spectral norm instead
+    (`spectral_norm_bound`, at most n^(1/2^(squarings+2)) too large: 1.23 for n = 768), so every σ lands in (0, 1],
+    then applies `steps` fixed-point quintic steps."""
+    X = X.float()
+    tall = X.size(-2) > X.size(-1)
+    if tall:
+        X = X.mT
+    X = X / spectral_norm_bound(X @ X.mT, squarings).clamp(min=eps)[..., None, None]
+    a, b, c = REORTHOGONALIZE_COEFFICIENTS
+    for _ in range(steps):
+        A = X @ X.mT
+        X = a * X + (b * A + c * (A @ A)) @ X
+    return X.mT if tall else X
+
+
+def spectral_norm_bound(gram: Tensor, squarings: int = 3) -> Tensor:
+    """An upper bound on σ_max(X) from X's Gram matrix A = XXᵀ: λ_max(A)^p ≤ ‖A^p‖_F for p = 2^squarings, and
+    ‖A^p‖_F ≤ sqrt(n)·λ_max^p, so the bound is at most n^(1/4p) times σ_max. A^p by repeated squaring, renormalised
+    each time (log scale) so that neither large nor tiny matrices overflow."""
+    tiny = torch.finfo(gram.dtype).tiny
+    log_norm = torch.zeros(gram.shape[:-2], dtype=gram.dtype, device=gram.device)
+    B = gram
+    for _ in range(squarings):
+        f = B.norm(dim=(-2, -1)).clamp(min=tiny)
+        B = B / f[..., None, None]
+        log_norm = 2 * (log_norm + f.log())
+        B = B @ B
+    log_norm = log_norm + B.norm(dim=(-2, -1)).clamp(min=tiny).log()
+    return torch.exp(log_norm / 2 ** (squarings + 1))
+
+
+def orthogonalize(U: Tensor, steps: list[int], orthogonalizer: str, coefficients, eps: float) -> Tensor:
+    """Muon's orthogonalisation of a stack U (k, m, n): the exact polar factor ("svd", float32), or Newton–Schulz
+    (bf16) with steps[i] steps for matrix i (matrices with equal step counts share one batched call)."""
+    if orthogonalizer == "svd":
+        return svd_polar(U, eps)
+    safety = 1.01 if coefficients == "polar_express" else 1.0
+    if len(set(steps)) == 1:
+        return newton_schulz(U, coefficient_schedule(coefficients, steps[0]), eps, safety)
+    O = torch.empty(U.shape, dtype=torch.bfloat16, device=U.device)
+    for n in set(steps):
+        rows = [i for i, s in enumerate(steps) if s == n]
+        O[rows] = newton_schulz(U[rows], coefficient_schedule(coefficients, n), eps, safety)
+    return O

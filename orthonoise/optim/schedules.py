@@ -2,9 +2,11 @@
 
 Every schedule goes from `alpha` at t = 0 to `alpha * end_factor` at t = `steps` and holds it after that
 (`constant` ignores both). The plan's annealing 1e-2 → 1e-3 over 1000 steps is alpha=1e-2, end_factor=0.1,
-steps=1000 (conf/noise/linear.yaml).
+steps=1000; the configs default `steps` to the run's length (conf/noise/).
 """
 import math
+
+from orthonoise.errors import ArgumentError
 
 SCHEDULES = ("constant", "linear", "exponential", "cosine")
 
@@ -24,8 +26,8 @@ def alpha_at(t: int, alpha: float, schedule: str, end_factor: float, steps: int)
 
 def check_schedule(schedule: str, end_factor: float, steps: int) -> None:
     if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+        raise ArgumentError("schedule", schedule, f"one of {SCHEDULES}")
     if schedule != "constant" and steps < 1:
-        raise ValueError(f"schedule_steps must be ≥ 1 for the {schedule} schedule, got {steps}")
+        raise ArgumentError("schedule_steps", steps, f"≥ 1 for the {schedule} schedule")
     if schedule != "constant" and (end_factor < 0 or (schedule == "exponential" and end_factor == 0)):
-        raise ValueError(f"end_factor must be ≥ 0 (> 0 for exponential), got {end_factor}")
+        raise ArgumentError("end_factor", end_factor, "≥ 0 (> 0 for exponential)")

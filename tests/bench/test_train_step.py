@@ -14,7 +14,7 @@ def test_cpu_run_prints_the_ratio_table(tmp_path, capsys):
     out = capsys.readouterr().out
     assert [(r["who"], r["optimizer"], r["status"]) for r in rows] == [
         ("user", "muon-svd", "ok"), ("ours", "muon", "ok"), ("ours", "orthonoise:sampler=qr", "ok"),
-        ("ours", "isotropic:alpha=-1", "error: ConfigError: alpha must be ≥ 0, got -1")]  # the override arrives
+        ("ours", "isotropic:alpha=-1", "error: ArgumentError: alpha must be ≥ 0, got -1")]  # the override arrives
     assert all(r["step_s"] > 0 and r["fwd_bwd_s"] > 0 and r["optimizer_s"] > 0 for r in rows[:3])
     assert rows[0]["loss"] == "full" and rows[1]["loss"] == "fused"
     assert "| tiny | user | torch | full | 1×16 | muon-svd |" in out and "speed-up/token" in out

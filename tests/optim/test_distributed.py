@@ -17,6 +17,7 @@ CASES = {
     "svd": (Muon, dict(lr=0.02, orthogonalizer="svd")),
     "orthonoise": (OrthoNoise, dict(lr=0.02, alpha=0.05, seed=3, rank_threshold=0.9)),
     "buffer": (OrthoNoise, dict(lr=0.02, alpha=0.05, seed=3, noise_into_buffer=True)),
+    "update": (OrthoNoise, dict(lr=0.02, alpha=0.05, seed=3, perturb="update")),
     "nolah": (NOLAH, dict(lr=0.02)),
 }
 

@@ -4,8 +4,9 @@ import math
 import pytest
 import torch
 
+from orthonoise.errors import ArgumentError
 from orthonoise.optim import NOLAH, IsotropicNoise, Muon, OrthoNoise
-from orthonoise.optim.muon import percentile_value
+from orthonoise.optim.update import damp_large_gradients, gate_gradient, percentile_value, sigmoid_projection
 from orthonoise.optim.noise import haar_from_gaussian
 from orthonoise.optim.orthogonalize import MUON_COEFFICIENTS, coefficient_schedule, newton_schulz
 
@@ -102,31 +103,35 @@ def test_adaptive_triggering_only_noises_low_rank_momentum():
 
 
 def test_nolah_gate():
-    (p,) = make_params([(2, 2)])
-    opt = NOLAH([p], momentum_scaling=False, projection=False)
     g = torch.tensor([[-2.0, -0.5], [0.0, 1.0]])
     expected = torch.tensor([[math.tanh(-2) * 2, math.tanh(-0.5) * 0.5], [0.0, math.tanh(1.0)]])
-    torch.testing.assert_close(opt._gradient(opt.param_groups[0], g), expected)
+    torch.testing.assert_close(gate_gradient(g), expected)
 
 
 def test_nolah_percentile_scaling():
-    (p,) = make_params([(4, 5)])
-    opt = NOLAH([p], gate=False, projection=False, scale=0.5, percentile=90.0)
     g = torch.arange(1.0, 21.0).reshape(4, 5)  # 90th percentile of 1..20 is the 18th smallest: 18
     assert percentile_value(g, 90.0).item() == 18.0
     buf = torch.ones(4, 5)
-    opt._after_momentum(opt.param_groups[0], -g, buf)  # |g| is what counts
+    damp_large_gradients(buf, -g, percentile=90.0, scale=0.5)  # |g| is what counts
     expected = torch.ones(4, 5)
     expected.view(-1)[18:] = 0.5
     torch.testing.assert_close(buf, expected)
 
 
 def test_nolah_projection():
-    (p,) = make_params([(1, 3)])
-    opt = NOLAH([p], gate=False, momentum_scaling=False)
     U = torch.tensor([[-1.0, 0.0, 2.0]])
     expected = torch.tensor([[-1 / (1 + math.e), 0.0, 2 / (1 + math.exp(-2))]])
-    torch.testing.assert_close(opt._before_orthogonalize(opt.param_groups[0], U), expected)
+    torch.testing.assert_close(sigmoid_projection(U), expected)
+
+
+@pytest.mark.parametrize("part", ["gate", "momentum_scaling", "projection"])
+def test_each_nolah_part_changes_the_step(part):
+    """The toggles reach the step: each part alone moves the weights away from Muon's."""
+    base, nolah = make_params(), make_params()
+    run(Muon(base, lr=0.02), base)
+    only = {k: k == part for k in ("gate", "momentum_scaling", "projection")}
+    run(NOLAH(nolah, lr=0.02, scale=0.5, **only), nolah)
+    assert not all(torch.equal(a, b) for a, b in zip(base, nolah))
 
 
 def test_nolah_with_every_part_off_is_muon():
@@ -142,30 +147,31 @@ def test_nolah_with_every_part_off_is_muon():
     (OrthoNoise, dict(alpha=0.05, noise_into_buffer=True, schedule="linear", schedule_steps=3)),
     (OrthoNoise, dict(alpha=0.05, rank_threshold=0.99, rank_every=2)),
     (IsotropicNoise, dict(alpha=0.05)),
+    (OrthoNoise, dict(alpha=0.05, perturb="update")),
 ])
 def test_noise_drawn_ahead_gives_the_same_steps(cls, kwargs, monkeypatch):
-    """prepare_noise() before each step (what the trainer does) changes nothing but when the noise is drawn."""
+    """prepare() before each step (what the trainer does) changes nothing but when the noise is drawn."""
     shapes = SHAPES + [(48, 16)]  # two matrices of one shape: a batched draw
     direct, ahead = make_params(shapes), make_params(shapes)
     run(cls(direct, lr=0.02, seed=5, **kwargs), direct, steps=5)
 
     opt = cls(ahead, lr=0.02, seed=5, **kwargs)
     draws = []
-    unit_noise = opt._unit_noise
-    monkeypatch.setattr(opt, "_unit_noise", lambda group, shape, keys, *a: draws.append(list(keys)) or
+    unit_noise = opt.noise.unit
+    monkeypatch.setattr(opt.noise, "unit", lambda group, shape, keys, *a: draws.append(list(keys)) or
                         unit_noise(group, shape, keys, *a))
     gen = torch.Generator().manual_seed(1)
     for step in range(5):
-        opt.prepare_noise()
+        opt.prepare()
         if step == 2:
-            opt.prepare_noise()  # as after a skipped step: nothing is drawn twice
+            opt.prepare()  # as after a skipped step: nothing is drawn twice
         for p in ahead:
             p.grad = torch.randn(p.shape, generator=gen)
         before = len(draws)
         opt.step()
         if kwargs.get("rank_threshold") is None:
-            assert len(draws) == before, "step() drew noise that prepare_noise() had drawn"
-        assert not opt._prepared  # taken, none left behind
+            assert len(draws) == before, "step() drew noise that prepare() had drawn"
+        assert not opt.noise.prepared  # taken, none left behind
     for a, b in zip(direct, ahead):
         assert torch.equal(a, b)
     if kwargs.get("rank_threshold") is None:
@@ -184,7 +190,7 @@ def test_noise_drawn_ahead_on_a_side_stream_gives_the_same_steps(sampler):
         gen = torch.Generator().manual_seed(1)
         for _ in range(3):
             if ahead:
-                opt.prepare_noise()
+                opt.prepare()
             for p in params:
                 p.grad = torch.randn(p.shape, generator=gen).cuda()
             opt.step()
@@ -197,10 +203,10 @@ def test_drawn_ahead_noise_is_dropped_with_the_state_it_was_drawn_for():
     params = make_params()
     opt = OrthoNoise(params, lr=0.02, alpha=0.05, seed=5)
     other = OrthoNoise(make_params(), lr=0.02, alpha=0.05, seed=6)
-    opt.prepare_noise()
-    assert len(opt._prepared) == len(params)
+    opt.prepare()
+    assert len(opt.noise.prepared) == len(params)
     opt.load_state_dict(other.state_dict())  # another seed: what was drawn for seed 5 must not be used
-    assert not opt._prepared
+    assert not opt.noise.prepared
 
 
 EVERY_VARIANT = [
@@ -208,6 +214,7 @@ EVERY_VARIANT = [
     lambda ps: OrthoNoise(ps, alpha=0.1, rank_threshold=0.5, rank_every=1, noise_into_buffer=True),
     lambda ps: OrthoNoise(ps, alpha=0.1, sampler="qr"), lambda ps: OrthoNoise(ps, alpha=0.1, sampler="polar"),
     lambda ps: IsotropicNoise(ps, alpha=0.1), lambda ps: NOLAH(ps),
+    lambda ps: OrthoNoise(ps, alpha=0.1, perturb="update"), lambda ps: IsotropicNoise(ps, alpha=0.1, perturb="update"),
 ]
 
 
@@ -242,6 +249,7 @@ def test_degenerate_matrices_give_no_nan(make):
     (OrthoNoise, dict(alpha=0.05, rank_threshold=0.9, rank_every=3, schedule="cosine", schedule_steps=6, seed=1)),
     (OrthoNoise, dict(alpha=0.05, noise_into_buffer=True, sampler="qr", seed=2)),
     (IsotropicNoise, dict(alpha=0.05, seed=3)),
+    (IsotropicNoise, dict(alpha=0.05, perturb="update", schedule="linear", schedule_steps=4, seed=4)),
 ])
 def test_state_dict_round_trip_resumes_exactly(cls, kwargs):
     straight = make_params()
@@ -267,6 +275,19 @@ def test_state_dict_round_trip_resumes_exactly(cls, kwargs):
         assert torch.equal(a, b)
 
 
+def test_a_state_dict_from_before_a_setting_existed_takes_its_default():
+    params = make_params()
+    opt = OrthoNoise(params, lr=0.02, alpha=0.05, seed=1)
+    run(opt, params, steps=1)
+    saved = copy.deepcopy(opt.state_dict())
+    for group in saved["param_groups"]:
+        del group["perturb"]  # as a checkpoint written before `perturb` existed
+    resumed = OrthoNoise(params, lr=0.02, alpha=0.05, seed=1)
+    resumed.load_state_dict(saved)
+    run(resumed, params, steps=1)
+    assert resumed.param_groups[0]["perturb"] == "momentum" and resumed.param_groups[0]["step"] == 2
+
+
 @pytest.mark.parametrize("cls,kwargs,match", [
     (OrthoNoise, dict(alpha=-1e-3), "alpha"),
     (IsotropicNoise, dict(rank_threshold=0.0), "rank_threshold"),
@@ -287,9 +308,10 @@ def test_state_dict_round_trip_resumes_exactly(cls, kwargs):
     (IsotropicNoise, dict(schedule="cosine", schedule_steps=0), "schedule_steps"),
 ])
 def test_bad_settings_fail_at_construction(cls, kwargs, match):
-    """Each message starts with the argument's name (the config check turns it into the config key)."""
-    with pytest.raises(ValueError, match=f"^{match} must be"):
+    """Each names its argument (the config check turns it into the config key): as data, and in the message."""
+    with pytest.raises(ArgumentError, match=f"^{match} must be") as err:
         cls(make_params(), **kwargs)
+    assert err.value.name == match and err.value.value == kwargs.get(match, err.value.value)
 
 
 @pytest.mark.parametrize("cls", [Muon, OrthoNoise, IsotropicNoise, NOLAH])
