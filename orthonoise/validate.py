@@ -189,7 +189,8 @@ def _check_optimizer(cfg: DictConfig, node: str) -> None:
     try:
         cls = get_class(cfg[node]._target_)
     except Exception as err:  # noqa: BLE001 - hydra raises ImportError or ValueError, wrapped differently by version
-        raise ConfigError(f"{node}._target_={cfg[node]._target_!r} cannot be imported: {str(err).splitlines()[0]}") from None
+        first_line = str(err).splitlines()[0]
+        raise ConfigError(f"{node}._target_={cfg[node]._target_!r} cannot be imported: {first_line}") from None
     for name, default in _defaults(cls).items():  # a number given as text (alpha=1e-3x), a flag as a word
         value = cfg[node].get(name)
         if name not in raw or value is None:

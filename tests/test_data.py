@@ -38,7 +38,8 @@ def test_batches_replay_from_state_and_ranks_take_disjoint_slices(corpus):
     b = Batches(corpus.train, 4, seed=99)
     b.load_state_dict(state)
     assert torch.equal(b.next(), expected)
-    r0, r1 = Batches(corpus.train, 2, seed=5, rank=0, world_size=2), Batches(corpus.train, 2, seed=5, rank=1, world_size=2)
+    r0 = Batches(corpus.train, 2, seed=5, rank=0, world_size=2)
+    r1 = Batches(corpus.train, 2, seed=5, rank=1, world_size=2)
     assert torch.equal(torch.cat([r0.next(), r1.next()]), Batches(corpus.train, 4, seed=5).next())
 
 

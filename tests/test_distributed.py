@@ -31,7 +31,7 @@ def run(rank: int, world_size: int, port: int, out_dir: str) -> None:
                                            f"hardware.batch_size={8 // world_size}"])
     summary = trainer.train(cfg, f"{out_dir}/run{world_size}")  # tears the process group down at the end
     torch.save({"params": built[0].state_dict(), "summary": summary}, f"{out_dir}/w{world_size}_rank{rank}.pt")
-    del built
+    built.clear()  # the model goes before the process group does (gloo)
     gc.collect()
 
 

@@ -21,7 +21,8 @@ CHECK = textwrap.dedent("""
     import torch
     from orthonoise import kernels as K
     dev, dt = DEVICE, DTYPE
-    for (B, D, L, W, bias, silu) in [(2, 70, 37, 4, True, True), (1, 130, 65, 4, False, True), (2, 9, 5, 3, True, False)]:
+    shapes = [(2, 70, 37, 4, True, True), (1, 130, 65, 4, False, True), (2, 9, 5, 3, True, False)]
+    for (B, D, L, W, bias, silu) in shapes:
         g = torch.Generator().manual_seed(D)
         # x and dout channels-last, as slices of a wider (B, L, *) buffer, like mamba_ssm passes them
         xbuf = torch.randn(B, L, D + 5, generator=g).to(dev, dt)

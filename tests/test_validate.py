@@ -15,9 +15,12 @@ from tests.conftest import FAST
 
 BAD_INPUTS = [  # (overrides, what the message must say)
     (["optimizer=orthonoise", "optimizer.alpha=-0.1"], "optimizer.alpha=-0.1 is out of range: must be ≥ 0"),
-    (["optimizer=orthonoise", "optimizer.rank_threshold=1.5"], "optimizer.rank_threshold=1.5 is out of range: must be in (0, 1]"),
-    (["optimizer=isotropic", "optimizer.ns_steps_noise=0"], "optimizer.ns_steps_noise=0 is out of range: must be an integer ≥ 1"),
-    (["optimizer=orthonoise", "noise=linear", "noise.end_factor=-1"], "noise.end_factor=-1 is out of range: must be ≥ 0"),
+    (["optimizer=orthonoise", "optimizer.rank_threshold=1.5"],
+     "optimizer.rank_threshold=1.5 is out of range: must be in (0, 1]"),
+    (["optimizer=isotropic", "optimizer.ns_steps_noise=0"],
+     "optimizer.ns_steps_noise=0 is out of range: must be an integer ≥ 1"),
+    (["optimizer=orthonoise", "noise=linear", "noise.end_factor=-1"],
+     "noise.end_factor=-1 is out of range: must be ≥ 0"),
     (["optimizer=orthonoise", "noise=cosine", "noise.steps=0"], "noise.steps=0 is out of range: must be ≥ 1"),
     (["optimizer=nolah", "optimizer.percentile=100"], "optimizer.percentile=100 is out of range: must be in (0, 100)"),
     (["optimizer=orthonoise", "optimizer.alpha=1e-3x"], "optimizer.alpha='1e-3x' is out of range: must be a number"),
