@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from orthonoise.optim.registry import Kind, Role, kind_of
+
 from .collect import COMPLETED, DIVERGED, Run
-from .kinds import BASELINE, optimizer_kind
 
 # Keys that differ between seeds of one config or never change the training result; `phase` only says which
 # sweep asked for the run (phase 3.1's arms and 3.2's configs with the same settings are one config).
@@ -50,8 +51,18 @@ class Group:
     is_baseline: bool = False
 
     @property
+    def registered(self) -> Kind | None:
+        """The optimizer kind of orthonoise/optim/registry.py this group ran; None for a class it does not list."""
+        return kind_of(str(self.config.get("optimizer._target_", "")), self.config.get("optimizer.distribution"))
+
+    @property
     def kind(self) -> str:
-        return optimizer_kind(self.config.get("optimizer._target_", ""))
+        """The kind's name ('orthonoise'); an unregistered class by its lower-cased name ('sgd')."""
+        kind = self.registered
+        return kind.name if kind else str(self.config.get("optimizer._target_", "")).rsplit(".", 1)[-1].lower()
+
+    def has_role(self, *roles: Role) -> bool:
+        return self.registered is not None and self.registered.role in roles
 
     @property
     def replicates(self) -> dict:
@@ -119,7 +130,7 @@ def group_runs(runs: list[Run]) -> list[Group]:
                        if not k.startswith("hydra") and k not in RUN_LOCAL_TOP_KEYS}
             groups[key] = Group(key=key, config=config, choices=choices)
         groups[key].runs.append(run)
-    ordered = sorted(groups.values(), key=lambda g: (g.setting, g.kind != BASELINE, g.key))
+    ordered = sorted(groups.values(), key=lambda g: (g.setting, not g.has_role(Role.BASELINE), g.key))
     _label(ordered)
     return ordered
 
@@ -172,10 +183,10 @@ def _matches(group: Group, selector: str) -> bool:
 
 
 def is_baseline_candidate(group: Group, selectors: list[str] | None) -> bool:
-    """Muon by default; with selectors, a group whose label equals them or that matches every
+    """The registry's baseline kind (Muon) by default; with selectors, a group whose label equals them or that matches every
     `key=value` (a Hydra choice, a config leaf, or an optimizer class name)."""
     if not selectors:
-        return group.kind == BASELINE
+        return group.has_role(Role.BASELINE)
     if group.label == " ".join(selectors):
         return True
     return all(_matches(group, s) for s in selectors)

@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from . import criteria, kinds, measures
+from . import criteria, measures
 from .groups import Group
 from .measures import mean_band
 
@@ -144,7 +144,8 @@ def delta_over_steps(groups: list[Group], path: Path) -> Path | None:
     """Per compared config: each shared seed's paired % difference of val loss vs the baseline over steps, and
     their mean with a pointwise 95% t band."""
     items = [(g, *measures.paired_differences(g)) for g in groups
-             if g.baseline is not None and not g.is_baseline and g.kind in kinds.MUON_FAMILY]
+             if g.baseline is not None and not g.is_baseline
+             and g.registered and g.registered.muon_family]
     items = [(g, steps, d) for g, steps, d in items if steps]
     if not items:
         return None
