@@ -109,6 +109,12 @@ class Run:
         return min(v for _, v in evals) if evals else None
 
     @property
+    def final_alpha(self) -> float | None:
+        """The noise scale the run ended at (noise variants: an annealed run ends below optimizer.alpha)."""
+        value = (self.summary or {}).get("final_alpha")
+        return float(value) if _is_finite(value) else None
+
+    @property
     def last_eff_rank(self) -> float | None:
         evals = self.evals("eff_rank")
         return evals[-1][1] if evals else None

@@ -4,6 +4,7 @@ and pair every group with its Muon baseline. A group holds every job; its replic
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 
 import yaml
@@ -17,6 +18,7 @@ from .collect import COMPLETED, DIVERGED, Run
 RUN_LOCAL_TOP_KEYS = {"seed", "hydra", "logger", "tags", "paths", "wandb", "phase"}
 RUN_LOCAL_LEAF_NAMES = {"progress_bar", "resume", "resume_from"}
 RUN_LOCAL_LEAF_SUFFIXES = ("_dir", "_path")
+ALPHA_KEY = "optimizer.alpha"  # the noise scale a schedule starts from; summary.json's final_alpha is where it ended
 # The keys a baseline must share with the group it is compared against.
 SETTING_TOP_KEYS = ("model", "trainer", "data")
 
@@ -105,6 +107,19 @@ class Group:
         return ", ".join(f"{k}/{n} {state}" for state, k in sorted(counts.items(), key=lambda x: x[0] != COMPLETED))
 
     @property
+    def final_alphas(self) -> list[float]:
+        """The alphas its completed runs ended at (summary.json), where they differ from optimizer.alpha: an
+        annealed schedule's end; empty for a constant alpha and for optimizers without noise."""
+        alpha = self.config.get(ALPHA_KEY)
+        ends = {run.final_alpha for run in self.completed if run.final_alpha is not None}
+        return sorted(end for end in ends if not isinstance(alpha, (int, float)) or not math.isclose(end, alpha))
+
+    def alpha_text(self) -> str:
+        """'0.01→0.001' for a run annealed from 0.01 to 0.001; the configured alpha otherwise."""
+        ends = self.final_alphas
+        return _short(self.config.get(ALPHA_KEY)) + ("→" + "/".join(map(_short, ends)) if ends else "")
+
+    @property
     def setting(self) -> str:
         """Model/trainer/data settings: groups with the same setting are comparable."""
         return canonical({k: v for k, v in self.config.items() if k.split(".", 1)[0] in SETTING_TOP_KEYS})
@@ -167,7 +182,9 @@ def _label(groups: list[Group]) -> None:
             value = g.config[key]
             if key.endswith("_target_"):
                 name, value = key.split(".", 1)[0], str(value).rsplit(".", 1)[-1]
-            parts.append(f"{name}={_short(value)}")
+            parts.append(f"{name}={g.alpha_text() if key == ALPHA_KEY else _short(value)}")
+        if g.final_alphas and ALPHA_KEY not in leaf_keys:  # an annealed run says where its alpha went
+            parts.append(f"alpha={g.alpha_text()}")
         g.label = " ".join(parts) or g.kind or "(no config)"
 
 
