@@ -145,6 +145,19 @@ class Run:
         return wall * (summary.get("world_size") or 1) / steps if _is_finite(wall) else None
 
     @property
+    def provenance(self) -> dict | None:
+        """The code and machine that produced the run (summary.json); None for a run from before it was recorded."""
+        value = (self.summary or {}).get("provenance")
+        return value if isinstance(value, dict) else None
+
+    @property
+    def config_changes(self) -> list[dict]:
+        """Settings changed while the run went on (trainer.allow_config_change): [{step, at, keys: {key: [old,
+        new]}}]; empty for a run that kept the settings it started with."""
+        value = (self.summary or {}).get("config_changes")
+        return [c for c in value if isinstance(c, dict)] if isinstance(value, list) else []
+
+    @property
     def error(self) -> str | None:
         """Why the run did not complete: the crash, or what made it diverge."""
         summary = self.summary or {}
