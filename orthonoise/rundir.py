@@ -68,7 +68,8 @@ def read_summary(run_dir: Path) -> dict | None:
 _INTEGER, _NUMBER, _TEXT = ((int,), "an integer"), ((int, float), "a number"), ((str,), "a string")
 SUMMARY_TYPES = {"status": _TEXT, "steps": _INTEGER, "max_steps": _INTEGER, "best_step": _INTEGER,
                  "final_val_loss": _NUMBER, "best_val_loss": _NUMBER, "wall_time_s": _NUMBER,
-                 "tokens_per_s": _NUMBER, "gpu_hours": _NUMBER, "error": _TEXT, "diverged": _TEXT}
+                 "tokens_per_s": _NUMBER, "gpu_hours": _NUMBER, "error": _TEXT, "diverged": _TEXT,
+                 "final_alpha": _NUMBER}
 
 
 def inspect_summary(run_dir: Path) -> tuple[dict | None, str | None]:

@@ -18,10 +18,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from orthonoise.optim.registry import Role, kinds
 from orthonoise.report import power
 from orthonoise.rundir import HYDRA_DIR, SUMMARY_FILE, Status, read_summary
 
-BASELINE_OPTIMIZER = "muon"  # the conf/optimizer choice every other arm of a setting is compared with
+# the conf/optimizer choices every other arm of a setting is compared with (orthonoise/optim/registry.py)
+BASELINE_OPTIMIZERS = frozenset(kind.name for kind in kinds(Role.BASELINE))
 NOT_PART_OF_AN_ARM = ("hydra", "seed", "phase", "tags")  # a job's config minus these names its arm
 
 
@@ -103,9 +105,9 @@ def _seeds_by_arm(jobs: list) -> dict[str, set]:
 
 
 def _design_text(mine: list, family: list, sigma: float, rho: float, source: str) -> str:
-    baselines = _seeds_by_arm([j for j in family if j.optimizer == BASELINE_OPTIMIZER])
-    others = _seeds_by_arm([j for j in family if j.optimizer != BASELINE_OPTIMIZER])
-    my_arms = _seeds_by_arm([j for j in mine if j.optimizer != BASELINE_OPTIMIZER])
+    baselines = _seeds_by_arm([j for j in family if j.optimizer in BASELINE_OPTIMIZERS])
+    others = _seeds_by_arm([j for j in family if j.optimizer not in BASELINE_OPTIMIZERS])
+    my_arms = _seeds_by_arm([j for j in mine if j.optimizer not in BASELINE_OPTIMIZERS])
     noise = f" [σ {sigma:.2f}%, ρ {rho:.2f}: {source}]"
     if not my_arms:  # a baseline-only sweep (the learning-rate arms): how far apart its arms must be
         n = min(len(s) for s in _seeds_by_arm(mine).values())

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 
 class Role(str, enum.Enum):
@@ -51,7 +51,11 @@ REGISTRY: dict[str, Kind] = {kind.name: kind for kind in [
 
 
 def kind_of(target: str, distribution: str | None = None) -> Kind | None:
-    """The kind of a run from its optimizer._target_ (and optimizer.distribution, for the generic NoisyMuon)."""
+    """The kind of a run from its optimizer._target_ (and optimizer.distribution, for the generic NoisyMuon). A class
+    named by its defining module (orthonoise.optim.noisy.OrthoNoise) is the kind configs name orthonoise.optim.OrthoNoise."""
+    package, _, name = target.rpartition(".")
+    if package.startswith("orthonoise.optim."):
+        target = f"orthonoise.optim.{name}"
     for kind in REGISTRY.values():
         if kind.target == target:
             return kind
@@ -73,4 +77,10 @@ def matches(kind: Kind, config: Mapping, other: Mapping) -> bool:
     if {k for k in config if k.startswith("noise.")} != {k for k in other if k.startswith("noise.")}:
         return False
     keys = [k for k in config if k in other and k.startswith(kind.match_prefixes) and k not in kind.may_differ]
-    return all(json.dumps(config[k], default=str) == json.dumps(other[k], default=str) for k in keys)
+    return all(_same_value(config[k], other[k]) for k in keys)
+
+
+def _same_value(a, b) -> bool:
+    """Equal as the configs say them, or as numbers (a YAML 0.001 and 1e-3, an int 0 and a float 0.0)."""
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b))
+    return json.dumps(a, default=str) == json.dumps(b, default=str) or (numbers and float(a) == float(b))

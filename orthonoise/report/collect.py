@@ -109,6 +109,12 @@ class Run:
         return min(v for _, v in evals) if evals else None
 
     @property
+    def final_alpha(self) -> float | None:
+        """The noise scale the run ended at (noise variants: an annealed run ends below optimizer.alpha)."""
+        value = (self.summary or {}).get("final_alpha")
+        return float(value) if _is_finite(value) else None
+
+    @property
     def last_eff_rank(self) -> float | None:
         evals = self.evals("eff_rank")
         return evals[-1][1] if evals else None
@@ -137,6 +143,19 @@ class Run:
             return summary["gpu_hours"] * 3600 / steps
         wall = summary.get("wall_time_s")
         return wall * (summary.get("world_size") or 1) / steps if _is_finite(wall) else None
+
+    @property
+    def provenance(self) -> dict | None:
+        """The code and machine that produced the run (summary.json); None for a run from before it was recorded."""
+        value = (self.summary or {}).get("provenance")
+        return value if isinstance(value, dict) else None
+
+    @property
+    def config_changes(self) -> list[dict]:
+        """Settings changed while the run went on (trainer.allow_config_change): [{step, at, keys: {key: [old,
+        new]}}]; empty for a run that kept the settings it started with."""
+        value = (self.summary or {}).get("config_changes")
+        return [c for c in value if isinstance(c, dict)] if isinstance(value, list) else []
 
     @property
     def error(self) -> str | None:

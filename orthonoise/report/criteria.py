@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from . import engine, kinds, measures
+from orthonoise.optim.registry import REGISTRY, Role, matches
+
+from . import engine, measures
 from .collect import COMPLETED, DIVERGED, FAILED, MISSING
 from .engine import FAIL, INCONCLUSIVE, PASS
 from .groups import Group
@@ -91,7 +93,7 @@ def seeds_text(*arms: Group) -> str:
 
 
 def _method_groups(groups: list[Group]) -> list[Group]:
-    return [g for g in groups if g.kind == kinds.METHOD and not g.is_baseline and g.baseline is not None]
+    return [g for g in groups if g.has_role(Role.METHOD) and not g.is_baseline and g.baseline is not None]
 
 
 # ---- phase 3.1 -------------------------------------------------------------------------------
@@ -134,7 +136,7 @@ def loss_within_baseline(groups: list[Group], families: dict, tolerance_pct: flo
 def eff_rank_logged(groups: list[Group]) -> Criterion:
     """Every completed Muon-family run logged a finite eff_rank at some eval (a crashed run may
     have stopped after the step-0 eval, where there is no momentum to measure yet)."""
-    checked = [r for g in groups if g.kind in kinds.MUON_FAMILY for r in g.completed]
+    checked = [r for g in groups if g.registered and g.registered.muon_family for r in g.completed]
     lacking = [r for r in checked if not r.evals("eff_rank")]
     name = "Effective rank logged"
     if not checked:
@@ -189,27 +191,18 @@ def eff_rank_higher(groups: list[Group], rank_families: dict) -> Criterion:
 
 
 def matched_method(control: Group, groups: list[Group]) -> Group | None:
-    """The method group that differs from `control` only in the optimizer class (kinds.match_keys)."""
-    def noise_keys(group: Group) -> set:
-        return {k for k in group.config if k.startswith("noise.")}
-
+    """The group of the control's method (registry: `matched_to`) at the same setting that differs from `control`
+    only in the optimizer class and its distribution's own settings (registry.matches)."""
     for other in groups:
-        if other.kind != kinds.METHOD or other.setting != control.setting or noise_keys(other) != noise_keys(control):
-            continue
-        keys = kinds.match_keys(control.config, other.config)
-        if all(_same_value(control.config[k], other.config[k]) for k in keys):
+        if other.setting == control.setting and matches(control.registered, control.config, other.config):
             return other
     return None
-
-
-def _same_value(a, b) -> bool:
-    return repr(a) == repr(b) or (isinstance(a, (int, float)) and isinstance(b, (int, float)) and float(a) == float(b))
 
 
 def isotropic_underperforms(groups: list[Group], families: dict) -> Criterion:
     """Control − matched method, a contrast of the blocked model: PASS when its 95% interval is above 0
     (Bonferroni over the controls in the sweep)."""
-    controls = [g for g in groups if g.kind == kinds.CONTROL]
+    controls = [g for g in groups if g.has_role(Role.CONTROL) and g.registered.matched_to in REGISTRY]
     judgements = []
     for iso in controls:
         ortho = matched_method(iso, groups)

@@ -4,18 +4,21 @@ and pair every group with its Muon baseline. A group holds every job; its replic
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 
 import yaml
 
+from orthonoise.optim.registry import Kind, Role, kind_of
+
 from .collect import COMPLETED, DIVERGED, Run
-from .kinds import BASELINE, optimizer_kind
 
 # Keys that differ between seeds of one config or never change the training result; `phase` only says which
 # sweep asked for the run (phase 3.1's arms and 3.2's configs with the same settings are one config).
 RUN_LOCAL_TOP_KEYS = {"seed", "hydra", "logger", "tags", "paths", "wandb", "phase"}
 RUN_LOCAL_LEAF_NAMES = {"progress_bar", "resume", "resume_from"}
 RUN_LOCAL_LEAF_SUFFIXES = ("_dir", "_path")
+ALPHA_KEY = "optimizer.alpha"  # the noise scale a schedule starts from; summary.json's final_alpha is where it ended
 # The keys a baseline must share with the group it is compared against.
 SETTING_TOP_KEYS = ("model", "trainer", "data")
 
@@ -50,8 +53,18 @@ class Group:
     is_baseline: bool = False
 
     @property
+    def registered(self) -> Kind | None:
+        """The optimizer kind of orthonoise/optim/registry.py this group ran; None for a class it does not list."""
+        return kind_of(str(self.config.get("optimizer._target_", "")), self.config.get("optimizer.distribution"))
+
+    @property
     def kind(self) -> str:
-        return optimizer_kind(self.config.get("optimizer._target_", ""))
+        """The kind's name ('orthonoise'); an unregistered class by its lower-cased name ('sgd')."""
+        kind = self.registered
+        return kind.name if kind else str(self.config.get("optimizer._target_", "")).rsplit(".", 1)[-1].lower()
+
+    def has_role(self, *roles: Role) -> bool:
+        return self.registered is not None and self.registered.role in roles
 
     @property
     def replicates(self) -> dict:
@@ -94,6 +107,19 @@ class Group:
         return ", ".join(f"{k}/{n} {state}" for state, k in sorted(counts.items(), key=lambda x: x[0] != COMPLETED))
 
     @property
+    def final_alphas(self) -> list[float]:
+        """The alphas its completed runs ended at (summary.json), where they differ from optimizer.alpha: an
+        annealed schedule's end; empty for a constant alpha and for optimizers without noise."""
+        alpha = self.config.get(ALPHA_KEY)
+        ends = {run.final_alpha for run in self.completed if run.final_alpha is not None}
+        return sorted(end for end in ends if not isinstance(alpha, (int, float)) or not math.isclose(end, alpha))
+
+    def alpha_text(self) -> str:
+        """'0.01→0.001' for a run annealed from 0.01 to 0.001; the configured alpha otherwise."""
+        ends = self.final_alphas
+        return _short(self.config.get(ALPHA_KEY)) + ("→" + "/".join(map(_short, ends)) if ends else "")
+
+    @property
     def setting(self) -> str:
         """Model/trainer/data settings: groups with the same setting are comparable."""
         return canonical({k: v for k, v in self.config.items() if k.split(".", 1)[0] in SETTING_TOP_KEYS})
@@ -119,7 +145,7 @@ def group_runs(runs: list[Run]) -> list[Group]:
                        if not k.startswith("hydra") and k not in RUN_LOCAL_TOP_KEYS}
             groups[key] = Group(key=key, config=config, choices=choices)
         groups[key].runs.append(run)
-    ordered = sorted(groups.values(), key=lambda g: (g.setting, g.kind != BASELINE, g.key))
+    ordered = sorted(groups.values(), key=lambda g: (g.setting, not g.has_role(Role.BASELINE), g.key))
     _label(ordered)
     return ordered
 
@@ -156,7 +182,9 @@ def _label(groups: list[Group]) -> None:
             value = g.config[key]
             if key.endswith("_target_"):
                 name, value = key.split(".", 1)[0], str(value).rsplit(".", 1)[-1]
-            parts.append(f"{name}={_short(value)}")
+            parts.append(f"{name}={g.alpha_text() if key == ALPHA_KEY else _short(value)}")
+        if g.final_alphas and ALPHA_KEY not in leaf_keys:  # an annealed run says where its alpha went
+            parts.append(f"alpha={g.alpha_text()}")
         g.label = " ".join(parts) or g.kind or "(no config)"
 
 
@@ -172,10 +200,10 @@ def _matches(group: Group, selector: str) -> bool:
 
 
 def is_baseline_candidate(group: Group, selectors: list[str] | None) -> bool:
-    """Muon by default; with selectors, a group whose label equals them or that matches every
+    """The registry's baseline kind (Muon) by default; with selectors, a group whose label equals them or that matches every
     `key=value` (a Hydra choice, a config leaf, or an optimizer class name)."""
     if not selectors:
-        return group.kind == BASELINE
+        return group.has_role(Role.BASELINE)
     if group.label == " ".join(selectors):
         return True
     return all(_matches(group, s) for s in selectors)

@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from . import criteria, kinds, measures
+from . import criteria, measures
 from .groups import Group
 from .measures import mean_band
 
@@ -122,17 +122,22 @@ def delta_vs_alpha(analysis, path: Path) -> Path | None:
         names = sorted(series)
         for i, (name, color) in enumerate(zip(names, _colors(len(names)))):
             dodge = 1.12 ** (i - (len(names) - 1) / 2)  # the same factor on a log axis: even spacing
-            points = sorted((_alpha(g) * dodge, family.comparisons[g.label]) for g in series[name])
-            x = [a for a, _ in points]
-            y = [c.delta_pct for _, c in points]
-            err = [[c.delta_pct - c.low_pct for _, c in points], [c.high_pct - c.delta_pct for _, c in points]]
+            points = sorted(((_alpha(g) * dodge, family.comparisons[g.label], g) for g in series[name]),
+                            key=lambda point: point[0])
+            x = [a for a, _, _ in points]
+            y = [c.delta_pct for _, c, _ in points]
+            err = [[c.delta_pct - c.low_pct for _, c, _ in points], [c.high_pct - c.delta_pct for _, c, _ in points]]
             ax.errorbar(x, y, yerr=err, marker="o", capsize=3, linestyle="none", color=color, alpha=0.85,
-                        label=f"{name} (n={min(c.n for _, c in points)})")
+                        label=f"{name} (n={min(c.n for _, c, _ in points)})")
+            for a, c, g in points:
+                if g.final_alphas:  # annealed: x is the alpha it started at; say where it ended
+                    ax.annotate("→" + "/".join(f"{end:g}" for end in g.final_alphas), (a, c.delta_pct),
+                                textcoords="offset points", xytext=(4, 4), fontsize=6, color=color)
         ax.axhline(0, color="black", linewidth=1, label=f"baseline {members[0].baseline.label}")
         ax.axhline(-criteria.SIGNAL_MARGIN_PCT, color="tab:red", linestyle="--", linewidth=1,
                    label=f"margin −{criteria.SIGNAL_MARGIN_PCT:g}% (PASS: interval wholly below)")
         ax.set_xscale("log")
-        ax.set_xlabel("alpha (series dodged sideways)")
+        ax.set_xlabel("alpha at the start (→ where an annealed run ended; series dodged sideways)")
         ax.set_ylabel("Δ final val loss vs baseline (%)")
         ax.set_title(f"{members[0].setting_label}: {family.method}, σ̂ {family.sigma_pct:.2f}%")
         ax.grid(alpha=0.3, which="both")
@@ -144,7 +149,8 @@ def delta_over_steps(groups: list[Group], path: Path) -> Path | None:
     """Per compared config: each shared seed's paired % difference of val loss vs the baseline over steps, and
     their mean with a pointwise 95% t band."""
     items = [(g, *measures.paired_differences(g)) for g in groups
-             if g.baseline is not None and not g.is_baseline and g.kind in kinds.MUON_FAMILY]
+             if g.baseline is not None and not g.is_baseline
+             and g.registered and g.registered.muon_family]
     items = [(g, steps, d) for g, steps, d in items if steps]
     if not items:
         return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from . import criteria, power
+from . import criteria, power, provenance
 from .analysis import Analysis
 from .collect import COMPLETED, DIVERGED, FAILED
 from .criteria import fmt_pct
@@ -53,6 +53,7 @@ def claims_paragraph(analysis: Analysis, verdicts: list, power_text: list[str]) 
     plain = {"PASS": "Shown", "FAIL": "Shown not to hold", "INCONCLUSIVE": "Not shown either way"}
     for c in verdicts:
         sentences.append(f"{plain[c.verdict]}: {c.name[0].lower() + c.name[1:]} ({c.verdict}).")
+    sentences += [f"Warning: {line}." for line in provenance.warnings(analysis.groups)]
     bad = [(g, g.count(DIVERGED, FAILED)) for g in analysis.groups if g.count(DIVERGED, FAILED)]
     if bad:
         sentences.append("Seeds lost: " + ", ".join(f"{g.label} {k}/{len(g.replicates)}" for g, k in bad) + ".")
@@ -142,7 +143,7 @@ def render(sweep_dirs: list[Path], root: Path, phase, analysis: Analysis, verdic
     lines.append("")
     if power_text:
         lines += ["## What this sweep can detect", "", "```", *power_text, "```", ""]
-    lines += [*analysis_section(analysis), "", "## Groups", "",
+    lines += [*analysis_section(analysis), "", *provenance.section(analysis.groups), "## Groups", "",
               ("Seeds counted once each (a repeated seed is one replicate). Δ = (group − baseline) / baseline "
                "from the primary analysis: negative = lower loss = better; brackets: simultaneous 95% interval."),
               "",

@@ -102,7 +102,7 @@ def group_md_rows(rows: list[GroupRow]) -> list[list]:
 
 
 RUN_HEADER = ["run", "group", "seed", "state", "counted", "steps", "max_steps", "final_val_loss", "best_val_loss",
-              "eff_rank_last", "gpu_hours", "error"]
+              "final_alpha", "eff_rank_last", "gpu_hours", "error"]
 
 
 def run_rows(groups: list[Group], root: Path) -> list[list]:
@@ -114,7 +114,8 @@ def run_rows(groups: list[Group], root: Path) -> list[list]:
             rows.append([
                 relative_path(run.path, root), g.label, run.seed, run.state_text,
                 "yes" if id(run) in kept else "no (repeated seed)", run.steps, run.max_steps,
-                run.final_val_loss, run.best_val_loss, run.last_eff_rank, run.gpu_hours, run.error or "",
+                run.final_val_loss, run.best_val_loss, None if run.final_alpha is None else f"{run.final_alpha:g}",
+                run.last_eff_rank, run.gpu_hours, run.error or "",
             ])
     return rows
 

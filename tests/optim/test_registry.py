@@ -34,6 +34,9 @@ def test_roles_and_comparisons_are_consistent():
     assert REGISTRY["isotropic"].matched_to == "orthonoise" and REGISTRY["isotropic"].compared_with == "muon"
     assert kind_of("torch.optim.SGD") is None
     assert kind_of("orthonoise.optim.NoisyMuon", "isotropic") is REGISTRY["isotropic"]
+    # a class named by its defining module is the kind the configs name by the package
+    assert kind_of("orthonoise.optim.noisy.OrthoNoise") is REGISTRY["orthonoise"]
+    assert kind_of("orthonoise.optim.muon.Muon") is REGISTRY["muon"]
 
 
 ISO = {"optimizer._target_": "orthonoise.optim.IsotropicNoise", "optimizer.alpha": 1e-3, "optimizer.lr": 0.02,
@@ -48,7 +51,14 @@ ORTHO = {**ISO, "optimizer._target_": "orthonoise.optim.OrthoNoise", "optimizer.
     ({k: v for k, v in ORTHO.items() if k != "noise.end_factor"}, False),  # another set of noise keys
     ({**ISO, "seed": 2}, False),  # not the method
     ({**ORTHO, "optimizer._target_": "orthonoise.optim.Muon"}, False),
+    ({**ORTHO, "optimizer._target_": "orthonoise.optim.noisy.OrthoNoise"}, True),
 ])
 def test_a_control_is_matched_to_the_method_run_with_its_settings(other, matched):
     assert matches(REGISTRY["isotropic"], ISO, other) is matched
     assert not matches(REGISTRY["orthonoise"], ORTHO, ISO)  # only controls have a match
+
+
+def test_matching_compares_numbers_as_numbers():
+    control, method = {**ISO, "optimizer.weight_decay": 0}, {**ORTHO, "optimizer.weight_decay": 0.0}
+    assert matches(REGISTRY["isotropic"], control, method)
+    assert not matches(REGISTRY["isotropic"], control, {**method, "optimizer.weight_decay": 0.1})

@@ -18,6 +18,14 @@ TARGETS = {
 }
 
 
+# summary.json's `provenance` as orthonoise/identity.py writes it: every fixture run ran this code unless a test
+# says otherwise (provenance=None: a run from before provenance was recorded)
+PROVENANCE = {"git_commit": "0123456789abcdef0123456789abcdef01234567", "git_dirty": False, "git_diff_sha256": None,
+              "torch": "2.13.0", "transformers": "5.0.0", "mamba_ssm": None, "python": "3.12.3", "host": "node1",
+              "device_name": "NVIDIA H100 80GB HBM3"}
+END_FACTOR = 0.1  # conf/noise/*.yaml: an annealed alpha ends at alpha * end_factor
+
+
 def linear_curve(final: float, max_steps: int = 200, every: int = 50, early: float = 0.10) -> dict[int, float]:
     """Val loss at each eval step, falling linearly from final*(1+early) at step 0 to `final`."""
     return {s: final * (1 + early * (1 - s / max_steps)) for s in range(every, max_steps + 1, every)}
@@ -37,7 +45,7 @@ def make_config(*, seed: int, optimizer: str = "muon", alpha=None, schedule: str
         "model": {"preset": preset, "pretrained": pretrained, "config": {"hidden_size": 64}},
         "data": {"name": "local", "seq_len": 128, "cache_dir": ".cache/data"},
         "optimizer": optim,
-        "noise": {"schedule": schedule, "end_factor": 0.1, "steps": 1000},  # conf/noise/*.yaml
+        "noise": {"schedule": schedule, "end_factor": END_FACTOR, "steps": "${trainer.max_steps}"},  # conf/noise/*.yaml
         "hardware": {"name": "cpu", "world_size": 1},
         "logger": {"mode": "disabled", "group": phase},
         "seed": seed,
@@ -55,9 +63,12 @@ def write_run(root: Path, name: str, *, seed: int = 1, val: dict[int, float] | N
               status: Status | str | None = Status.COMPLETED,
               error: str | None = None, diverged: str | None = None, gpu_hours: float = 0.0,
               tokens_per_s: float = 1000.0, wall_time_s: float = 60.0, hydra_yaml: bool = True, metrics: bool = True,
+              final_alpha: float | None = None, provenance: dict | None = PROVENANCE, config_changes: list = (),
               **config_kwargs) -> Path:
     """One run dir. `val` maps eval step -> val loss, `logged` any other metric key -> {eval step: value};
-    status None writes no summary.json."""
+    status None writes no summary.json. A completed noise run records the alpha it ended at as the trainer does
+    (the schedule spans the run: alpha * end_factor unless constant); `final_alpha` says another. `provenance` and
+    `config_changes` are the summary's (None: no provenance, as in a run from before it was recorded)."""
     run = Path(root) / name
     hydra_dir = run / HYDRA_DIR
     hydra_dir.mkdir(parents=True)
@@ -86,7 +97,20 @@ def write_run(root: Path, name: str, *, seed: int = 1, val: dict[int, float] | N
             "best_step": min(val, key=val.get) if val else None, "wall_time_s": wall_time_s,
             "tokens": 1000, "tokens_per_s": tokens_per_s, "n_params": 1000, "device": "cpu",
             "world_size": 1, "gpu_hours": gpu_hours, "error": error, "diverged": diverged,
-            "updated_at": "2025-01-01T00:00:00",
+            "updated_at": "2025-01-01T00:00:00", "config_fingerprint": "0123456789abcdef",
+            "config_changes": list(config_changes),
         }
+        if provenance is not None:
+            summary["provenance"] = provenance
+        final_alpha = final_alpha if final_alpha is not None else _ended_at(config, status)
+        if final_alpha is not None:
+            summary["final_alpha"] = final_alpha
         write_json_atomic(run / SUMMARY_FILE, summary)
     return run
+
+
+def _ended_at(config: dict, status: Status) -> float | None:
+    alpha = config["optimizer"].get("alpha")
+    if alpha is None or status != Status.COMPLETED:
+        return None
+    return alpha if config["noise"]["schedule"] == "constant" else alpha * config["noise"]["end_factor"]

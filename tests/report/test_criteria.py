@@ -4,10 +4,11 @@ import time
 
 import pytest
 
+from orthonoise.optim.registry import REGISTRY, Kind, Role
 from orthonoise.report import criteria
 from orthonoise.report.analysis import analyse
 
-from .fake_runs import linear_curve, write_run
+from .fake_runs import TARGETS, linear_curve, write_run
 
 BASE = [2.004, 2.006]  # mean 2.005, tiny spread: intervals of a few hundredths of a percent
 
@@ -111,6 +112,19 @@ def test_beats_baseline_one_pass_suffices_and_single_seeds_are_inconclusive(tmp_
     a = analyse(tmp_path)
     result = criteria.beats_baseline(a.groups, a.families)
     assert result.verdict == "PASS" and "Better than baseline (upper bound < 0): optimizer=orthonoise" in result.numbers
+
+
+def test_a_method_variant_joins_the_criteria_by_its_registry_entry(tmp_path, monkeypatch):
+    sketch = {"optimizer": "sketchnoise"}
+    monkeypatch.setitem(TARGETS, "sketchnoise", "orthonoise.optim.SketchNoise")
+    a = run_sweep(tmp_path, {"m": (BASE, {}), "s": (scaled(BASE, -3), sketch)})
+    unregistered = criteria.beats_baseline(a.groups, a.families)
+    assert unregistered.verdict == "INCONCLUSIVE" and "sketchnoise" not in unregistered.numbers
+    monkeypatch.setitem(REGISTRY, "sketchnoise", Kind("sketchnoise", "orthonoise.optim.SketchNoise", Role.METHOD,
+                                                      muon_family=True, compared_with="muon"))
+    registered = criteria.beats_baseline(a.groups, a.families)
+    assert registered.verdict == "PASS" and "optimizer=sketchnoise" in registered.numbers
+    assert "0/4 completed Muon-family runs" in criteria.eff_rank_logged(a.groups).numbers  # muon's and the variant's
 
 
 def test_a_diverged_seed_stops_a_pass_and_is_counted(tmp_path):

@@ -63,3 +63,13 @@ def test_phase_does_not_split_a_config_and_a_repeated_seed_is_one_replicate(tmp_
     assert len(group.runs) == 4 and sorted(group.replicates) == [1, 2]
     assert all(run.state == "completed" for run in group.replicates.values())  # the finished run stands for it
     assert sorted(group.duplicates) == [1, 2] and group.seed_counts() == "2/2 completed"
+
+
+def test_an_annealed_alpha_is_labelled_with_its_end_where_alpha_is_a_label_key(tmp_path):
+    for seed in (1, 2):
+        for alpha in (1e-2, 1e-3):
+            write_run(tmp_path, f"a{alpha}/seed={seed}", seed=seed, optimizer="orthonoise", alpha=alpha,
+                      schedule="linear", val={100: 2.0})
+    write_run(tmp_path, "short/seed=3", seed=3, optimizer="orthonoise", alpha=1e-2, schedule="linear",
+              val={100: 2.0}, final_alpha=5.5e-3)  # a schedule longer than the run (noise.steps=1000)
+    assert sorted(_groups(tmp_path)) == ["alpha=0.001→0.0001", "alpha=0.01→0.001/0.0055"]

@@ -152,3 +152,21 @@ def test_planned_jobs_that_never_started_count_as_missing(tmp_path):
     assert "| No crashes | **INCONCLUSIVE** |" in report and "1 missing (never started)" in report
     assert "3 jobs planned, 1 not started" in report and "INTERIM" in report
     assert "planned in multirun.yaml, no run directory" in report and "seed=3" in report
+
+
+def test_each_run_is_labelled_with_the_alpha_it_ended_at(tmp_path):
+    """Issue 13: an annealed run (noise=linear, 1e-2 → 1e-3 over the run) says where its alpha went; a constant
+    one and Muon do not."""
+    for seed in (1, 2):
+        write_run(tmp_path, f"muon/seed={seed}", seed=seed, phase="3.2", val=linear_curve(2.0 + seed / 1000))
+        for schedule in ("constant", "linear"):
+            write_run(tmp_path, f"{schedule}/seed={seed}", seed=seed, phase="3.2", optimizer="orthonoise",
+                      alpha=1e-2, schedule=schedule, val=linear_curve(1.99 + seed / 1000))
+    assert main([str(tmp_path)]) == 0
+    with open(tmp_path / "runs.csv") as handle:
+        rows = {row["run"]: row for row in csv.DictReader(handle)}
+    assert [rows[f"{name}/seed=1"]["final_alpha"] for name in ("muon", "constant", "linear")] == ["", "0.01", "0.001"]
+    assert rows["linear/seed=1"]["group"] == "optimizer=orthonoise noise=linear alpha=0.01→0.001"
+    assert rows["constant/seed=1"]["group"] == "optimizer=orthonoise noise=constant"
+    assert "| optimizer=orthonoise noise=linear alpha=0.01→0.001 |" in (tmp_path / "runs.md").read_text()
+    assert "alpha=0.01→0.001" in (tmp_path / "report.md").read_text()
