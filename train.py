@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from orthonoise.errors import ConfigError, RunRefused
 from orthonoise.hub import use_local_cache_if_offline
-from orthonoise.run_dirs import register_resolvers
+from orthonoise.rundir import register_resolvers
 
 log = logging.getLogger("orthonoise")
 register_resolvers()  # before Hydra composes conf/: the run directory's name uses one
@@ -53,6 +53,7 @@ def main(cfg: DictConfig) -> str | float:
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     if cfg.model.pretrained or cfg.data.name != "local":
         use_local_cache_if_offline()  # before transformers/datasets import huggingface_hub
+    from orthonoise.rundir import SKIPPED
     from orthonoise.runlock import RunDirBusy
     from orthonoise.trainer import train
 
@@ -65,7 +66,7 @@ def main(cfg: DictConfig) -> str | float:
     except RunRefused as err:  # another process's or another config's run directory: left exactly as it was
         if multirun and isinstance(err, RunDirBusy):
             log.warning("skipped: %s", err)
-            return "skipped"
+            return SKIPPED
         log.error("error: %s", err)
         if multirun:
             return "failed"

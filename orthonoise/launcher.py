@@ -37,11 +37,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from orthonoise.errors import ConfigError
 from orthonoise.metrics import mark_status
-from orthonoise.rundir import Status, read_summary
+from orthonoise.rundir import SKIPPED, Status, read_summary
 
 log = logging.getLogger(__name__)
 
-SKIPPED = "skipped"            # an outcome besides the Status words: not submitted, its run had finished already
 MIN_SIGNAL_MARGIN_S = 60       # after the preemption signal a job needs to finish its step and write a checkpoint
 POLL_S = 2
 # SLURM states of a job that has not ended for good (a requeued job passes through them again)
@@ -74,7 +73,10 @@ _tally: Counter | None = None
 
 
 def job_outcome(run_dir: Path, return_value: Any = None) -> str:
-    """What became of a job: its run directory's status; an Optuna trial (no summary, a number) by its value."""
+    """What became of a job: skipped when it said so (its directory held by a live process), else its run
+    directory's status; an Optuna trial (no summary, a number) by its value."""
+    if return_value == SKIPPED:
+        return SKIPPED
     summary = read_summary(run_dir)
     if summary and Status.parse(summary.get("status")):
         return Status.parse(summary["status"]).value

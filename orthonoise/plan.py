@@ -27,8 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from orthonoise import sweep_design
 from orthonoise.errors import ConfigError
-from orthonoise.rundir import HYDRA_DIR, SUMMARY_FILE, Status, read_summary
-from orthonoise.run_dirs import register_resolvers
+from orthonoise.rundir import HYDRA_DIR, SUMMARY_FILE, Status, read_summary, register_resolvers
 from orthonoise.validate import validate_settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,10 +11,34 @@ them through it, so a file name, a status word or a tolerance rule exists once.
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from orthonoise.atomic import write_text_atomic
+
+# Run directories are named by what was asked for, so the same command finds the same directory and launching it
+# again resumes its interrupted run (or skips it when completed) instead of paying for a new one. conf/config.yaml
+# names runs `outputs/runs/${run_name:${hydra.job.override_dirname}}`; Hydra sorts the overrides, so their order
+# on the command line does not matter.
+MAX_NAME = 200  # file systems allow 255 bytes per path component
+
+
+def run_name(override_dirname: str) -> str:
+    """`optimizer=orthonoise,seed=1` as a directory name: "default" for no overrides, no slashes, bounded length."""
+    name = override_dirname.replace("/", "_") or "default"
+    if len(name.encode()) > MAX_NAME:
+        digest = hashlib.sha1(name.encode()).hexdigest()[:12]
+        name = name.encode()[: MAX_NAME - 13].decode(errors="ignore") + "-" + digest
+    return name
+
+
+def register_resolvers() -> None:
+    """Every entry point that composes conf/ calls this first (train.py, orthonoise.plan, the tests)."""
+    OmegaConf.register_new_resolver("run_name", run_name, replace=True)
+
 
 SUMMARY_FILE = "summary.json"
 METRICS_FILE = "metrics.jsonl"
@@ -53,6 +77,11 @@ class Status(str, enum.Enum):
             return cls(value)
         except ValueError:
             return None
+
+
+# A launch outcome, not a run status: this launch did not run the job (its run had finished already, or a live
+# process holds its directory). The sweep's summary line counts it; nothing writes it into a run directory.
+SKIPPED = "skipped"
 
 
 def write_json_atomic(path: Path, obj: dict) -> None:

@@ -9,8 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from orthonoise.run_dirs import register_resolvers
-from orthonoise.rundir import METRICS_FILE
+from orthonoise.rundir import METRICS_FILE, register_resolvers
 
 register_resolvers()  # as train.py does before Hydra composes conf/
 

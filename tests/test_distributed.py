@@ -54,7 +54,10 @@ def test_gloo_ddp_equals_single_process_on_the_same_global_batch(tmp_path):
         assert torch.equal(p, rank1["params"][name]), f"{name} differs between ranks"
         # Summation order differs (two half-batch means vs one mean), and Newton–Schulz runs in bf16: differences
         # stay ~1e-4 after 3 steps at Muon lr 0.02 (an update's size), far below what a missed average would give.
-        torch.testing.assert_close(p, single["params"][name], rtol=1e-3, atol=5e-4, msg=name)
+        # AdamW's first steps are nearly sign(g)·lr, so a rare token whose gradient is ~0 may move differently by
+        # summation order alone (measured: 3 of 1.6M embedding entries, by 6e-4); a missed average moves them all.
+        outside = ~torch.isclose(p, single["params"][name], rtol=1e-3, atol=5e-4)
+        assert outside.float().mean() < 1e-5, f"{name}: {int(outside.sum())} of {p.numel()} entries differ"
     # sharded evaluation over both ranks = the single process's evaluation of the same windows
     assert rank0["summary"]["final_val_loss"] == pytest.approx(single["summary"]["final_val_loss"], rel=1e-4)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 from hydra.errors import HydraException
 
-from orthonoise.run_dirs import run_name
+from orthonoise.rundir import run_name
 
 from .collect import Run
 
