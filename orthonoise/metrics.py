@@ -13,8 +13,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from orthonoise.atomic import write_text_atomic
-from orthonoise.rundir import (METRICS_FILE, SUMMARY_FILE, Status, append_metrics, metrics_line, read_summary,
-                               write_json_atomic)
+from orthonoise.rundir import (
+    METRICS_FILE,
+    SUMMARY_FILE,
+    Status,
+    append_metrics,
+    metrics_line,
+    read_summary,
+    write_json_atomic,
+)
 from orthonoise.runlock import held_elsewhere
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,6 @@ import torch
 
 from orthonoise import distributed
 
-
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _stopped_by: signal.Signals | None = None  # outlives the run that received it
 

@@ -9,8 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from orthonoise.checkpoint import (checkpoint_paths, load_checkpoint, remove_stale_tmp, rng_state, save_checkpoint,
-                                   set_rng_state)
+from orthonoise.checkpoint import (
+    checkpoint_paths,
+    load_checkpoint,
+    remove_stale_tmp,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from orthonoise.errors import ConfigError
 
 

@@ -22,7 +22,11 @@ from orthonoise.optim.noise import effective_rank
 from orthonoise.optim.orthogonalize import MUON_COEFFICIENTS, ORTHOGONALIZERS, coefficient_schedule, orthogonalize
 from orthonoise.optim.protocol import TrainerHooks
 from orthonoise.optim.update import (
-    ADJUST_LR_FNS, adjust_lr, apply_update, momentum_direction, update_momentum,
+    ADJUST_LR_FNS,
+    adjust_lr,
+    apply_update,
+    momentum_direction,
+    update_momentum,
 )
 
 

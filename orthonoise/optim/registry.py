@@ -52,7 +52,8 @@ REGISTRY: dict[str, Kind] = {kind.name: kind for kind in [
 
 def kind_of(target: str, distribution: str | None = None) -> Kind | None:
     """The kind of a run from its optimizer._target_ (and optimizer.distribution, for the generic NoisyMuon). A class
-    named by its defining module (orthonoise.optim.noisy.OrthoNoise) is the kind configs name orthonoise.optim.OrthoNoise."""
+    named by its defining module (orthonoise.optim.noisy.OrthoNoise) is the kind configs name
+    orthonoise.optim.OrthoNoise."""
     package, _, name = target.rpartition(".")
     if package.startswith("orthonoise.optim."):
         target = f"orthonoise.optim.{name}"

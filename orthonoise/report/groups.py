@@ -200,8 +200,8 @@ def _matches(group: Group, selector: str) -> bool:
 
 
 def is_baseline_candidate(group: Group, selectors: list[str] | None) -> bool:
-    """The registry's baseline kind (Muon) by default; with selectors, a group whose label equals them or that matches every
-    `key=value` (a Hydra choice, a config leaf, or an optimizer class name)."""
+    """The registry's baseline kind (Muon) by default; with selectors, a group whose label equals them or that
+    matches every `key=value` (a Hydra choice, a config leaf, or an optimizer class name)."""
     if not selectors:
         return group.has_role(Role.BASELINE)
     if group.label == " ".join(selectors):

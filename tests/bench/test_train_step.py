@@ -26,6 +26,7 @@ def test_bench_optimizers_are_the_trainers():
     """The bench builds its optimizers through orthonoise.optim.build_optimizers on the composed config."""
     import torch
     from omegaconf import OmegaConf
+
     from orthonoise.model import build_model
     from orthonoise.optim import OrthoNoise
 

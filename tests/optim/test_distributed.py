@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from orthonoise.optim import Muon, NOLAH, OrthoNoise
+from orthonoise.optim import NOLAH, Muon, OrthoNoise
 
 # 5 shapes with 1–3 matrices each: ranks own unequal shares, one rank owns nothing of some shapes
 SHAPES = [(24, 8), (24, 8), (24, 8), (8, 24), (16, 16), (16, 16), (12, 20), (20, 12)]

@@ -6,9 +6,9 @@ import torch
 
 from orthonoise.errors import ArgumentError
 from orthonoise.optim import NOLAH, IsotropicNoise, Muon, OrthoNoise
-from orthonoise.optim.update import damp_large_gradients, gate_gradient, percentile_value, sigmoid_projection
 from orthonoise.optim.noise import haar_from_gaussian
 from orthonoise.optim.orthogonalize import MUON_COEFFICIENTS, coefficient_schedule, newton_schulz
+from orthonoise.optim.update import damp_large_gradients, gate_gradient, percentile_value, sigmoid_projection
 
 SHAPES = [(48, 16), (16, 48), (32, 32)]
 

@@ -5,7 +5,12 @@ import torch
 
 import orthonoise.optim.noise as noise
 from orthonoise.optim.noise import (
-    RANK_METHODS, SAMPLERS, effective_rank, haar_from_gaussian, isotropic_noise, orthogonal_noise,
+    RANK_METHODS,
+    SAMPLERS,
+    effective_rank,
+    haar_from_gaussian,
+    isotropic_noise,
+    orthogonal_noise,
     polar_schedule,
 )
 

@@ -3,8 +3,13 @@ import torch
 
 from orthonoise.optim.noise import haar_from_gaussian
 from orthonoise.optim.orthogonalize import (
-    MUON_COEFFICIENTS, POLAR_EXPRESS_COEFFICIENTS, coefficient_schedule, newton_schulz, reorthogonalize,
-    spectral_norm_bound, svd_polar,
+    MUON_COEFFICIENTS,
+    POLAR_EXPRESS_COEFFICIENTS,
+    coefficient_schedule,
+    newton_schulz,
+    reorthogonalize,
+    spectral_norm_bound,
+    svd_polar,
 )
 
 SHAPES = [(96, 32), (32, 96), (64, 64)]

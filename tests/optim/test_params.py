@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import GraniteMoeHybridConfig, GraniteMoeHybridForCausalLM
 
-from orthonoise.optim import IsotropicNoise, Muon, NOLAH, OrthoNoise, build_optimizers
+from orthonoise.optim import NOLAH, IsotropicNoise, Muon, OrthoNoise, build_optimizers
 from orthonoise.optim.params import split_parameters
 
 HIDDEN = ("mamba.in_proj.weight", "mamba.out_proj.weight", "self_attn.q_proj.weight", "self_attn.k_proj.weight",

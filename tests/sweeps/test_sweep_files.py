@@ -213,8 +213,9 @@ def test_slurm_partition_and_account_are_overridable():
 
 def test_optuna_sweep_composes():
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="optional extra: pip install -e '.[optuna]'")
-    from orthonoise.plan import load_hydra
     from hydra.types import RunMode
+
+    from orthonoise.plan import load_hydra
 
     cfg = load_hydra().config_loader.load_configuration("optuna", [], run_mode=RunMode.MULTIRUN)
     assert cfg.hydra.sweeper.direction == "minimize" and list(cfg.objective.seeds) == [1, 2]
