@@ -8,10 +8,11 @@
          and F.cross_entropy, at a batch that fits (--user-batch, 2×512 by default).
 "ours":  mamba_ssm's fused Triton Mamba2 kernel (+ causal-conv1d or orthonoise's Triton conv1d), the chunked
          fused cross-entropy, batch 8×512, each optimizer of --optimizers with its config defaults.
-Both: bf16 autocast with fp32 master weights, TF32 on, grad-clip 1.0, the AdamW partner for non-matrix
-parameters. Each GPU configuration runs in its own process (the torch-scan one hides mamba_ssm before
-transformers is imported; peak memory is per process). Step time = host clock around a synchronised step,
-median over --steps after --warmup; the forward+backward / optimizer split comes from CUDA events.
+Both: the trainer's step (orthonoise.trainer.train_step), bf16 autocast with fp32 master weights, TF32 on,
+grad-clip 1.0, the AdamW partner for non-matrix parameters. Each GPU configuration runs in its own process (the
+torch-scan one hides mamba_ssm before transformers is imported; peak memory is per process). Step time = host
+clock around a synchronised step, median over --steps after --warmup; the forward+backward / optimizer split
+comes from CUDA events.
 Needs torch, transformers, hydra-core and the project (on the GPU image: shared/gpu/wheelhouse.sh).
 """
 from __future__ import annotations
