@@ -8,10 +8,11 @@
          and F.cross_entropy, at a batch that fits (--user-batch, 2×512 by default).
 "ours":  mamba_ssm's fused Triton Mamba2 kernel (+ causal-conv1d or orthonoise's Triton conv1d), the chunked
          fused cross-entropy, batch 8×512, each optimizer of --optimizers with its config defaults.
-Both: bf16 autocast with fp32 master weights, TF32 on, grad-clip 1.0, the AdamW partner for non-matrix
-parameters. Each GPU configuration runs in its own process (the torch-scan one hides mamba_ssm before
-transformers is imported; peak memory is per process). Step time = host clock around a synchronised step,
-median over --steps after --warmup; the forward+backward / optimizer split comes from CUDA events.
+Both: the trainer's step (orthonoise.trainer.train_step), bf16 autocast with fp32 master weights, TF32 on,
+grad-clip 1.0, the AdamW partner for non-matrix parameters. Each GPU configuration runs in its own process (the
+torch-scan one hides mamba_ssm before transformers is imported; peak memory is per process). Step time = host
+clock around a synchronised step, median over --steps after --warmup; the forward+backward / optimizer split
+comes from CUDA events.
 Needs torch, transformers, hydra-core and the project (on the GPU image: shared/gpu/wheelhouse.sh).
 """
 from __future__ import annotations
@@ -67,9 +68,35 @@ def run_config(spec: dict) -> list[dict]:
         sys.modules["causal_conv1d"] = None
     import torch
 
-    from orthonoise.loss import causal_lm_loss
+    model, windows, about = build_config(spec)
+    results = []
+    for run in spec["runs"]:
+        base = {**about, "cudagraph": bool(spec.get("cudagraph") or run.get("cudagraph")), "optimizer": run["label"]}
+        try:
+            results.append({**base, **time_run(model, windows, spec, run, about["n_params"])})
+        except torch.cuda.OutOfMemoryError:
+            results.append({**base, "status": "oom"})
+        except Exception as err:  # keep the other rows of the table
+            results.append({**base, "status": f"error: {type(err).__name__}: {str(err).splitlines()[0][:200]}"})
+            traceback.print_exc()
+        if spec.get("isolated"):  # the parent keeps what finished if this process later times out
+            print("ROW " + json.dumps(results[-1]), flush=True)
+        model.zero_grad(set_to_none=True)
+        if spec.get("profile") and run is spec["runs"][0] and results[-1]["status"] == "ok":
+            text = profile_step(model, windows, spec, run, windows.device)
+            if spec.get("out"):
+                Path(spec["out"], f"profile_{spec['model']}_{run['label']}.txt").write_text(text)
+            else:
+                results[-1]["profile"] = text
+    return results
+
+
+def build_config(spec: dict):
+    """The configuration's model, one batch of random windows, and the fields every row of it starts with."""
+    import torch
+
     from orthonoise.model import build_model, count_parameters, mamba_kernel_path
-    from orthonoise.perf import compilation, cuda_graph, meter
+    from orthonoise.perf import compilation
 
     device = torch.device(spec["device"])
     torch.manual_seed(0)
@@ -82,94 +109,95 @@ def run_config(spec: dict) -> list[dict]:
     model.train()
     if spec.get("compile"):
         compilation.compile_blocks(model)
-    n_params = count_parameters(model)
-    vocab = model.config.vocab_size
-    path = mamba_kernel_path() if spec["mamba"] != "torch" else "torch"
-    peak = meter.device_peak_flops(device)
-    B, T = spec["batch"], spec["seq"]
-    windows = torch.randint(0, vocab, (B, T + 1), device=device)
-    results = []
-    for run in spec["runs"]:
-        base = {**{k: spec[k] for k in ("model", "who", "batch", "seq", "loss")}, "compile": bool(spec.get("compile")),
-                "cudagraph": bool(spec.get("cudagraph") or run.get("cudagraph")),
-                "checkpointing": bool(spec.get("checkpointing")), "mamba_path": path, "n_params": n_params,
-                "optimizer": run["label"], "device_name": torch.cuda.get_device_name(device)
-                if device.type == "cuda" else "cpu"}
-        optimizers = None
-        try:
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-                torch.cuda.reset_peak_memory_stats(device)
-            optimizers = build_optimizers(model, run["optimizer"], **run.get("overrides", {}))
-            timer = meter.StepTimer(device)
-            steps, splits = [], {}
-            graphed, check = None, {}
-            if spec.get("check_paths") and run is spec["runs"][0] and device.type == "cuda":
-                with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec["bf16"]):
-                    a = causal_lm_loss(model, windows).item()  # fused Mamba2 kernel (use_cache=False)
-                    b = torch.nn.functional.cross_entropy(  # transformers' default: cache → unfused conv + scan
-                        model(input_ids=windows[:, :-1]).logits.float().flatten(0, 1), windows[:, 1:].flatten()).item()
-                check["fused_vs_unfused_mamba_loss"] = abs(a - b)
-            if spec.get("cudagraph") or run.get("cudagraph"):
-                with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec["bf16"]):
-                    eager = causal_lm_loss(model, windows, fused=spec["loss"] == "fused").item()
-                graphed = cuda_graph.CudaGraphStep(
-                    model, lambda m, w: causal_lm_loss(m, w, fused=spec["loss"] == "fused"), windows,
-                    torch.bfloat16 if spec["bf16"] else None)
-                check["graph_vs_eager_loss"] = abs(graphed(windows).item() - eager)
-            warmup = run.get("warmup", spec["warmup"])
-            total = warmup + run.get("steps", spec["steps"])
-            for i in range(total):
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                timer.start()
-                optimizers.prepare()  # as the trainer does
-                if graphed is not None:
-                    loss = graphed(windows)
-                else:
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec["bf16"]):
-                        loss = causal_lm_loss(model, windows, fused=spec["loss"] == "fused")
-                    loss.backward()
-                timer.mark("fwd_bwd")
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                for opt in optimizers:
-                    opt.step()
-                    opt.zero_grad(set_to_none=True)
-                timer.mark("optimizer")
-                value = loss.item()
-                dt = time.perf_counter() - t0
-                if i >= warmup:
-                    steps.append(dt)
-                    for k, v in timer.read().items():
-                        splits.setdefault(k, []).append(v)
-            step = statistics.median(steps)
-            fb, op = statistics.median(splits["fwd_bwd"]), statistics.median(splits["optimizer"])
-            tps = B * T / step
-            m = meter.mfu(n_params, tps, peak)
-            results.append({**base, "status": "ok", "steps_timed": len(steps), "step_s": round(step, 4),
-                            "fwd_bwd_s": round(fb, 4), "optimizer_s": round(op, 4),
-                            "optimizer_frac": round(op / (fb + op), 4), "tokens_per_s": round(tps, 1),
-                            "mfu": round(m, 4) if m is not None else None,
-                            "peak_mem_gib": round(meter.peak_memory_gib(device), 2) if device.type == "cuda" else None,
-                            "final_loss": round(value, 4), **check})
-        except torch.cuda.OutOfMemoryError:
-            results.append({**base, "status": "oom"})
-        except Exception as err:  # keep the other rows of the table
-            results.append({**base, "status": f"error: {type(err).__name__}: {str(err).splitlines()[0][:200]}"})
-            traceback.print_exc()
-        if spec.get("isolated"):  # the parent keeps what finished if this process later times out
-            print("ROW " + json.dumps(results[-1]), flush=True)
-        del optimizers
-        graphed = None
-        model.zero_grad(set_to_none=True)
-        if spec.get("profile") and run is spec["runs"][0] and results[-1]["status"] == "ok":
-            text = profile_step(model, windows, spec, run, device)
-            if spec.get("out"):
-                Path(spec["out"], f"profile_{spec['model']}_{run['label']}.txt").write_text(text)
-            else:
-                results[-1]["profile"] = text
-    return results
+    windows = torch.randint(0, model.config.vocab_size, (spec["batch"], spec["seq"] + 1), device=device)
+    about = {**{k: spec[k] for k in ("model", "who", "batch", "seq", "loss")}, "compile": bool(spec.get("compile")),
+             "cudagraph": None, "checkpointing": bool(spec.get("checkpointing")),  # cudagraph, optimizer: per run
+             "mamba_path": mamba_kernel_path() if spec["mamba"] != "torch" else "torch",
+             "n_params": count_parameters(model), "optimizer": None,
+             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
+    return model, windows, about
+
+
+def loss_fn(spec: dict):
+    from orthonoise.loss import causal_lm_loss
+
+    return lambda model, windows: causal_lm_loss(model, windows, fused=spec["loss"] == "fused")
+
+
+def bench_step(model, optimizers, windows, spec: dict, graph=None, timer=None) -> float:
+    """The trainer's step (orthonoise.trainer.train_step: grad-clip 1.0, no accumulation) on `windows`; returns
+    once its kernels have run, with its loss."""
+    import torch
+
+    from orthonoise.trainer import UNTIMED, train_step
+
+    result = train_step(model, optimizers, lambda: windows, 1, 1.0, spec["bf16"], loss_fn(spec), graph,
+                        timer or UNTIMED)
+    if windows.device.type == "cuda":
+        torch.cuda.current_stream(windows.device).synchronize()  # the optimizer's kernels too
+    return result.loss
+
+
+def path_checks(model, windows, spec: dict, run: dict) -> tuple[dict, object]:
+    """Losses the fast paths must agree on (fused vs unfused Mamba2 on the first run; graph vs eager), and the
+    CUDA graph of forward+backward where the run asks for one (else None)."""
+    import torch
+
+    from orthonoise.loss import causal_lm_loss
+    from orthonoise.perf import cuda_graph
+
+    check, graph = {}, None
+    def autocast():
+        return torch.autocast(windows.device.type, dtype=torch.bfloat16, enabled=spec["bf16"])
+
+    if spec.get("check_paths") and run is spec["runs"][0] and windows.device.type == "cuda":
+        with torch.no_grad(), autocast():
+            a = causal_lm_loss(model, windows).item()  # fused Mamba2 kernel (use_cache=False)
+            b = torch.nn.functional.cross_entropy(  # transformers' default: cache → unfused conv + scan
+                model(input_ids=windows[:, :-1]).logits.float().flatten(0, 1), windows[:, 1:].flatten()).item()
+        check["fused_vs_unfused_mamba_loss"] = abs(a - b)
+    if spec.get("cudagraph") or run.get("cudagraph"):
+        with torch.no_grad(), autocast():
+            eager = causal_lm_loss(model, windows, fused=spec["loss"] == "fused").item()
+        graph = cuda_graph.CudaGraphStep(model, loss_fn(spec), windows, torch.bfloat16 if spec["bf16"] else None)
+        check["graph_vs_eager_loss"] = abs(graph(windows).item() - eager)
+    return check, graph
+
+
+def time_run(model, windows, spec: dict, run: dict, n_params: int) -> dict:
+    """One optimizer's steps on the configuration: medians over the timed steps after the warm-up ones."""
+    import torch
+
+    from orthonoise.perf import meter
+
+    device = windows.device
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    optimizers = build_optimizers(model, run["optimizer"], **run.get("overrides", {}))
+    timer = meter.StepTimer(device)
+    check, graph = path_checks(model, windows, spec, run)
+    warmup = run.get("warmup", spec["warmup"])
+    steps, splits = [], {}
+    for i in range(warmup + run.get("steps", spec["steps"])):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        value = bench_step(model, optimizers, windows, spec, graph, timer)
+        dt = time.perf_counter() - t0
+        if i >= warmup:
+            steps.append(dt)
+            for k, v in timer.read().items():
+                splits.setdefault(k, []).append(v)
+    step = statistics.median(steps)
+    fb, op = statistics.median(splits["fwd_bwd"]), statistics.median(splits["optimizer"])
+    tps = spec["batch"] * spec["seq"] / step
+    m = meter.mfu(n_params, tps, meter.device_peak_flops(device))
+    return {"status": "ok", "steps_timed": len(steps), "step_s": round(step, 4), "fwd_bwd_s": round(fb, 4),
+            "optimizer_s": round(op, 4), "optimizer_frac": round(op / (fb + op), 4), "tokens_per_s": round(tps, 1),
+            "mfu": round(m, 4) if m is not None else None,
+            "peak_mem_gib": round(meter.peak_memory_gib(device), 2) if device.type == "cuda" else None,
+            "final_loss": round(value, 4), **check}
 
 
 def profile_step(model, windows, spec, run, device) -> str:
@@ -177,35 +205,22 @@ def profile_step(model, windows, spec, run, device) -> str:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from orthonoise.loss import causal_lm_loss
-
     optimizers = build_optimizers(model, run["optimizer"], **run.get("overrides", {}))
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-
-    def step():
-        optimizers.prepare()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec["bf16"]):
-            loss = causal_lm_loss(model, windows, fused=spec["loss"] == "fused")
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        for opt in optimizers:
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        loss.item()
-
-    step()
+    bench_step(model, optimizers, windows, spec)
     if device.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
     with profile(activities=activities) as prof:
         for _ in range(3):
-            step()
+            bench_step(model, optimizers, windows, spec)
     wall = (time.perf_counter() - t0) / 3
     averages = prof.key_averages()
     key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     gpu_us = sum(getattr(e, "self_device_time_total", 0) or 0 for e in averages) / 3
+    launches = sum(e.count for e in averages if getattr(e, "self_device_time_total", 0)) / 3
     head = (f"per step (3 profiled steps, profiler on): wall {wall * 1e3:.1f} ms, summed GPU kernel time "
-            f"{gpu_us / 1e3:.1f} ms, kernel launches {sum(e.count for e in averages if getattr(e, 'self_device_time_total', 0)) / 3:.0f}\n")
+            f"{gpu_us / 1e3:.1f} ms, kernel launches {launches:.0f}\n")
     return head + averages.table(sort_by=key, row_limit=45, max_name_column_width=70)
 
 
@@ -314,15 +329,17 @@ def table(rows: list[dict]) -> str:
         extra += "+cudagraph" if r.get("cudagraph") and "cudagraph" not in r["who"] else ""
         extra += "" if r.get("cudagraph") or r["who"] == "user" else " (eager)"
         lines.append(
-            f"| {r['model']} | {r['who']}{extra} | {r.get('mamba_path', '')} | {r['loss']} | {r['batch']}×{r['seq']} "
-            f"| {r['optimizer']} | {fmt(r.get('step_s'), '.3f')} | {fmt(r.get('fwd_bwd_s'), '.3f')} "
-            f"| {fmt(r.get('optimizer_s'), '.4f')} | {fmt(r.get('optimizer_frac') and 100 * r['optimizer_frac'], '.1f')} "
-            f"| {fmt(r.get('tokens_per_s'), ',.0f')} | {fmt(r.get('mfu') and 100 * r['mfu'], '.1f')}{'%' if r.get('mfu') else ''} "
+            f"| {r['model']} | {r['who']}{extra} | {r.get('mamba_path', '')} | {r['loss']} "
+            f"| {r['batch']}×{r['seq']} | {r['optimizer']} | {fmt(r.get('step_s'), '.3f')} "
+            f"| {fmt(r.get('fwd_bwd_s'), '.3f')} | {fmt(r.get('optimizer_s'), '.4f')} "
+            f"| {fmt(r.get('optimizer_frac') and 100 * r['optimizer_frac'], '.1f')} "
+            f"| {fmt(r.get('tokens_per_s'), ',.0f')} "
+            f"| {fmt(r.get('mfu') and 100 * r['mfu'], '.1f')}{'%' if r.get('mfu') else ''} "
             f"| {fmt(r.get('peak_mem_gib'), '.1f')} | {fmt(speed, '.1f')}{'×' if speed else ''} | {r.get('status')} |")
     return "\n".join(lines)
 
 
-def main(argv=None):
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--models", default=None, help="comma-separated presets (GPU: granite-350m,granite-1b; CPU: tiny)")
@@ -345,25 +362,30 @@ def main(argv=None):
     p.add_argument("--deadline", type=int, default=None, help="seconds for the whole run: later configs are skipped")
     p.add_argument("--out", type=Path, default=None, help="write results.json, table.md (and profile_*.txt)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    if args.worker:
-        print("RESULTS " + json.dumps(run_config(json.loads(args.worker))), flush=True)
-        return []
-    import torch
+    return p.parse_args(argv)
 
-    if args.device == "auto":
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    gpu = args.device == "cuda"
-    args.models = (args.models or ("granite-350m,granite-1b" if gpu else "tiny")).split(",")
-    args.models = [m if m.startswith(("granite", "tiny")) else f"granite-{m}" for m in args.models]
+
+def presets(text: str) -> list[str]:
+    """'350m,tiny' → ['granite-350m', 'tiny']."""
+    return [m if m.startswith(("granite", "tiny")) else f"granite-{m}" for m in text.split(",") if m]
+
+
+def complete_args(args: argparse.Namespace, gpu: bool) -> None:
+    """The device's defaults for what the command line left out; lists from the comma-separated options."""
+    args.models = presets(args.models or ("granite-350m,granite-1b" if gpu else "tiny"))
     args.optimizers = [o for o in args.optimizers.split(",") if o]
     args.variants = [v for v in args.variants.split(",") if v]
     args.eager = [o for o in args.eager.split(",") if o]
-    args.skip_user = [m if m.startswith(("granite", "tiny")) else f"granite-{m}" for m in args.skip_user.split(",") if m]
+    args.skip_user = presets(args.skip_user)
     args.batch = args.batch or (8 if gpu else 2)
     args.seq = args.seq or (512 if gpu else 64)
     args.steps = args.steps or (10 if gpu else 2)
     args.warmup = args.warmup if args.warmup is not None else (3 if gpu else 1)
+
+
+def run_plan(args: argparse.Namespace, gpu: bool) -> list[dict]:
+    """Every configuration of the plan (on a GPU each in its own process), under --deadline; with --out, the rows
+    of each are appended to rows.jsonl as it finishes."""
     rows, start = [], time.time()
     for spec in plan(args):
         t0 = time.time()
@@ -386,6 +408,20 @@ def main(argv=None):
             for r in got:
                 if "profile" in r:
                     (args.out / f"profile_{r['model']}_{r['optimizer']}.txt").write_text(r["profile"])
+    return rows
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.worker:
+        print("RESULTS " + json.dumps(run_config(json.loads(args.worker))), flush=True)
+        return []
+    import torch
+
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    complete_args(args, gpu=args.device == "cuda")
+    rows = run_plan(args, gpu=args.device == "cuda")
     profiles = {f"{r['model']}_{r['optimizer']}": r.pop("profile") for r in rows if "profile" in r}
     text = table(rows)
     device = rows[0].get("device_name", args.device) if rows else args.device

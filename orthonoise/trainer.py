@@ -8,6 +8,8 @@ import logging
 import math
 import time
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -16,14 +18,14 @@ from tqdm import tqdm
 
 from orthonoise import distributed, runlock
 from orthonoise.checkpoint import load_checkpoint, remove_stale_tmp, rng_state, save_checkpoint, set_rng_state
-from orthonoise.data import Batches, PreparationStopped, load_corpus
+from orthonoise.data import Batches, Corpus, PreparationStopped, load_corpus
 from orthonoise.divergence import Divergence
 from orthonoise.errors import RunRefused
 from orthonoise.identity import Claim, Identity, describe, provenance, read_record, restore_hydra_files
 from orthonoise.loss import causal_lm_loss
 from orthonoise.metrics import RunRecord, mark_status
 from orthonoise.model import build_model, count_parameters, mamba_kernel_path
-from orthonoise.optim import build_optimizers
+from orthonoise.optim import Optimizers, build_optimizers
 from orthonoise.perf.compilation import compile_blocks
 from orthonoise.perf.cuda_graph import try_cuda_graph
 from orthonoise.perf.meter import PerfMeter
@@ -80,7 +82,8 @@ def evaluate(model, val: torch.Tensor, cfg: DictConfig, device, autocast, ranks,
     for i in range(0, len(shard), cfg.hardware.batch_size):
         batch = shard[i : i + cfg.hardware.batch_size].to(device).long()
         with autocast():
-            total += torch.stack([causal_lm_loss(model, batch) * len(batch), torch.tensor(float(len(batch)), device=device)])
+            total += torch.stack([causal_lm_loss(model, batch) * len(batch),
+                                  torch.tensor(float(len(batch)), device=device)])
     if torch.distributed.is_initialized():
         torch.distributed.all_reduce(total)
     model.train()
@@ -155,196 +158,189 @@ def _claimed(cfg: DictConfig, run_dir: Path, hydra_files: dict | None, ranks: di
         yield claim
 
 
+@dataclass
+class TrainState:
+    """Everything a resume restores, declared once: a checkpoint is `state_dict()`, a resume `load_state_dict`."""
+    model: torch.nn.Module
+    optimizers: Optimizers
+    schedulers: list
+    batches: Batches
+    record: RunRecord
+    checks: Divergence
+    step: int = 0
+    skipped: int = 0  # non-finite steps, never applied
+    wandb_id: str | None = None
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "skipped": self.skipped, "model": unwrap(self.model).state_dict(),
+                "optimizers": [o.state_dict() for o in self.optimizers],
+                "schedulers": [s.state_dict() for s in self.schedulers], "batches": self.batches.state_dict(),
+                "record": self.record.state_dict(), "rng": rng_state(), "divergence": self.checks.state_dict(),
+                "wandb_id": self.wandb_id}
+
+    def load_state_dict(self, saved: dict) -> None:
+        """Raises (ValueError, KeyError, RuntimeError, ...) where `saved` came from another model or optimizer."""
+        optimizers = saved["optimizers"]
+        if [len(o["param_groups"]) for o in optimizers] != [len(o.param_groups) for o in self.optimizers] or any(
+                set(g) != set(mine) for o, opt in zip(optimizers, self.optimizers)
+                for g, mine in zip(o["param_groups"], opt.param_groups)):
+            raise ValueError("its optimizers have other parameter groups or settings")
+        unwrap(self.model).load_state_dict(saved["model"])
+        for obj, state in zip([*self.optimizers, *self.schedulers], optimizers + saved["schedulers"]):
+            obj.load_state_dict(state)
+        self.batches.load_state_dict(saved["batches"])
+        self.record.load_state_dict(saved["record"])
+        self.checks.load_state_dict(saved.get("divergence",  # a checkpoint from before the divergence state
+                                              {**self.checks.state_dict(), "first_val": self.record.first_val_loss}))
+        set_rng_state(saved["rng"])
+        self.step, self.skipped, self.wandb_id = saved["step"], saved["skipped"], saved["wandb_id"]
+
+
+@dataclass
+class Run:
+    """What this process trains with besides the resume state: settings, data, device, meters, loggers."""
+    cfg: DictConfig
+    run_dir: Path
+    corpus: Corpus
+    ranks: distributed.Dist
+    device: torch.device
+    mamba_path: str
+    meter: PerfMeter
+    tokens_per_step: int
+    say: Callable
+    wandb: object = None
+    final_eval_tokens: int | None = None  # tokens behind final_val_loss
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.hardware.precision == "bf16")
+
+
+@dataclass
+class StepResult:
+    loss: float  # the mean training loss over micro-batches and ranks
+    grad_norm: float  # before clipping
+
+    @property
+    def finite(self) -> bool:
+        return math.isfinite(self.loss) and math.isfinite(self.grad_norm)
+
+
+class _Untimed:
+    def start(self) -> None:
+        pass
+
+    def mark(self, name: str) -> None:
+        pass
+
+
+UNTIMED = _Untimed()  # train_step's timer where nobody reads the split
+
+
+def train_step(model, optimizers: Optimizers, next_batch: Callable[[], torch.Tensor], grad_accum: int,
+               clip: float | None, bf16: bool, loss_fn: Callable, graph=None, timer=UNTIMED) -> StepResult:
+    """One training step, as the trainer and bench/train_step.py run it: forward+backward over `grad_accum`
+    micro-batches from `next_batch` (`graph`, a CudaGraphStep, replays a captured one), the gradient norm (clipped
+    to `clip`), the loss averaged over ranks, then the optimizer step, never applied when the loss or the norm is
+    non-finite (it would poison the weights and the momentum). `timer` marks "fwd_bwd" and "optimizer"."""
+    timer.start()
+    optimizers.prepare()  # work that needs no gradient (the next step's noise), alongside forward+backward
+    loss_sum = 0.0
+    for micro in range(grad_accum):
+        windows = next_batch()
+        if graph:
+            loss = graph(windows)
+        else:
+            accumulating = micro < grad_accum - 1 and isinstance(model, torch.nn.parallel.DistributedDataParallel)
+            with (torch.autocast(windows.device.type, dtype=torch.bfloat16, enabled=bf16),
+                  model.no_sync() if accumulating else contextlib.nullcontext()):
+                loss = loss_fn(model, windows) / grad_accum
+            loss.backward()
+        loss_sum += loss.detach()
+    timer.mark("fwd_bwd")
+    grad_norm = gradient_norm(model, clip)  # clips too, when clip is set
+    loss = distributed.all_reduce_mean(torch.as_tensor(loss_sum))
+    result = StepResult(*torch.stack([loss.float(), grad_norm.float()]).tolist())  # one host sync
+    for opt in optimizers:
+        if result.finite:
+            opt.step()
+        opt.zero_grad(set_to_none=True)
+    timer.mark("optimizer")
+    return result
+
+
 def _train_checked(cfg: DictConfig, run_dir: Path, choices: dict | None, preemption: Preemption,
                    ranks: distributed.Dist, device: torch.device, checks: Divergence, claim: Claim | None) -> dict:
     """The run itself, once its config has passed every check and this process holds the run directory."""
     torch.manual_seed(cfg.seed)
+    run, state = _set_up(cfg, run_dir, load_corpus(cfg.data), ranks, device, checks)
+    resumed = _resume(state, run_dir, claim)
+    if resumed:
+        run.say("resumed from %s at step %d", resumed, state.step)
+    if claim:  # rank 0: the run's identity record now names this launch (and any change it was allowed)
+        identity = claim.commit(state.step)
+        state.record.static.update(config_fingerprint=identity["fingerprint"], config_changes=identity["changes"],
+                                   provenance=provenance(device))
+    state.record.rewind(state.step if resumed else -1)  # drop what a killed run logged after its last checkpoint
+    if ranks.is_main:
+        run.wandb = start_wandb(cfg, run_dir, choices or {}, resume_id=state.wandb_id)
+        state.wandb_id = run.wandb.id if run.wandb else None
+    status, diverged = _train_loop(run, state, preemption)
+    return _finish(run, state, status, diverged)
 
-    corpus = load_corpus(cfg.data)
+
+# ------------------------------------------------------------------ set-up ----------------------------------------
+
+def _set_up(cfg: DictConfig, run_dir: Path, corpus: Corpus, ranks: distributed.Dist, device: torch.device,
+            checks: Divergence) -> tuple[Run, TrainState]:
+    """Model, optimizers, schedule and data of a fresh run, on this rank."""
+    say = log.info if ranks.is_main else (lambda *a, **k: None)
     model = build_model(cfg.model, vocab_size=corpus.vocab_size).to(device)
     n_params = count_parameters(model)
-    say = log.info if ranks.is_main else (lambda *a, **k: None)
     mamba_path = mamba_kernel_path()
     say("model %s: %.2fM parameters, Mamba2 path: %s", cfg.model.preset, n_params / 1e6, mamba_path)
     if device.type == "cuda" and mamba_path == "torch":
-        log.warning("SLOW: mamba_ssm is not installed, Mamba2 runs transformers' pure-torch scan (pip install .[kernels])")
+        log.warning("SLOW: mamba_ssm is not installed, Mamba2 runs transformers' pure-torch scan "
+                    "(pip install .[kernels])")
     if cfg.hardware.compile:
         say("torch.compile: %d per-layer modules (norms, MLP, attention)", compile_blocks(model))
     optimizers = build_optimizers(model, cfg, log=say)
     multiplier = lr_multiplier(cfg.trainer)
     schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, multiplier) for opt in optimizers]
     if ranks.world_size > 1:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    batches = Batches(corpus.train, cfg.hardware.batch_size, seed=cfg.seed, rank=ranks.rank, world_size=ranks.world_size)
-    bf16 = cfg.hardware.precision == "bf16"
-
-    def autocast():
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
-
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    batches = Batches(corpus.train, cfg.hardware.batch_size, seed=cfg.seed, rank=ranks.rank,
+                      world_size=ranks.world_size)
     tokens_per_step = cfg.hardware.batch_size * cfg.hardware.grad_accum * ranks.world_size * cfg.data.seq_len
     meter = PerfMeter(device, n_params, tokens_per_step, cfg.hardware.get("peak_tflops"))
-    graph = None
     record = RunRecord(run_dir, enabled=ranks.is_main, n_params=n_params, max_steps=cfg.trainer.max_steps,
                        device=device.type, world_size=ranks.world_size)
-    step, skipped, wandb_id = 0, 0, None
-    checkpoint, checkpoint_path = load_checkpoint(run_dir)  # the newest intact one
-    if checkpoint:
-        _resume(checkpoint, checkpoint_path, model, optimizers, schedulers, batches, record, checks, claim)
-        step, skipped, wandb_id = checkpoint["step"], checkpoint["skipped"], checkpoint["wandb_id"]
-        say("resumed from %s at step %d", checkpoint_path, step)
-    if claim:  # rank 0: the run's identity record now names this launch (and any change it was allowed)
-        identity = claim.commit(step)
-        record.static.update(config_fingerprint=identity["fingerprint"], config_changes=identity["changes"],
-                             provenance=provenance(device))
-    record.rewind(step if checkpoint else -1)  # drop what a killed run logged after its last checkpoint
-    wandb_run = start_wandb(cfg, run_dir, choices or {}, resume_id=wandb_id) if ranks.is_main else None
-
-    def checkpoint_now():
-        if ranks.is_main:
-            save_checkpoint(run_dir, {
-                "step": step, "skipped": skipped, "model": unwrap(model).state_dict(),
-                "optimizers": [o.state_dict() for o in optimizers], "schedulers": [s.state_dict() for s in schedulers],
-                "batches": batches.state_dict(), "record": record.state_dict(), "rng": rng_state(),
-                "divergence": checks.state_dict(),
-                "wandb_id": wandb_run.id if wandb_run else None,
-            }, step, keep=cfg.trainer.keep_checkpoints)
-
-    def log_row(row):
-        record.log(row)
-        if wandb_run:
-            wandb_run.log({k: v for k, v in row.items() if k != "step"}, step=row["step"])
-
-    status, diverged = Status.COMPLETED, None
-    if step == 0:
-        first = evaluate(model, corpus.val, cfg, device, autocast, ranks, cfg.trainer.eval_batches)
-        log_row({"step": 0, "tokens": 0, "val_loss": first, "val_ppl": math.exp(min(first, 50))})
-        diverged = checks.after_eval(0, first, corpus.vocab_size)
-    record.summary(Status.RUNNING, step, step * tokens_per_step)
-    final_eval_tokens = None  # tokens behind final_val_loss
-    bar = tqdm(total=cfg.trainer.max_steps, initial=step, disable=not (ranks.is_main and cfg.trainer.progress_bar),
-               desc="train", dynamic_ncols=True)
-    while step < cfg.trainer.max_steps and not diverged:
-        t0 = time.perf_counter()
-        meter.start()
-        optimizers.prepare()  # work that needs no gradient (the next step's noise), alongside forward+backward
-        loss_sum = 0.0
-        for micro in range(cfg.hardware.grad_accum):
-            windows = batches.next().to(device, non_blocking=True)
-            sync = micro == cfg.hardware.grad_accum - 1 or ranks.world_size == 1
-            if graph is None:  # hardware.cuda_graph: capture forward+backward once, replay it (orthonoise.perf)
-                graph = cfg.hardware.get("cuda_graph", False) and try_cuda_graph(
-                    model, causal_lm_loss, windows, bf16, cfg.hardware.grad_accum, ranks.world_size, log)
-            if graph:
-                loss = graph(windows)
-            else:
-                with autocast(), (model.no_sync() if not sync else contextlib.nullcontext()):
-                    loss = causal_lm_loss(model, windows) / cfg.hardware.grad_accum
-                loss.backward()
-            loss_sum += loss.detach()
-        meter.mark("fwd_bwd")
-        grad_norm = gradient_norm(model, cfg.trainer.grad_clip)  # clips too, when grad_clip is set
-        loss = distributed.all_reduce_mean(torch.as_tensor(loss_sum, device=device))
-        train_loss, grad_norm = torch.stack([loss.float(), grad_norm.float()]).tolist()  # one host sync
-        finite = math.isfinite(train_loss) and math.isfinite(grad_norm)
-        for opt in optimizers:
-            if finite:  # a non-finite step would poison the weights and the momentum: it is never applied
-                opt.step()
-            opt.zero_grad(set_to_none=True)
-        meter.mark("optimizer")
-        with warnings.catch_warnings():  # a skipped first step: the schedule still follows the step count
-            warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler.step\(\)` before")
-            for sched in schedulers:
-                sched.step()
-        step += 1
-        bar.update(1)
-        row = {"step": step, "train_loss": _finite_or_none(train_loss), "grad_norm": _finite_or_none(grad_norm),
-               "lr": optimizers[0].param_groups[0]["lr"], "tokens": step * tokens_per_step,
-               "step_time_s": round(time.perf_counter() - t0, 4)}
-        cause = checks.after_step(step, train_loss, grad_norm)
-        if not finite:
-            skipped += 1
-            row["skipped"] = True
-            problem = f"non-finite {'loss' if not math.isfinite(train_loss) else 'gradient norm'} at step {step}"
-            if skipped > cfg.trainer.skip_nonfinite:
-                status, diverged = Status.DIVERGED, problem
-                log_row(row)
-                break
-            log.warning("%s: step skipped (%d of at most trainer.skip_nonfinite=%d)", problem, skipped,
-                        cfg.trainer.skip_nonfinite)
-        elif cause:
-            status, diverged = Status.DIVERGED, cause
-            log_row(row)
-            break
-        evaluating = step % cfg.trainer.eval_every == 0 or step == cfg.trainer.max_steps
-        log_this_step = evaluating or step % cfg.trainer.log_every == 0 or not finite
-        row.update(meter.end_step(row["step_time_s"], log=log_this_step))  # tokens/s, split, MFU, peak memory
-        if evaluating:  # the last one, the run's final_val_loss, on final_eval_batches (default: the whole split)
-            size = cfg.trainer.final_eval_batches if step == cfg.trainer.max_steps else cfg.trainer.eval_batches
-            row["val_loss"] = evaluate(model, corpus.val, cfg, device, autocast, ranks, size)
-            final_eval_tokens = eval_windows(len(corpus.val), size, cfg, ranks) * cfg.data.seq_len
-            row["val_ppl"] = math.exp(min(row["val_loss"], 50))
-            row.update(optimizers.metrics())
-            bar.set_postfix(train=f"{train_loss:.3f}", val=f"{row['val_loss']:.3f}")
-            diverged = checks.after_eval(step, row["val_loss"], corpus.vocab_size)
-        if log_this_step:
-            log_row(row)
-        if diverged:
-            break
-        if step % cfg.trainer.checkpoint_every == 0 or step == cfg.trainer.max_steps:
-            checkpoint_now()
-            record.summary(Status.RUNNING, step, step * tokens_per_step)
-        if preemption.requested(device):
-            status = Status.INTERRUPTED
-            checkpoint_now()
-            break
-    bar.close()
-    if diverged:
-        status = Status.DIVERGED
-        log.error("diverged: %s", diverged)
-    summary = record.summary(status, step, step * tokens_per_step, mamba_path=mamba_path, skipped_steps=skipped,
-                             diverged=diverged, final_eval_tokens=final_eval_tokens, **meter.summary(),
-                             **optimizers.summary())
-    if ranks.is_main:
-        print(one_line(summary, record.first_val_loss, run_dir))
-    if wandb_run:
-        wandb_run.summary.update({k: v for k, v in summary.items() if v is not None})
-        wandb_run.finish()
-    del model, optimizers
-    distributed.teardown()
-    return summary
+    run = Run(cfg, run_dir, corpus, ranks, device, mamba_path, meter, tokens_per_step, say)
+    return run, TrainState(model, optimizers, schedulers, batches, record, checks)
 
 
 # Param-group entries that are training state, not settings: a resume keeps the checkpoint's.
 GROUP_STATE = {"params", "lr", "initial_lr", "step", "seed"}
 
 
-def _resume(checkpoint: dict, path: Path, model, optimizers, schedulers, batches, record, checks,
-            claim: Claim | None) -> None:
-    """Load a checkpoint into the freshly built run. The config's settings stay in force (equal to the
-    checkpoint's, unless trainer.allow_config_change accepted a change); a checkpoint of another model size or
-    optimizer is refused with one line instead of a traceback."""
-    settings = [[{k: v for k, v in g.items() if k not in GROUP_STATE} for g in o.param_groups] for o in optimizers]
-    base_lrs = [list(sched.base_lrs) for sched in schedulers]
+def _resume(state: TrainState, run_dir: Path, claim: Claim | None) -> Path | None:
+    """Load the newest intact checkpoint, if any, into the freshly built run; returns its path. The config's
+    settings stay in force (equal to the checkpoint's, unless trainer.allow_config_change accepted a change); a
+    checkpoint of another model size or optimizer is refused with one line instead of a traceback."""
+    checkpoint, path = load_checkpoint(run_dir)
+    if not checkpoint:
+        return None
+    settings = [[{k: v for k, v in g.items() if k not in GROUP_STATE} for g in o.param_groups]
+                for o in state.optimizers]
+    base_lrs = [list(sched.base_lrs) for sched in state.schedulers]
     try:
-        saved = checkpoint["optimizers"]
-        if [len(o["param_groups"]) for o in saved] != [len(o.param_groups) for o in optimizers] or any(
-                set(g) != set(mine) for o, opt in zip(saved, optimizers)
-                for g, mine in zip(o["param_groups"], opt.param_groups)):
-            raise ValueError("its optimizers have other parameter groups or settings")
-        unwrap(model).load_state_dict(checkpoint["model"])
-        for obj, state in zip([*optimizers, *schedulers], saved + checkpoint["schedulers"]):
-            obj.load_state_dict(state)
-        batches.load_state_dict(checkpoint["batches"])
-        record.load_state_dict(checkpoint["record"])
-        checks.load_state_dict(checkpoint.get("divergence",  # a checkpoint from before the divergence state
-                                              {**checks.state_dict(), "first_val": record.first_val_loss}))
-        set_rng_state(checkpoint["rng"])
+        state.load_state_dict(checkpoint)
     except (RuntimeError, KeyError, ValueError, IndexError, TypeError) as err:
         changed = f"; changed: {describe(claim.diff)}" if claim and claim.diff else ""
         raise RunRefused(f"{path} does not fit this run's model or optimizers ({str(err).splitlines()[0][:200]}): it "
                          f"was made by another model size or optimizer{changed}. Use another run directory for these "
                          f"settings (change an override, set hydra.run.dir=..., or delete that one)") from None
-    for opt, sched, groups, bases in zip(optimizers, schedulers, settings, base_lrs):
+    for opt, sched, groups, bases in zip(state.optimizers, state.schedulers, settings, base_lrs):
         for group, own in zip(opt.param_groups, groups):
             group.update(own)
         if sched.base_lrs != bases:  # trainer.allow_config_change with another lr: the schedule continues from it
@@ -352,6 +348,142 @@ def _resume(checkpoint: dict, path: Path, model, optimizers, schedulers, batches
             for group, base, factor in zip(opt.param_groups, bases, sched.lr_lambdas):
                 group["initial_lr"], group["lr"] = base, base * factor(sched.last_epoch)
             sched._last_lr = [group["lr"] for group in opt.param_groups]
+    return path
+
+
+# ------------------------------------------------------------------ the loop --------------------------------------
+
+def _train_loop(run: Run, state: TrainState, preemption: Preemption) -> tuple[Status, str | None]:
+    """Steps until max_steps, a divergence or a stop signal; returns (COMPLETED or INTERRUPTED, divergence)."""
+    cfg = run.cfg
+    diverged = _evaluate_start(run, state) if state.step == 0 else None
+    state.record.summary(Status.RUNNING, state.step, state.step * run.tokens_per_step)
+    graph = _cuda_graph(run, state) if state.step < cfg.trainer.max_steps and not diverged else None
+    bar = tqdm(total=cfg.trainer.max_steps, initial=state.step, desc="train", dynamic_ncols=True,
+               disable=not (run.ranks.is_main and cfg.trainer.progress_bar))
+    status = Status.COMPLETED
+
+    def next_batch() -> torch.Tensor:
+        return state.batches.next().to(run.device, non_blocking=True)
+
+    while state.step < cfg.trainer.max_steps and not diverged:
+        t0 = time.perf_counter()
+        result = train_step(state.model, state.optimizers, next_batch, cfg.hardware.grad_accum, cfg.trainer.grad_clip,
+                            cfg.hardware.precision == "bf16", causal_lm_loss, graph, run.meter)
+        _advance_schedule(state.schedulers)
+        state.step += 1
+        bar.update(1)
+        row = {"step": state.step, "train_loss": _finite_or_none(result.loss),
+               "grad_norm": _finite_or_none(result.grad_norm), "lr": state.optimizers[0].param_groups[0]["lr"],
+               "tokens": state.step * run.tokens_per_step, "step_time_s": round(time.perf_counter() - t0, 4)}
+        if diverged := _stop_cause(run, state, result, row):
+            _log_row(run, state, row)
+            break
+        if diverged := _measure(run, state, result, row, bar):
+            break
+        if state.step % cfg.trainer.checkpoint_every == 0 or state.step == cfg.trainer.max_steps:
+            _checkpoint(run, state)
+            state.record.summary(Status.RUNNING, state.step, state.step * run.tokens_per_step)
+        if preemption.requested(run.device):
+            status = Status.INTERRUPTED
+            _checkpoint(run, state)
+            break
+    bar.close()
+    return status, diverged
+
+
+def _cuda_graph(run: Run, state: TrainState):
+    """hardware.cuda_graph: forward+backward captured once and replayed every step (orthonoise.perf), or None."""
+    if not run.cfg.hardware.get("cuda_graph", False):
+        return None
+    # shape and dtype of a micro-batch: the graph copies each one in, so the capture's values do not matter
+    example = torch.zeros(run.cfg.hardware.batch_size, run.corpus.train.shape[1], dtype=torch.long,
+                          device=run.device)
+    return try_cuda_graph(state.model, causal_lm_loss, example, run.cfg.hardware.precision == "bf16",
+                          run.cfg.hardware.grad_accum, run.ranks.world_size, log) or None
+
+
+def _advance_schedule(schedulers: list) -> None:
+    with warnings.catch_warnings():  # a skipped first step: the schedule still follows the step count
+        warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler.step\(\)` before")
+        for sched in schedulers:
+            sched.step()
+
+
+def _stop_cause(run: Run, state: TrainState, result: StepResult, row: dict) -> str | None:
+    """Why training stops after this step, or None. A non-finite step is skipped (never applied), at most
+    trainer.skip_nonfinite times; the divergence checks (orthonoise/divergence.py) watch the rest."""
+    cause = state.checks.after_step(state.step, result.loss, result.grad_norm)
+    if result.finite:
+        return cause
+    state.skipped += 1
+    row["skipped"] = True
+    problem = f"non-finite {'loss' if not math.isfinite(result.loss) else 'gradient norm'} at step {state.step}"
+    limit = run.cfg.trainer.skip_nonfinite
+    if state.skipped > limit:
+        return problem
+    log.warning("%s: step skipped (%d of at most trainer.skip_nonfinite=%d)", problem, state.skipped, limit)
+    return None
+
+
+def _measure(run: Run, state: TrainState, result: StepResult, row: dict, bar) -> str | None:
+    """Throughput, and at eval steps the validation loss and the optimizers' metrics, into this step's row (logged
+    every trainer.log_every steps, at evals and at skipped steps); returns a divergence the eval found."""
+    cfg, step, diverged = run.cfg.trainer, state.step, None
+    evaluating = step % cfg.eval_every == 0 or step == cfg.max_steps
+    log_this_step = evaluating or step % cfg.log_every == 0 or not result.finite
+    row.update(run.meter.end_step(row["step_time_s"], log=log_this_step))  # tokens/s, split, MFU, peak memory
+    if evaluating:  # the last one, the run's final_val_loss, on final_eval_batches (default: the whole split)
+        size = cfg.final_eval_batches if step == cfg.max_steps else cfg.eval_batches
+        row["val_loss"] = evaluate(state.model, run.corpus.val, run.cfg, run.device, run.autocast, run.ranks, size)
+        run.final_eval_tokens = eval_windows(len(run.corpus.val), size, run.cfg, run.ranks) * run.cfg.data.seq_len
+        row["val_ppl"] = math.exp(min(row["val_loss"], 50))
+        row.update(state.optimizers.metrics())
+        bar.set_postfix(train=f"{result.loss:.3f}", val=f"{row['val_loss']:.3f}")
+        diverged = state.checks.after_eval(step, row["val_loss"], run.corpus.vocab_size)
+    if log_this_step:
+        _log_row(run, state, row)
+    return diverged
+
+
+def _evaluate_start(run: Run, state: TrainState) -> str | None:
+    """The step-0 row: the untrained model's validation loss; returns a divergence it shows."""
+    first = evaluate(state.model, run.corpus.val, run.cfg, run.device, run.autocast, run.ranks,
+                     run.cfg.trainer.eval_batches)
+    _log_row(run, state, {"step": 0, "tokens": 0, "val_loss": first, "val_ppl": math.exp(min(first, 50))})
+    return state.checks.after_eval(0, first, run.corpus.vocab_size)
+
+
+def _log_row(run: Run, state: TrainState, row: dict) -> None:
+    state.record.log(row)
+    if run.wandb:
+        run.wandb.log({k: v for k, v in row.items() if k != "step"}, step=row["step"])
+
+
+def _checkpoint(run: Run, state: TrainState) -> None:
+    if run.ranks.is_main:
+        save_checkpoint(run.run_dir, state.state_dict(), state.step, keep=run.cfg.trainer.keep_checkpoints)
+
+
+# ------------------------------------------------------------------ the end ---------------------------------------
+
+def _finish(run: Run, state: TrainState, status: Status, diverged: str | None) -> dict:
+    """The summary (summary.json, the one-line report, wandb), then this rank leaves the process group."""
+    if diverged:
+        status = Status.DIVERGED
+        log.error("diverged: %s", diverged)
+    summary = state.record.summary(status, state.step, state.step * run.tokens_per_step, mamba_path=run.mamba_path,
+                                   skipped_steps=state.skipped, diverged=diverged,
+                                   final_eval_tokens=run.final_eval_tokens, **run.meter.summary(),
+                                   **state.optimizers.summary())
+    if run.ranks.is_main:
+        print(one_line(summary, state.record.first_val_loss, run.run_dir))
+    if run.wandb:
+        run.wandb.summary.update({k: v for k, v in summary.items() if v is not None})
+        run.wandb.finish()
+    state.model = state.optimizers = None  # gloo: free the model before the process group goes
+    distributed.teardown()
+    return summary
 
 
 def gradient_norm(model, clip: float | None) -> torch.Tensor:
@@ -375,5 +507,5 @@ def one_line(summary: dict, start_val: float | None, run_dir: Path) -> str:
     minutes, seconds = divmod(int(summary["wall_time_s"]), 60)
     return (f"{summary['status']}: {summary['steps']}/{summary['max_steps']} steps in {minutes}m{seconds:02d}s | "
             f"val_loss {fmt(start_val)} -> {fmt(summary['final_val_loss'])} (best {fmt(summary['best_val_loss'])} "
-            f"@ step {summary['best_step']}) | {summary['tokens_per_s']} tok/s | {summary['n_params'] / 1e6:.2f}M params | "
-            f"{run_dir}")
+            f"@ step {summary['best_step']}) | {summary['tokens_per_s']} tok/s | "
+            f"{summary['n_params'] / 1e6:.2f}M params | {run_dir}")
