@@ -25,7 +25,8 @@ setup: $(STAMP) ## create .venv and install the project (torch pinned by TORCH_S
 demo: $(STAMP) ## set up, then train the embedded default (tiny Granite hybrid, Muon, CPU, ~2 min)
 	$(PY) train.py
 
-test: $(STAMP) ## set up, then run the test suite (slow and GPU tests excluded)
+test: $(STAMP) ## set up, then lint (ruff) and run the test suite (slow and GPU tests excluded)
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 test-slow: $(STAMP) ## the slow tests too (minutes)
