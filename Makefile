@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## create .venv and install the project (torch pinned by TORCH_SPEC)
 
-demo: $(STAMP) ## set up, then train the embedded default (tiny Granite hybrid, Muon, CPU, ~2 min)
+demo: $(STAMP) ## set up, then train the embedded default (tiny Granite hybrid, OrthoNoise, CPU, a few minutes)
 	$(PY) train.py
 
 test: $(STAMP) ## set up, then lint (ruff) and run the test suite (slow and GPU tests excluded)
