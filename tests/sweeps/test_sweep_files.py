@@ -1,6 +1,7 @@
 """Every sweep file composes, expands to what its header says, meets the seeds SPEC.md's statistical standard asks
 for, and runs no (config, seed) twice. The plan is read from the files themselves (the sweep files and the
 Makefile's phase lists), never from a copy kept here."""
+import os
 import re
 import subprocess
 from collections import Counter
@@ -164,9 +165,16 @@ def test_overriding_a_group_without_the_preset_changes_the_run_dirs():
     assert all("model=tiny" in s for s in subdirs)
 
 
+def run_make(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    """make as a user types it, also when the tests themselves run under `make test` (CI): a sub-make would
+    inherit MAKEFLAGS/MAKELEVEL and print "Entering directory" lines."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    return subprocess.run(["make", "--no-print-directory", "-o", ".venv/.installed", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
 def make_dry_run(*args: str) -> str:
-    result = subprocess.run(["make", "-n", "-o", ".venv/.installed", *args], cwd=ROOT, capture_output=True,
-                            text=True, timeout=120)
+    result = run_make("-n", *args)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -183,9 +191,7 @@ def test_make_phase_targets_preflight_then_launch_on_the_sweeps_hardware():
 
 def test_a_launch_over_budget_is_refused_before_anything_is_submitted(tmp_path):
     sweep_dir = tmp_path / "sweep"
-    result = subprocess.run(["make", "-o", ".venv/.installed", "phase31", "BUDGET_USD=0.05",
-                             f"ARGS=hydra.sweep.dir={sweep_dir}"], cwd=ROOT, capture_output=True, text=True,
-                            timeout=300)
+    result = run_make("phase31", "BUDGET_USD=0.05", f"ARGS=hydra.sweep.dir={sweep_dir}", timeout=300)
     assert result.returncode != 0
     errors = [line for line in result.stdout.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "budget_usd=0.05" in errors[0], result.stdout
