@@ -64,15 +64,15 @@ PHASE32 := phase32_baseline phase32_alpha phase32_schedule phase32_adaptive
 PHASE32_CONFIRM := phase32_confirm
 PHASE33 := phase33_finetune phase33_scratch
 PHASE4 := phase4_350m phase4_1b
-# Every launch first prices its sweeps (orthonoise/plan.py) and is refused, with one error: line and nothing
+# Every launch first prices its sweeps (orthonoise/sweep/plan.py) and is refused, with one error: line and nothing
 # submitted, when they cost more than BUDGET_USD (the user's budget for the whole plan; BUDGET_USD= to lift it).
 BUDGET_USD ?= 168
-# phase 3.2's winners, as the 3.2 report writes them (orthonoise/winners.py); make phase32-confirm reads them
+# phase 3.2's winners, as the 3.2 report writes them (orthonoise/sweep/winners.py); make phase32-confirm reads them
 WINNERS ?= outputs/sweeps/phase32_alpha/winners.json
 # a sweep's hardware is stated in its file (its regime); the launcher follows from it
-hardware_of = $(shell $(PY) -m orthonoise.plan --hardware $(1))
-plan = $(PY) -m orthonoise.plan $(1) $(call sweep_overrides,$(call hardware_of,$(firstword $(1))))
-preflight = $(PY) -m orthonoise.plan --summary $(if $(BUDGET_USD),--budget-usd $(BUDGET_USD)) $(1) \
+hardware_of = $(shell $(PY) -m orthonoise.sweep.plan --hardware $(1))
+plan = $(PY) -m orthonoise.sweep.plan $(1) $(call sweep_overrides,$(call hardware_of,$(firstword $(1))))
+preflight = $(PY) -m orthonoise.sweep.plan --summary $(if $(BUDGET_USD),--budget-usd $(BUDGET_USD)) $(1) \
 	$(call sweep_overrides,$(call hardware_of,$(firstword $(1))))
 launch = $(foreach s,$(1),$(PY) train.py -m -cd sweeps -cn $(s) $(call sweep_overrides,$(call hardware_of,$(s))) &&) true
 .PHONY: phase31 phase32 phase32-confirm phase33 phase4 plan-phase31 plan-phase32 plan-phase32-confirm plan-phase33 \
@@ -87,7 +87,7 @@ phase32: $(STAMP) ## phase 3.2 signal hunt: baseline lr (18), alpha (30), schedu
 	$(call launch,$(PHASE32))
 
 phase32-confirm: $(STAMP) ## 3.2's 1-2 winners + isotropic + best-lr baseline on 5 fresh seeds (WINNERS=file; ARGS=)
-	$(PY) -m orthonoise.winners $(WINNERS)
+	$(PY) -m orthonoise.sweep.winners $(WINNERS)
 	$(call preflight,$(PHASE32_CONFIRM))
 	$(call launch,$(PHASE32_CONFIRM))
 

@@ -15,8 +15,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from orthonoise.errors import ConfigError, RunRefused
-from orthonoise.hub import use_local_cache_if_offline
-from orthonoise.rundir import register_resolvers
+from orthonoise.lm.hub import use_local_cache_if_offline
+from orthonoise.run.rundir import register_resolvers
 
 log = logging.getLogger("orthonoise")
 register_resolvers()  # before Hydra composes conf/: the run directory's name uses one
@@ -24,8 +24,8 @@ register_resolvers()  # before Hydra composes conf/: the run directory's name us
 
 def hydra_files(cfg: DictConfig) -> dict[str, str] | None:
     """This launch's `.hydra/*.yaml` as Hydra wrote them: the run's identity record keeps them, so that a later
-    launch, whose Hydra overwrites them before our code runs, can put them back (orthonoise/identity.py)."""
-    from orthonoise.rundir import HYDRA_DIR
+    launch, whose Hydra overwrites them before our code runs, can put them back (orthonoise/run/identity.py)."""
+    from orthonoise.run.rundir import HYDRA_DIR
 
     hydra_cfg = HydraConfig.instance().cfg
     if hydra_cfg.hydra.output_subdir != HYDRA_DIR:
@@ -36,8 +36,8 @@ def hydra_files(cfg: DictConfig) -> dict[str, str] | None:
 
 def record_failure(run_dir: Path, message: str) -> str:
     """Mark the run failed; returns what to add to the error line when even that could not be written."""
-    from orthonoise.metrics import mark_status
-    from orthonoise.rundir import Status
+    from orthonoise.run.metrics import mark_status
+    from orthonoise.run.rundir import Status
 
     try:
         mark_status(run_dir, Status.FAILED, error=message)
@@ -53,13 +53,13 @@ def main(cfg: DictConfig) -> str | float:
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     if cfg.model.pretrained or cfg.data.name != "local":
         use_local_cache_if_offline()  # before transformers/datasets import huggingface_hub
-    from orthonoise.rundir import SKIPPED
-    from orthonoise.runlock import RunDirBusy
+    from orthonoise.run.rundir import SKIPPED
+    from orthonoise.run.runlock import RunDirBusy
     from orthonoise.trainer import train
 
     try:
         if cfg.get("objective"):  # an Optuna trial (sweeps/optuna.yaml): returns the number it minimises
-            from orthonoise.objective import mean_final_val_loss
+            from orthonoise.sweep.objective import mean_final_val_loss
 
             return mean_final_val_loss(cfg, run_dir, dict(hydra_cfg.runtime.choices))
         return train(cfg, run_dir, choices=dict(hydra_cfg.runtime.choices), hydra_files=hydra_files(cfg))["status"]

@@ -6,7 +6,7 @@
 # Both are idempotent. Needs root and no systemd: munged, slurmctld and slurmd run as foreground processes in
 # their own sessions; their state, logs and PID files live in $ORTHONOISE_SLURM_DIR (default /tmp/orthonoise-slurm).
 # The node has no accounting database: `sacct` answers "accounting storage is disabled", and the launcher reads job
-# states from slurmctld instead (orthonoise/launcher.py; docs/sweeps.md, "SLURM").
+# states from slurmctld instead (orthonoise/sweep/launcher.py; docs/sweeps.md, "SLURM").
 set -euo pipefail
 
 DIR=${ORTHONOISE_SLURM_DIR:-/tmp/orthonoise-slurm}

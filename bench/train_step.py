@@ -95,7 +95,7 @@ def build_config(spec: dict):
     """The configuration's model, one batch of random windows, and the fields every row of it starts with."""
     import torch
 
-    from orthonoise.model import build_model, count_parameters, mamba_kernel_path
+    from orthonoise.lm.model import build_model, count_parameters, mamba_kernel_path
     from orthonoise.perf import compilation
 
     device = torch.device(spec["device"])
@@ -119,7 +119,7 @@ def build_config(spec: dict):
 
 
 def loss_fn(spec: dict):
-    from orthonoise.loss import causal_lm_loss
+    from orthonoise.lm.loss import causal_lm_loss
 
     return lambda model, windows: causal_lm_loss(model, windows, fused=spec["loss"] == "fused")
 
@@ -143,7 +143,7 @@ def path_checks(model, windows, spec: dict, run: dict) -> tuple[dict, object]:
     CUDA graph of forward+backward where the run asks for one (else None)."""
     import torch
 
-    from orthonoise.loss import causal_lm_loss
+    from orthonoise.lm.loss import causal_lm_loss
     from orthonoise.perf import cuda_graph
 
     check, graph = {}, None

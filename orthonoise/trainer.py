@@ -16,23 +16,24 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from orthonoise import distributed, runlock
-from orthonoise.checkpoint import load_checkpoint, remove_stale_tmp, rng_state, save_checkpoint, set_rng_state
-from orthonoise.data import Batches, Corpus, PreparationStopped, load_corpus
-from orthonoise.divergence import Divergence
+from orthonoise import distributed
 from orthonoise.errors import RunRefused
-from orthonoise.identity import Claim, Identity, describe, provenance, read_record, restore_hydra_files
-from orthonoise.loss import causal_lm_loss
-from orthonoise.metrics import RunRecord, mark_status
-from orthonoise.model import build_model, count_parameters, mamba_kernel_path
+from orthonoise.lm.data import Batches, Corpus, PreparationStopped, load_corpus
+from orthonoise.lm.loss import causal_lm_loss
+from orthonoise.lm.model import build_model, count_parameters, mamba_kernel_path
 from orthonoise.optim import Optimizers, build_optimizers
 from orthonoise.perf.compilation import compile_blocks
 from orthonoise.perf.cuda_graph import try_cuda_graph
 from orthonoise.perf.meter import PerfMeter
-from orthonoise.preemption import Preemption, stopped_by
-from orthonoise.rundir import Status, read_summary
+from orthonoise.run import runlock
+from orthonoise.run.checkpoint import load_checkpoint, remove_stale_tmp, rng_state, save_checkpoint, set_rng_state
+from orthonoise.run.divergence import Divergence
+from orthonoise.run.identity import Claim, Identity, describe, provenance, read_record, restore_hydra_files
+from orthonoise.run.metrics import RunRecord, mark_status
+from orthonoise.run.preemption import Preemption, stopped_by
+from orthonoise.run.rundir import Status, read_summary
+from orthonoise.run.wandb_run import start_wandb
 from orthonoise.validate import validate
-from orthonoise.wandb_run import start_wandb
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +140,8 @@ def _skip_completed(cfg: DictConfig, run_dir: Path, previous: dict, is_main: boo
 
 @contextlib.contextmanager
 def _claimed(cfg: DictConfig, run_dir: Path, hydra_files: dict | None, ranks: distributed.Dist, device):
-    """Rank 0 holds the run directory (orthonoise/runlock.py) and checks this launch against the run's identity
-    (orthonoise/identity.py); every rank learns the outcome, so a refusal ends them all with no collective left
+    """Rank 0 holds the run directory (orthonoise/run/runlock.py) and checks this launch against the run's identity
+    (orthonoise/run/identity.py); every rank learns the outcome, so a refusal ends them all with no collective left
     waiting. Yields rank 0's Claim (None on the other ranks)."""
     with contextlib.ExitStack() as held:
         claim, refusal = None, None
@@ -412,7 +413,7 @@ def _advance_schedule(schedulers: list) -> None:
 
 def _stop_cause(run: Run, state: TrainState, result: StepResult, row: dict) -> str | None:
     """Why training stops after this step, or None. A non-finite step is skipped (never applied), at most
-    trainer.skip_nonfinite times; the divergence checks (orthonoise/divergence.py) watch the rest."""
+    trainer.skip_nonfinite times; the divergence checks (orthonoise/run/divergence.py) watch the rest."""
     cause = state.checks.after_step(state.step, result.loss, result.grad_norm)
     if result.finite:
         return cause

@@ -20,8 +20,9 @@ import torch
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from orthonoise import hub
+from orthonoise import REPO_ROOT
 from orthonoise.errors import ArgumentError, ConfigError
+from orthonoise.lm import hub
 
 
 def _int(low: int) -> tuple[Callable, str]:
@@ -101,7 +102,7 @@ def validate_settings(cfg: DictConfig) -> None:
     _check_data_path(cfg.data)
 
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 
 
 def check_top_level_keys(cfg: DictConfig) -> None:
@@ -139,7 +140,7 @@ def _check_sequence_length(cfg: DictConfig) -> None:
 
 def _check_model(model: DictConfig) -> None:
     """The architecture's arithmetic, on the config alone (no weights are built)."""
-    from orthonoise.model import granite_config
+    from orthonoise.lm.model import granite_config
 
     c = model.config
     _check_attention_layers(c)
@@ -243,7 +244,7 @@ def _check_data_path(data: DictConfig) -> None:
         raise ConfigError(f"data.tokenizer={tokenizer!r} does not exist (expected bpe, a hub id, or a local folder "
                           f"holding tokenizer.json / tokenizer_config.json)")
     if path and data.name == "local":
-        from orthonoise.data import read_local_texts
+        from orthonoise.lm.data import read_local_texts
 
         read_local_texts(path)  # binary or non-UTF-8 files are named now, not tokenized as noise
 
@@ -280,7 +281,7 @@ def _check_hub(cfg: DictConfig) -> None:
 # The shipped configs are the schema: a key no option of its group (or section of conf/config.yaml) defines is a
 # typo, and a key every option gives as true/false (a number) takes only true/false (a number).
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = ROOT / "conf"
 GROUPS = ("model", "data", "optimizer", "noise", "hardware", "logger")  # conf/<group>/<option>.yaml
 SECTIONS = ("trainer", "adamw")  # plain nodes of conf/config.yaml
 FREE_FORM = ("hardware.step_time_s",)  # keyed by model preset: any name is fine
@@ -450,8 +451,8 @@ def check_writable_dir(key: str, path) -> None:
 
 def check_run_dir(run_dir, key: str = "hydra.run.dir") -> None:
     """The run directory and what the trainer writes in it can be written, before anything is computed."""
-    from orthonoise.checkpoint import DIRNAME
-    from orthonoise.rundir import HYDRA_DIR, METRICS_FILE, SUMMARY_FILE
+    from orthonoise.run.checkpoint import DIRNAME
+    from orthonoise.run.rundir import HYDRA_DIR, METRICS_FILE, SUMMARY_FILE
 
     run_dir = Path(str(run_dir)).expanduser()
     check_writable_dir(key, run_dir)

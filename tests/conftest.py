@@ -9,7 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from orthonoise.rundir import METRICS_FILE, register_resolvers
+from orthonoise.run.rundir import METRICS_FILE, register_resolvers
 
 register_resolvers()  # as train.py does before Hydra composes conf/
 
@@ -47,7 +47,7 @@ def load_bench(name: str):
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    """Every line of the run's metrics file, in file order. Not orthonoise.rundir.read_metrics: that reader keeps
+    """Every line of the run's metrics file, in file order. Not orthonoise.run.rundir.read_metrics: that reader keeps
     the last line of a repeated step (what the report wants), which would hide the duplicated rows a resumed run
     must not write, and skips malformed lines the trainer must not write either."""
     return [json.loads(line) for line in (run_dir / METRICS_FILE).read_text().splitlines()]

@@ -1,7 +1,7 @@
 """Atomic writes: the old file or the new one, never a mix, and nothing left beside it."""
 import pytest
 
-from orthonoise.atomic import write_atomic, write_text_atomic
+from orthonoise.run.atomic import write_atomic, write_text_atomic
 
 
 def test_the_new_content_replaces_the_old_and_no_temporary_file_remains(tmp_path):

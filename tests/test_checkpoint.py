@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from orthonoise.checkpoint import (
+from orthonoise.errors import ConfigError
+from orthonoise.run.checkpoint import (
     checkpoint_paths,
     load_checkpoint,
     remove_stale_tmp,
@@ -17,7 +18,6 @@ from orthonoise.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from orthonoise.errors import ConfigError
 
 
 def state(step: int) -> dict:
@@ -74,7 +74,7 @@ def test_a_half_written_temporary_file_is_ignored_and_cleaned_up_unless_its_writ
 
 
 def test_rotation_tolerates_a_checkpoint_deleted_meanwhile(tmp_path, monkeypatch):
-    from orthonoise import checkpoint
+    from orthonoise.run import checkpoint
 
     save_checkpoint(tmp_path, state(10), 10, keep=1)
     listed = checkpoint.checkpoint_paths

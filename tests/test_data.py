@@ -3,8 +3,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from orthonoise.data import Batches, load_corpus, split_windows
 from orthonoise.errors import ConfigError
+from orthonoise.lm.data import Batches, load_corpus, split_windows
 from tests.conftest import CONF
 
 
@@ -146,7 +146,7 @@ def test_a_corpus_with_no_training_windows_says_what_to_change(tmp_path, setting
 
 
 def test_preparation_shows_progress_when_slow(tmp_path, monkeypatch, capsys):
-    from orthonoise import data
+    from orthonoise.lm import data
 
     monkeypatch.setattr(data, "PROGRESS_AFTER_S", 0.0)  # "slow" from the first item on
     (tmp_path / "a.txt").write_text("the quick brown fox jumps over the lazy dog.\n" * 3000)
@@ -159,8 +159,8 @@ def test_a_stop_signal_during_preparation_stops_it_and_caches_nothing(tmp_path, 
     import os
     import signal
 
-    from orthonoise import preemption
-    from orthonoise.data import PreparationStopped
+    from orthonoise.lm.data import PreparationStopped
+    from orthonoise.run import preemption
 
     monkeypatch.setattr(preemption, "_stopped_by", None)  # the flag outlives a run: leave none behind
     (tmp_path / "a.txt").write_text("the quick brown fox jumps over the lazy dog.\n" * 3000)

@@ -1,4 +1,4 @@
-"""orthonoise.kernels: the Triton stand-in for causal-conv1d matches torch's depthwise conv, forward and backward.
+"""orthonoise.lm.kernels: the Triton stand-in for causal-conv1d matches torch's depthwise conv, forward and backward.
 
 On the CPU the Triton kernels run under Triton's interpreter (TRITON_INTERPRET=1, in a subprocess since the
 flag is read when the kernels are defined). triton comes with the dev extra, so `make test` runs them; skipped
@@ -13,13 +13,13 @@ import textwrap
 import pytest
 import torch
 
-from orthonoise.kernels import conv1d_reference, kernel_path
+from orthonoise.lm.kernels import conv1d_reference, kernel_path
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 
 CHECK = textwrap.dedent("""
     import torch
-    from orthonoise import kernels as K
+    from orthonoise.lm import kernels as K
     dev, dt = DEVICE, DTYPE
     shapes = [(2, 70, 37, 4, True, True), (1, 130, 65, 4, False, True), (2, 9, 5, 3, True, False)]
     for (B, D, L, W, bias, silu) in shapes:

@@ -1,5 +1,6 @@
-"""orthonoise.launcher without a cluster: the summary line and exit code, skipping before submission (local submitit
-launcher), and the settings refused before anything is submitted. tests/slurm/ runs the same path on SLURM."""
+"""orthonoise.sweep.launcher without a cluster: the summary line and exit code, skipping before submission
+(local submitit launcher), and the settings refused before anything is submitted. tests/slurm/ runs the same path
+on SLURM."""
 import subprocess
 import sys
 from collections import Counter
@@ -7,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from orthonoise.launcher import SKIPPED, summary_line, unfinished
-from orthonoise.plan import ROOT
-from orthonoise.rundir import HYDRA_DIR, Status, read_summary
+from orthonoise.run.rundir import HYDRA_DIR, Status, read_summary
+from orthonoise.sweep.launcher import SKIPPED, summary_line, unfinished
+from orthonoise.sweep.plan import ROOT
 
 TINY = ["+preset=tiny", "model=tiny", "data=local", "hardware=cpu", "logger=disabled"]
 QUICK = ["trainer.max_steps=2", "trainer.eval_every=2", "trainer.checkpoint_every=2", "hardware.batch_size=2",

@@ -1,10 +1,10 @@
-"""orthonoise.loss: the chunked fused cross-entropy equals F.cross_entropy (loss and gradients) on the CPU."""
+"""orthonoise.lm.loss: the chunked fused cross-entropy equals F.cross_entropy (loss and gradients) on the CPU."""
 import pytest
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from orthonoise.loss import causal_lm_loss, linear_cross_entropy, supports_fused_loss
+from orthonoise.lm.loss import causal_lm_loss, linear_cross_entropy, supports_fused_loss
 
 
 def reference(hidden, weight, targets, scale=1.0, ignore_index=-100):
@@ -54,7 +54,7 @@ def test_bf16_autocast_close_to_fp32():
 
 
 def tiny_granite():
-    from orthonoise.model import build_model
+    from orthonoise.lm.model import build_model
     cfg = OmegaConf.load("conf/model/tiny.yaml")
     cfg.config.num_hidden_layers, cfg.config.attention_layers = 2, [1]
     torch.manual_seed(0)

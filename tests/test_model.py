@@ -4,7 +4,7 @@ import torch
 from omegaconf import OmegaConf
 
 from orthonoise.errors import ConfigError
-from orthonoise.model import build_model, count_parameters, granite_config
+from orthonoise.lm.model import build_model, count_parameters, granite_config
 from tests.conftest import CONF
 
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from orthonoise.loss import causal_lm_loss
-from orthonoise.model import build_model
+from orthonoise.lm.loss import causal_lm_loss
+from orthonoise.lm.model import build_model
 from orthonoise.perf.compilation import compile_blocks
 from orthonoise.perf.cuda_graph import try_cuda_graph
 from orthonoise.perf.meter import PerfMeter, device_peak_flops, mfu, peak_bf16_flops

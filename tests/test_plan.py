@@ -7,9 +7,9 @@ import pytest
 from omegaconf import OmegaConf
 from report.fake_runs import write_run
 
-from orthonoise import sweep_design
-from orthonoise.plan import format_plan, main, plan, step_time_table
 from orthonoise.report import power
+from orthonoise.sweep import design as sweep_design
+from orthonoise.sweep.plan import format_plan, main, plan, step_time_table
 
 BENCH = "bench/results/train_step_h100.md"
 
@@ -102,7 +102,7 @@ def test_hardware_of_a_sweep(capsys):
     assert main(["--hardware", "phase4_1b"]) == 0 and capsys.readouterr().out.strip() == "h100x4"
 
 
-# ---- what a design can detect (orthonoise/sweep_design.py; the numbers are orthonoise/report/power.py's) ----
+# ---- what a design can detect (orthonoise/sweep/design.py; the numbers are orthonoise/report/power.py's) ----
 
 def design_line(out: str, sweep: str) -> str:
     return next(line for line in out.splitlines() if line.startswith(f"{sweep} ("))

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from orthonoise.checkpoint import checkpoint_paths
+from orthonoise.run.checkpoint import checkpoint_paths
 from tests.conftest import ROOT, wait_for_step
 
 

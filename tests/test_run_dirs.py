@@ -1,7 +1,7 @@
 """Run directories named by the overrides: the same command, the same directory."""
 from omegaconf import OmegaConf
 
-from orthonoise.rundir import MAX_NAME, run_name
+from orthonoise.run.rundir import MAX_NAME, run_name
 
 
 def test_names_are_the_overrides_made_safe():

@@ -1,5 +1,6 @@
 """A run directory's life: one process at a time, resumed only by the settings and code that made it, its record
-never rewritten by a later launch, its history never lost silently (orthonoise/runlock.py, identity.py, metrics.py)."""
+never rewritten by a later launch, its history never lost silently
+(orthonoise/run/runlock.py, identity.py, metrics.py)."""
 import fcntl
 import json
 import os
@@ -12,16 +13,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from orthonoise import identity, runlock
 from orthonoise.errors import RunRefused
-from orthonoise.metrics import mark_status
-from orthonoise.rundir import HYDRA_DIR, IDENTITY_FILE, LOCK_FILE, METRICS_FILE, SUMMARY_FILE, Status, read_summary
+from orthonoise.run import identity, runlock
+from orthonoise.run.metrics import mark_status
+from orthonoise.run.rundir import HYDRA_DIR, IDENTITY_FILE, LOCK_FILE, METRICS_FILE, SUMMARY_FILE, Status, read_summary
 from orthonoise.trainer import train
 from tests.conftest import FAST, ROOT, read_metrics, without_timing
 
 HOLD = textwrap.dedent("""
     import sys, time
-    from orthonoise import runlock
+    from orthonoise.run import runlock
     with runlock.hold(sys.argv[1]):
         print("held", flush=True)
         time.sleep(float(sys.argv[2]))

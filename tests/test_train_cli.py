@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from orthonoise.checkpoint import checkpoint_paths
+from orthonoise.run.checkpoint import checkpoint_paths
 from tests.conftest import FAST, ROOT, read_metrics, wait_for_step, without_timing
 
 
@@ -127,7 +127,7 @@ def test_secrets_from_the_environment_are_written_nowhere_in_the_run_dir(tmp_pat
 
 READ_ONLY_FROM_STEP_3 = """
 import builtins, runpy, sys
-from orthonoise import atomic
+from orthonoise.run import atomic
 armed = []
 
 def read_only_dir_open(path, *args, **kwargs):  # the run dir turns read-only when the step-3 checkpoint is due

@@ -6,8 +6,8 @@ import re
 import pytest
 import torch
 
-from orthonoise.checkpoint import checkpoint_paths
 from orthonoise.errors import ConfigError
+from orthonoise.run.checkpoint import checkpoint_paths
 from orthonoise.trainer import lr_multiplier, train
 from tests.conftest import FAST, read_metrics, without_timing
 
@@ -114,7 +114,7 @@ def test_a_run_without_noise_has_no_final_alpha(compose_cfg, tmp_path):
 
 def test_the_final_eval_covers_the_whole_validation_split(compose_cfg, tmp_path):
     """Evals during training read eval_batches (1 here); the last one, final_val_loss, the whole split."""
-    from orthonoise.data import load_corpus
+    from orthonoise.lm.data import load_corpus
 
     cfg = compose_cfg(*FAST, "trainer.max_steps=2", "trainer.final_eval_batches=0")  # 0: the default
     n_val = len(load_corpus(cfg.data).val)

@@ -206,7 +206,7 @@ def test_the_offline_dataset_remedy_works(compose_cfg, offline, monkeypatch, tmp
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from orthonoise.data import fineweb_texts
+    from orthonoise.lm.data import fineweb_texts
 
     monkeypatch.setattr(validate_module.hub, "in_local_cache", lambda repo, kind="model": kind == "model")
     with pytest.raises(ConfigError) as err:
@@ -224,7 +224,7 @@ def test_the_offline_dataset_remedy_works(compose_cfg, offline, monkeypatch, tmp
 
 
 def test_a_local_dataset_folder_with_the_hub_config_name_says_how_to_fix_it(compose_cfg, tmp_path):
-    from orthonoise.data import fineweb_texts
+    from orthonoise.lm.data import fineweb_texts
 
     (tmp_path / "data.parquet").write_bytes(b"")  # any local folder: the config name is what fails
     cfg = compose_cfg("data=fineweb-edu", "model=granite-350m", f"data.path={tmp_path}", "data.streaming=false")
@@ -284,7 +284,7 @@ def test_bad_input_through_train_py(tmp_path, case):
 
 
 def test_a_typo_key_in_a_sweep_file_is_caught_by_the_preflight(tmp_path):
-    from orthonoise.plan import expand, plan
+    from orthonoise.sweep.plan import expand, plan
 
     sweeps = tmp_path / "sweeps"
     shutil.copytree(ROOT / "sweeps", sweeps)

@@ -8,8 +8,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 from omegaconf import OmegaConf
 
-from orthonoise import wandb_run
-from orthonoise.wandb_run import logging_mode, start_wandb
+from orthonoise.run import wandb_run
+from orthonoise.run.wandb_run import logging_mode, start_wandb
 
 
 @pytest.fixture

@@ -1,11 +1,11 @@
 """orthonoise's sweep launchers, where Hydra looks for launcher plugins (the hydra_plugins namespace).
 
-hydra-submitit-launcher's local and SLURM launchers with orthonoise.launcher's accounting: completed jobs skipped
+hydra-submitit-launcher's local and SLURM launchers with orthonoise.sweep.launcher's accounting: completed jobs skipped
 before submission, every job's result gathered, jobs killed hard recorded failed, requeued jobs waited for.
 """
 from hydra_plugins.hydra_submitit_launcher import submitit_launcher
 
-from orthonoise.launcher import Accounting, SlurmAccounting, register_launchers
+from orthonoise.sweep.launcher import Accounting, SlurmAccounting, register_launchers
 
 
 class LocalLauncher(Accounting, submitit_launcher.LocalLauncher):

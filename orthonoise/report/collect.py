@@ -2,7 +2,7 @@
 
 A run directory holds `.hydra/config.yaml`, `.hydra/hydra.yaml`, `.hydra/overrides.yaml`,
 `metrics.jsonl` and `summary.json`; any of them may be missing when a job crashed early. An Optuna trial
-(sweeps/optuna.yaml, orthonoise/objective.py) is a Hydra job directory whose config has `objective.seeds`; it
+(sweeps/optuna.yaml, orthonoise/sweep/objective.py) is a Hydra job directory whose config has `objective.seeds`; it
 trains one run per seed into `<trial dir>/seed=<s>` (metrics and summary, no `.hydra/`): each is read as a run
 with the trial's config and that seed, and a seed not started yet reads as missing.
 """
@@ -16,9 +16,17 @@ from pathlib import Path
 
 import yaml
 
-from orthonoise.rundir import HYDRA_DIR, METRICS_FILE, SUMMARY_FILE, Status, inspect_summary, is_run_dir, read_metrics
+from orthonoise.run.rundir import (
+    HYDRA_DIR,
+    METRICS_FILE,
+    SUMMARY_FILE,
+    Status,
+    inspect_summary,
+    is_run_dir,
+    read_metrics,
+)
 
-# The trainer's status words, the one vocabulary (orthonoise/rundir.py); MISSING = a job that wrote neither
+# The trainer's status words, the one vocabulary (orthonoise/run/rundir.py); MISSING = a job that wrote neither
 # summary.json nor metrics.jsonl.
 COMPLETED, DIVERGED, FAILED, RUNNING, INTERRUPTED, MISSING = (
     Status.COMPLETED, Status.DIVERGED, Status.FAILED, Status.RUNNING, Status.INTERRUPTED, Status.MISSING)

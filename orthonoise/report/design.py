@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 from hydra.errors import HydraException
 
-from orthonoise.rundir import run_name
+from orthonoise.run.rundir import run_name
 
 from .collect import Run
 

@@ -1,7 +1,7 @@
 """What a sweep can detect: minimum detectable effects and seeds needed, from the seed variance of earlier runs.
 
 The one home of the power formula: the report's "what this sweep can detect" lines and the preflight's per-sweep
-lines (orthonoise/sweep_design.py, `make plan-*`, the sweep files' "Can detect" headers) all come from here.
+lines (orthonoise/sweep/design.py, `make plan-*`, the sweep files' "Can detect" headers) all come from here.
 
 Inputs are σ (the seed std of one run, % of the loss) and ρ (the share of it that is a seed block, the same in
 every arm). The analysis it sizes is the report's primary one (engine.many_to_one): blocked by seed, on the log

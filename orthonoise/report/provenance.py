@@ -1,6 +1,6 @@
 """Which code produced the runs a report reads, and the comparisons it cannot vouch for.
 
-Every run records its code in summary.json's `provenance` (orthonoise/identity.py: git commit, dirty flag, diff
+Every run records its code in summary.json's `provenance` (orthonoise/run/identity.py: git commit, dirty flag, diff
 hash, package versions). Two arms compared with each other should have run the same program: any difference in
 CODE_KEYS is named next to the claims, as is a run continued after a change of its settings (`config_changes`). A
 run from before provenance was recorded is "unknown": it is counted as such, never taken for different code.
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from orthonoise.identity import PACKAGES
+from orthonoise.run.identity import PACKAGES
 
 from .collect import Run
 from .criteria import matched_method

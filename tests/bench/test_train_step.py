@@ -27,7 +27,7 @@ def test_bench_optimizers_are_the_trainers():
     import torch
     from omegaconf import OmegaConf
 
-    from orthonoise.model import build_model
+    from orthonoise.lm.model import build_model
     from orthonoise.optim import OrthoNoise
 
     bench = load_bench("train_step")

@@ -5,7 +5,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from orthonoise.model import granite_config
+from orthonoise.lm.model import granite_config
 from orthonoise.optim.params import split_parameters
 from tests.conftest import load_bench
 

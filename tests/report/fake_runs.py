@@ -1,4 +1,4 @@
-"""Write synthetic run directories through the run-directory contract (orthonoise/rundir.py) that the trainer
+"""Write synthetic run directories through the run-directory contract (orthonoise/run/rundir.py) that the trainer
 writes through, with the config keys `python train.py optimizer=... noise=... --cfg job` composes."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from orthonoise.rundir import HYDRA_DIR, SUMMARY_FILE, Status, append_metrics, write_json_atomic
+from orthonoise.run.rundir import HYDRA_DIR, SUMMARY_FILE, Status, append_metrics, write_json_atomic
 
 TARGETS = {
     "muon": "orthonoise.optim.Muon",
@@ -18,7 +18,7 @@ TARGETS = {
 }
 
 
-# summary.json's `provenance` as orthonoise/identity.py writes it: every fixture run ran this code unless a test
+# summary.json's `provenance` as orthonoise/run/identity.py writes it: every fixture run ran this code unless a test
 # says otherwise (provenance=None: a run from before provenance was recorded)
 PROVENANCE = {"git_commit": "0123456789abcdef0123456789abcdef01234567", "git_dirty": False, "git_diff_sha256": None,
               "torch": "2.13.0", "transformers": "5.0.0", "mamba_ssm": None, "python": "3.12.3", "host": "node1",

@@ -5,7 +5,7 @@ import os
 import time
 
 from orthonoise.report.collect import find_run_dirs, load_run, load_runs
-from orthonoise.rundir import read_metrics
+from orthonoise.run.rundir import read_metrics
 
 from .fake_runs import linear_curve, write_run
 

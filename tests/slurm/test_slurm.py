@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from orthonoise.plan import ROOT
-from orthonoise.rundir import HYDRA_DIR, METRICS_FILE, Status, read_metrics, read_summary
+from orthonoise.run.rundir import HYDRA_DIR, METRICS_FILE, Status, read_metrics, read_summary
+from orthonoise.sweep.plan import ROOT
 from tests.conftest import read_metrics as metric_lines
 from tests.conftest import without_timing
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from orthonoise.plan import ROOT
+from orthonoise.sweep.plan import ROOT
 
 TINY = ["+preset=tiny", "model=tiny", "data=local", "hardware=cpu", "logger=disabled"]
 QUICK = ["trainer.max_steps=2", "trainer.eval_every=2", "trainer.checkpoint_every=2", "hardware.batch_size=2",

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from orthonoise import sweep_design
-from orthonoise.plan import ROOT, expand, plan, sweep_hardware
+from orthonoise.sweep import design as sweep_design
+from orthonoise.sweep.plan import ROOT, expand, plan, sweep_hardware
 from orthonoise.validate import validate_settings
 
 TINY = ["+preset=tiny", "model=tiny", "data=local", "hardware=cpu", "logger=disabled"]
@@ -181,7 +181,7 @@ def make_dry_run(*args: str) -> str:
 
 def test_make_phase_targets_preflight_then_launch_on_the_sweeps_hardware():
     lines = make_dry_run("phase31", "phase4").splitlines()
-    assert lines[0].split() == [".venv/bin/python", "-m", "orthonoise.plan", "--summary", "--budget-usd", "168",
+    assert lines[0].split() == [".venv/bin/python", "-m", "orthonoise.sweep.plan", "--summary", "--budget-usd", "168",
                                 "phase31", "hydra/launcher=local_h100"]
     assert "train.py -m -cd sweeps -cn phase31 hydra/launcher=local_h100 " in lines[1]
     assert "--budget-usd 168 phase4_350m phase4_1b hydra/launcher=local_h100x4" in lines[2]
@@ -221,7 +221,7 @@ def test_optuna_sweep_composes():
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="optional extra: pip install -e '.[optuna]'")
     from hydra.types import RunMode
 
-    from orthonoise.plan import load_hydra
+    from orthonoise.sweep.plan import load_hydra
 
     cfg = load_hydra().config_loader.load_configuration("optuna", [], run_mode=RunMode.MULTIRUN)
     assert cfg.hydra.sweeper.direction == "minimize" and list(cfg.objective.seeds) == [1, 2]

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from orthonoise.plan import ROOT, expand, plan
-from orthonoise.winners import Arm, WinnersError, apply, main, read_winners, write_winners
+from orthonoise.sweep.plan import ROOT, expand, plan
+from orthonoise.sweep.winners import Arm, WinnersError, apply, main, read_winners, write_winners
 
 WINNER = Arm("alpha=0.005 linear", {"optimizer": "orthonoise", "noise": "linear"}, {"optimizer.alpha": 0.005})
 RUNNER_UP = Arm("alpha=0.001 rank 0.3", {"optimizer": "orthonoise", "noise": "constant"},

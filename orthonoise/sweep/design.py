@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from orthonoise.optim.registry import Role, kinds
 from orthonoise.report import power
-from orthonoise.rundir import HYDRA_DIR, SUMMARY_FILE, Status, read_summary
+from orthonoise.run.rundir import HYDRA_DIR, SUMMARY_FILE, Status, read_summary
 
 # the conf/optimizer choices every other arm of a setting is compared with (orthonoise/optim/registry.py)
 BASELINE_OPTIMIZERS = frozenset(kind.name for kind in kinds(Role.BASELINE))

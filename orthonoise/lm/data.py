@@ -21,9 +21,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from orthonoise.atomic import write_atomic, write_text_atomic
 from orthonoise.errors import ConfigError
-from orthonoise.preemption import stopped_by
+from orthonoise.run.atomic import write_atomic, write_text_atomic
+from orthonoise.run.preemption import stopped_by
 
 log = logging.getLogger(__name__)
 SPLIT_SEED = 1234  # fixed: the validation split must not move with the run seed

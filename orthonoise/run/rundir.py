@@ -3,8 +3,8 @@
 A run directory holds `.hydra/` (the composed config, Hydra's own record, the overrides), `metrics.jsonl` (one
 JSON object per logged step), `summary.json` (the run's state and final numbers), `checkpoints/`, `identity.json`
 (the fingerprint of the config and code that produced the run, and the `.hydra/` files it started with:
-orthonoise/identity.py) and `run.lock` (held by the one process that trains into the directory:
-orthonoise/runlock.py). The trainer
+orthonoise/run/identity.py) and `run.lock` (held by the one process that trains into the directory:
+orthonoise/run/runlock.py). The trainer
 writes them through this module and the report, `status`, `plan`, the launcher hooks and the test fixtures read
 them through it, so a file name, a status word or a tolerance rule exists once.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from orthonoise.atomic import write_text_atomic
+from orthonoise.run.atomic import write_text_atomic
 
 # Run directories are named by what was asked for, so the same command finds the same directory and launching it
 # again resumes its interrupted run (or skips it when completed) instead of paying for a new one. conf/config.yaml
@@ -36,7 +36,7 @@ def run_name(override_dirname: str) -> str:
 
 
 def register_resolvers() -> None:
-    """Every entry point that composes conf/ calls this first (train.py, orthonoise.plan, the tests)."""
+    """Every entry point that composes conf/ calls this first (train.py, orthonoise.sweep.plan, the tests)."""
     OmegaConf.register_new_resolver("run_name", run_name, replace=True)
 
 

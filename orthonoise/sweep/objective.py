@@ -11,8 +11,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
 
-from orthonoise.metrics import mark_status
-from orthonoise.rundir import Status
+from orthonoise.run.metrics import mark_status
+from orthonoise.run.rundir import Status
 
 log = logging.getLogger(__name__)
 

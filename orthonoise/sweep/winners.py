@@ -1,7 +1,7 @@
 """Phase 3.2's winners: the one file that carries them from the 3.2 report to the confirmation sweep.
 
 The report writes it with write_winners() (default path: outputs/sweeps/phase32_alpha/winners.json, beside its
-report.md); `make phase32-confirm` runs `python -m orthonoise.winners [FILE]`, which turns it into the arm configs
+report.md); `make phase32-confirm` runs `python -m orthonoise.sweep.winners [FILE]`, which turns it into the arm configs
 sweeps/phase32_confirm.yaml runs (and phases 3.3 and 4 carry): nobody copies a winner into a YAML file by hand.
 
 The format, version 1 (JSON):
@@ -31,9 +31,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from orthonoise.rundir import HYDRA_DIR
+from orthonoise import REPO_ROOT
+from orthonoise.run.rundir import HYDRA_DIR
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 SWEEPS = ROOT / "sweeps"
 DEFAULT_PATH = Path("outputs/sweeps/phase32_alpha/winners.json")
 FORMAT = 1
@@ -140,18 +141,19 @@ def apply(path: Path, sweeps_dir: Path = SWEEPS) -> list[str]:
     if "orthonoise_runner_up" not in arms and stale.exists():
         stale.unlink()  # an earlier winners file had two winners; this one has one
     for name, arm in arms.items():
-        header = (f"{name}: {arm.label}. Written by `python -m orthonoise.winners {path}` (make phase32-confirm)\n"
-                  f"from phase 3.2's winners ({', '.join(source) or 'source not recorded'}); do not edit by hand.")
+        header = (f"{name}: {arm.label}. Written by `python -m orthonoise.sweep.winners {path}`\n"
+                  f"(make phase32-confirm) from phase 3.2's winners ({', '.join(source) or 'source not recorded'}); "
+                  "do not edit by hand.")
         (sweeps_dir / "arm" / f"{name}.yaml").write_text(arm.to_yaml(header))
     (sweeps_dir / "confirm" / "arms.yaml").write_text(
         "# @package _global_\n"
-        f"# The arms of sweeps/phase32_confirm.yaml, written by `python -m orthonoise.winners {path}`.\n"
+        f"# The arms of sweeps/phase32_confirm.yaml, written by `python -m orthonoise.sweep.winners {path}`.\n"
         f"hydra:\n  sweeper:\n    params:\n      arm: {','.join(arms)}\n")
     return list(arms)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m orthonoise.winners", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m orthonoise.sweep.winners", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("path", nargs="?", type=Path, default=DEFAULT_PATH, help="the winners file")
     args = parser.parse_args(argv)

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from orthonoise.atomic import write_atomic, write_text_atomic
 from orthonoise.errors import ConfigError
+from orthonoise.run.atomic import write_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 DIRNAME = "checkpoints"
@@ -78,7 +78,7 @@ def _pid_alive(pid: int) -> bool:
 
 def remove_stale_tmp(run_dir: Path) -> None:
     """Remove the `*.<pid>.tmp` files of checkpoint writes that were killed half-way. Called by the process that
-    holds the run directory (orthonoise/runlock.py); a file whose writer is still alive on this host is kept."""
+    holds the run directory (orthonoise/run/runlock.py); a file whose writer is still alive on this host is kept."""
     for stale in (Path(run_dir) / DIRNAME).glob("*.tmp"):
         pid = stale.suffixes[-2][1:] if len(stale.suffixes) >= 2 else ""
         if not (pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid))):

@@ -58,6 +58,6 @@ def count_parameters(model: torch.nn.Module) -> int:
 def mamba_kernel_path() -> str:
     """Which Mamba2 implementation training takes: 'mamba_ssm+causal_conv1d' (fused Triton scan, CUDA conv),
     'mamba_ssm+triton_conv1d' (causal-conv1d missing: orthonoise's Triton conv stands in) or 'torch' (slow scan)."""
-    from orthonoise import kernels
+    from orthonoise.lm import kernels
 
     return kernels.install()

@@ -1,11 +1,11 @@
 """Preflight a sweep: every job it expands to, its run directory, what it will cost (GPU-hours, $, disk) and what
 its comparisons can detect. Launches nothing.
 
-    python -m orthonoise.plan phase31                       # sweeps/phase31.yaml, as `make plan-phase31`
-    python -m orthonoise.plan phase31 phase32_alpha seed=1,2,3 --gpu-hour-usd 2.5
-    python -m orthonoise.plan phase31 +preset=tiny model=tiny data=local hardware=cpu logger=disabled
-    python -m orthonoise.plan --summary --budget-usd 168 phase31   # what `make phase31` runs before launching
-    python -m orthonoise.plan phase32_alpha --from outputs/sweeps/phase31     # power sized by 3.1's seed noise
+    python -m orthonoise.sweep.plan phase31                       # sweeps/phase31.yaml, as `make plan-phase31`
+    python -m orthonoise.sweep.plan phase31 phase32_alpha seed=1,2,3 --gpu-hour-usd 2.5
+    python -m orthonoise.sweep.plan phase31 +preset=tiny model=tiny data=local hardware=cpu logger=disabled
+    python -m orthonoise.sweep.plan --summary --budget-usd 168 phase31   # what `make phase31` runs before launching
+    python -m orthonoise.sweep.plan phase32_alpha --from outputs/sweeps/phase31     # power sized by 3.1's seed noise
 
 The jobs come from Hydra itself (the same config loader and basic-sweeper expansion `train.py -m` uses).
 Seconds per step, most specific first: the median wall_time_s / steps of earlier runs under outputs/ with the
@@ -25,12 +25,13 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from orthonoise import sweep_design
+from orthonoise import REPO_ROOT
 from orthonoise.errors import ConfigError
-from orthonoise.rundir import HYDRA_DIR, SUMMARY_FILE, Status, read_summary, register_resolvers
+from orthonoise.run.rundir import HYDRA_DIR, SUMMARY_FILE, Status, read_summary, register_resolvers
+from orthonoise.sweep import design as sweep_design
 from orthonoise.validate import validate_settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 HISTORY = Path("outputs")
 STEP_TIMES = ROOT / "bench" / "results" / "step_times.yaml"
 
@@ -237,7 +238,7 @@ def format_plan(name: str, jobs: list[Job], table: dict | None = None) -> str:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m orthonoise.plan", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m orthonoise.sweep.plan", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("args", nargs="+", metavar="SWEEP|OVERRIDE",
                         help="sweep names (files in sweeps/), then Hydra overrides applied to each")

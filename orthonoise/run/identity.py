@@ -27,8 +27,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from orthonoise import REPO_ROOT
 from orthonoise.errors import RunRefused
-from orthonoise.rundir import HYDRA_DIR, IDENTITY_FILE, write_json_atomic
+from orthonoise.run.rundir import HYDRA_DIR, IDENTITY_FILE, write_json_atomic
 
 OVERRIDE = "trainer.allow_config_change"
 # Keys that do not change what is computed, only how it is shown, mirrored, saved or paid for:
@@ -43,7 +44,7 @@ NOT_COMPUTATION = (
 )
 PACKAGES = ("torch", "transformers", "mamba_ssm")
 log = logging.getLogger(__name__)
-REPO = Path(__file__).resolve().parents[1]
+REPO = REPO_ROOT
 
 
 def _flatten(tree, prefix: str = "") -> dict:
@@ -172,7 +173,7 @@ class Claim:
     """This launch checked against the run's record: refused at once (RunRefused: the keys, and what to do) when
     its identity differs and `allow_change` is not set; `commit(step)` writes the record once the run has resumed.
 
-    The caller holds the run's lock (orthonoise/runlock.py), so nothing else writes these files meanwhile. Until
+    The caller holds the run's lock (orthonoise/run/runlock.py), so nothing else writes these files meanwhile. Until
     `commit`, `.hydra/` shows the files the run was made with, whatever this launch's Hydra wrote."""
 
     def __init__(self, run_dir: Path, identity: Identity, allow_change: bool, hydra_files: dict | None):

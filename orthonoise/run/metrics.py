@@ -1,4 +1,4 @@
-"""What a run leaves behind while it trains: metric lines and a current summary (files: orthonoise/rundir.py).
+"""What a run leaves behind while it trains: metric lines and a current summary (files: orthonoise/run/rundir.py).
 
 metrics.jsonl is never lost silently: the run keeps its rows in memory and in every checkpoint. Before each
 append it checks that the file still has the bytes it wrote; a file deleted or cut short meanwhile (by hand, by
@@ -12,8 +12,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from orthonoise.atomic import write_text_atomic
-from orthonoise.rundir import (
+from orthonoise.run.atomic import write_text_atomic
+from orthonoise.run.rundir import (
     METRICS_FILE,
     SUMMARY_FILE,
     Status,
@@ -22,7 +22,7 @@ from orthonoise.rundir import (
     read_summary,
     write_json_atomic,
 )
-from orthonoise.runlock import held_elsewhere
+from orthonoise.run.runlock import held_elsewhere
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ class RunRecord:
 def mark_status(run_dir: Path, status: Status, **fields) -> dict:
     """Set a run's status in summary.json (a crash: "failed" with its error), keeping what the run had reached.
 
-    Never over a run that another live process holds (orthonoise/runlock.py): that one writes its own. In a run
+    Never over a run that another live process holds (orthonoise/run/runlock.py): that one writes its own. In a run
     directory that has become read-only, an existing summary.json that is itself writable is overwritten in place
     (not atomic, but the run's state stays true); an OSError means it could not be written at all."""
     summary = read_summary(run_dir) or {"steps": 0}

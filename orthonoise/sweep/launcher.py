@@ -36,8 +36,8 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, LocalQue
 from omegaconf import DictConfig, OmegaConf
 
 from orthonoise.errors import ConfigError
-from orthonoise.metrics import mark_status
-from orthonoise.rundir import SKIPPED, Status, read_summary
+from orthonoise.run.metrics import mark_status
+from orthonoise.run.rundir import SKIPPED, Status, read_summary
 
 log = logging.getLogger(__name__)
 
@@ -255,8 +255,8 @@ class SlurmAccounting(Accounting):
         check_signal_margin(self.params)
 
     def watch(self, jobs: list) -> list:
-        """submitit's SlurmJob reads states from sacct only; ours falls back to slurmctld (orthonoise.slurm_state)."""
-        from orthonoise.slurm_state import WatchedSlurmJob
+        """submitit's SlurmJob reads states from sacct only; ours falls back to slurmctld (slurm_state)."""
+        from orthonoise.sweep.slurm_state import WatchedSlurmJob
 
         return [WatchedSlurmJob(folder=job.paths.folder, job_id=job.job_id, tasks=list(range(job.num_tasks)))
                 for job in jobs]

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from orthonoise.errors import RunRefused
-from orthonoise.rundir import LOCK_FILE
+from orthonoise.run.rundir import LOCK_FILE
 
 _held: set[Path] = set()  # run dirs this process holds: a probe from this process must not see itself
 

@@ -1,0 +1,1 @@
+"""The language model side: Granite-4.0-H presets, corpora and batches, the loss, kernels, hub access."""
