@@ -114,7 +114,7 @@ def delta_vs_alpha(analysis, path: Path) -> Path | None:
             panels.append((members, family))
     if not panels:
         return None
-    fig, axes = _subplots(len(panels), "Final val loss vs baseline: Δ% with simultaneous 95% intervals (Dunnett)")
+    fig, axes = _subplots(len(panels), "Final val loss vs baseline: Δ% with simultaneous 95% intervals (Šidák)")
     for ax, (members, family) in zip(axes, panels):
         series: dict[str, list[Group]] = {}
         for g in members:

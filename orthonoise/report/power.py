@@ -4,20 +4,19 @@ The one home of the power formula: the report's "what this sweep can detect" lin
 lines (orthonoise/sweep/design.py, `make plan-*`, the sweep files' "Can detect" headers) all come from here.
 
 Inputs are σ (the seed std of one run, % of the loss) and ρ (the share of it that is a seed block, the same in
-every arm). The analysis it sizes is the report's primary one (engine.many_to_one): blocked by seed, on the log
-loss, so the residual std is σ·√(1−ρ). k configs run seeds 1..n, the baseline they share runs seeds 1..n_base
-(every sweep file lays its seeds out so). The standard error of a config − baseline estimate, the correlation
-of the k estimates and the error df are those of the engine's own least-squares fit of that layout
-(`contrast_design`); for n ≤ n_base that is SE = σ·√(1−ρ)·√(2/n), correlation ½, df = k(n−1): a seed only the
-baseline runs has its own block effect and tells nothing about a config (6 baseline seeds against 3 detect what 3
-against 3 do). The minimum detectable effect (MDE) at 80% power is (q + t₀.₈)·SE with q the decision's own
-multiplier: Dunnett's simultaneous quantile of that correlation (engine.dunnett_quantile) for k configs against
-one baseline, the t quantile of a paired interval, one-sided for phase 4; for an equivalence claim (TOST) the
-narrowest margin shown with 80% power when the truth is 0 is (t₀.₉₅ + t₀.₉)·SE. A claim "beats by > m" passes
-with 80% power only when the true gain is ≥ m + MDE. Seeds needed: the fewest seeds per arm whose MDE is ≤ the
-plan's margin (the baseline keeps its n_base seeds if it has more). Without a measurement the defaults are
-σ = 1% and ρ = 0.5 (the design values of the report's operating-characteristics test); measure them with
-`--from <earlier sweep dir>`.
+every arm). The analysis it sizes is the report's primary one (engine.many_to_one): k configs run seeds 1..n, the
+baseline they share runs seeds 1..n_base (every sweep file lays its seeds out so), and each config is compared
+with the baseline on the m = min(n, n_base) seeds they share: paired log differences with SE = σ·√(1−ρ)·√(2/m)
+and df = m − 1 (a seed only one arm runs tells nothing about the pair). The decision's own multiplier q is the
+Šidák quantile of k simultaneous two-sided intervals (engine.sidak_quantile), the two-sided t quantile of a
+paired interval, or the one-sided one for phase 4. The minimum detectable effect (MDE) at 80% power is exact:
+the δ at which a noncentral t with df m − 1 and noncentrality δ/SE exceeds q with probability 0.8. For an
+equivalence claim (TOST at 90%, df m − 1 as the test uses) it is the narrowest margin M shown with at least 80%
+power when the truth is 0: 1 − 2·P(T(df, M/SE) ≤ t₀.₉₅) = 0.8, a lower bound on the TOST's power. A claim
+"beats by > m" passes with 80% power only when the true gain is ≥ m + MDE. Seeds needed: the fewest seeds per
+arm whose MDE is ≤ the plan's margin (the baseline keeps its n_base seeds if it has more). Without a measurement
+the defaults are σ = 1% and ρ = 0.5 (the design values of the report's operating-characteristics test); measure
+them with `--from <earlier sweep dir>`.
 """
 from __future__ import annotations
 
@@ -26,8 +25,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
-from scipy import stats
+from scipy import optimize, stats
 
 from . import criteria, engine
 
@@ -63,26 +61,37 @@ PHASE_CLAIMS = {
 }
 
 
-@lru_cache(maxsize=512)
-def contrast_design(n: int, n_base: int, k: int) -> tuple[float, np.ndarray, int]:
-    """The engine's blocked fit of k configs on seeds 1..n and a baseline on seeds 1..n_base: (SE of one
-    config − baseline in units of the residual std, the k estimates' correlation, the error df). The values
-    fitted are placeholders: the design alone sets all three."""
-    logs = {"baseline": dict.fromkeys(range(n_base), 0.0)} | {f"c{i}": dict.fromkeys(range(n), 0.0) for i in range(k)}
-    model = engine.fit(logs, "baseline", blocked=True)
-    if model is None:
-        return math.inf, np.eye(k), 0
-    cov = model.contrast_covariance([f"c{i}" for i in range(k)])
-    sd = np.sqrt(np.diag(cov))
-    return float(sd.max()), cov / np.outer(sd, sd), model.df
+def contrast_design(n: int, n_base: int) -> tuple[float, int]:
+    """A config on seeds 1..n against a baseline on 1..n_base, compared on their shared seeds: (SE of the
+    config − baseline estimate in units of one arm's residual std, df)."""
+    shared = min(n, n_base)
+    return (math.sqrt(2 / shared), shared - 1) if shared >= 2 else (math.inf, 0)
 
 
-def _multiplier(design: str, corr: np.ndarray, df: float) -> float:
+def _multiplier(design: str, k: int, df: float) -> float:
     if design == MANY_TO_ONE:
-        return engine.dunnett_quantile(corr, df)
+        return engine.sidak_quantile(k, df)
     if design in (ONE_SIDED, EQUIVALENCE):
         return float(stats.t.ppf(engine.CONFIDENCE, df))
     return float(stats.t.ppf(0.5 + engine.CONFIDENCE / 2, df))
+
+
+def detection_power(effect_se: float, design: str, k: int, df: float) -> float:
+    """Exact probability that the decision shows a true effect of `effect_se` standard errors: the noncentral
+    t's chance of clearing the multiplier (for EQUIVALENCE: the margin in SEs, truth 0, a lower bound)."""
+    q = _multiplier(design, k, df)
+    if design == EQUIVALENCE:
+        return 1 - 2 * float(stats.nct.cdf(q, df, effect_se))
+    return float(stats.nct.sf(q, df, effect_se))
+
+
+@lru_cache(maxsize=1024)
+def _mde_se(design: str, k: int, df: int, power: float) -> float:
+    """The effect, in standard errors, detected with exactly `power` (bisection on the exact power)."""
+    low, high = 0.0, 1.0
+    while detection_power(high, design, k, df) < power:
+        low, high = high, 2 * high
+    return float(optimize.brentq(lambda x: detection_power(x, design, k, df) - power, low, high, xtol=1e-6))
 
 
 def mde_pct(sigma_pct: float, rho: float, n: int, design: str, k: int = 1, n_base: int | None = None,
@@ -92,12 +101,9 @@ def mde_pct(sigma_pct: float, rho: float, n: int, design: str, k: int = 1, n_bas
     n_base = n if n_base is None else n_base
     if min(n, n_base) < 2 or not math.isfinite(sigma_pct):
         return math.inf
-    se_unit, corr, df = contrast_design(n, n_base, k if design == MANY_TO_ONE else 1)
-    if df < 1:
-        return math.inf
+    se_unit, df = contrast_design(n, n_base)
     se = sigma_pct * math.sqrt(max(0.0, 1 - (rho if math.isfinite(rho) else 0.0))) * se_unit
-    beta_quantile = (1 + power) / 2 if design == EQUIVALENCE else power  # TOST: both sides at once
-    return (_multiplier(design, corr, df) + float(stats.t.ppf(beta_quantile, df))) * se
+    return _mde_se(design, k if design == MANY_TO_ONE else 1, df, power) * se
 
 
 def seeds_needed(sigma_pct: float, rho: float, margin_pct: float, design: str, k: int = 1,

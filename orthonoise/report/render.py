@@ -74,11 +74,11 @@ def _unfinished_text(analysis: Analysis) -> str:
 
 def analysis_section(analysis: Analysis) -> list[str]:
     lines = ["## Primary analysis", "",
-             ("Per baseline (one per setting), the final val loss on the log scale: the additive model "
-              "loss[config, seed] = μ + config + seed + ε when the configs share seeds (blocked), else one-way; "
-              "Δ% = exp(difference) − 1 with two-sided 95% intervals simultaneous over the configs (Dunnett). "
-              "This is the one primary test; Welch and paired t-tests and the Dunnett/Holm p-values are "
-              "diagnostics in `groups.csv`."), ""]
+             ("Per baseline (one per setting), the final val loss on the log scale: each config − baseline "
+              "with its own variance, paired on the seeds it shares with the baseline (else Welch), "
+              "Δ% = exp(difference) − 1 with two-sided 95% intervals simultaneous over the configs (Šidák). "
+              "This is the one primary test; σ̂ and ρ̂ come from the pooled model loss[config, seed] = μ + config "
+              "+ seed + ε; Brown–Forsythe and the adjusted p-values are diagnostics."), ""]
     rows = []
     for base_id, family in analysis.families.items():
         base_label, members = _family_name(analysis, base_id)

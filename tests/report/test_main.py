@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from orthonoise.report import engine
 from orthonoise.report.__main__ import main
 
 from .fake_runs import linear_curve, write_run
@@ -43,7 +44,7 @@ def test_report_written_with_tables_plots_and_problem_jobs(tmp_path, capsys):
     ortho = groups["optimizer=orthonoise"]
     assert (ortho["n_completed"], ortho["n_jobs"], ortho["seeds"]) == ("2", "4", "1 2")
     assert ortho["seed_states"] == "2/4 completed, 1/4 failed, 1/4 missing"
-    assert ortho["primary_analysis"] == "blocked Dunnett"
+    assert ortho["primary_analysis"] == engine.PAIRED
     assert float(ortho["sim95_high_pct"]) > float(ortho["delta_final_pct_model"])
     assert float(ortho["delta_final_pct"]) < 0 and ortho["baseline"] == "optimizer=muon"
     with open(tmp_path / "runs.csv") as handle:
