@@ -92,7 +92,7 @@ def check_case(k, seeds, rho, noise, sims):
                                    ("TOST size", tost_size, 0.05)):
         p, se = measure(rng, k, seeds, rho, NOISE[noise], sims)
         print(f"k={k} seeds={seeds} ρ={rho} {noise}: {name} {p:.4f} ± {se:.4f}")
-        assert p <= nominal + 2 * se, name
+        assert p <= nominal + 3 * se, name  # ~150 checks over the grid: 3 Monte-Carlo SEs, not 2
 
 
 @pytest.mark.simulation
