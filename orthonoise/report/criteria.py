@@ -74,15 +74,18 @@ def health(verdict: str, tested: Group, *others: Group) -> tuple[str, str]:
     """The item's verdict after counting every arm's seeds, and the seed counts to show. A diverged or
     failed seed is evidence against the tested arm (FAIL when it is half its seeds or more; else no PASS);
     one in another arm (the baseline) leaves the comparison INCONCLUSIVE at best."""
-    for arm in (tested, *others):
-        n, bad = len(arm.replicates), arm.count(DIVERGED, FAILED)
-        if not bad:
-            continue
-        if arm is tested and 2 * bad >= n:
-            verdict = FAIL
-        elif verdict == PASS:
-            verdict = INCONCLUSIVE
-    return verdict, seeds_text(tested, *others)
+    counts = [(len(arm.replicates), arm.count(DIVERGED, FAILED)) for arm in (tested, *others)]
+    return lost_seeds_verdict(verdict, counts[0], counts[1:]), seeds_text(tested, *others)
+
+
+def lost_seeds_verdict(verdict: str, tested: tuple[int, int], others: list[tuple[int, int]]) -> str:
+    """The rule behind `health` on (seeds, lost seeds) per arm; table mode applies it to its diverged values."""
+    n, bad = tested
+    if bad and 2 * bad >= n:
+        return FAIL
+    if verdict == PASS and (bad or any(lost for _, lost in others)):
+        return INCONCLUSIVE
+    return verdict
 
 
 def seeds_text(*arms: Group) -> str:
