@@ -36,20 +36,12 @@ def claims_paragraph(analysis: Analysis, verdicts: list, power_text: list[str]) 
     if analysis.interim:
         sentences.append(f"INTERIM: {_unfinished_text(analysis)}; every statement below may change.")
     for base_id, family in analysis.families.items():
-        base_label, _ = _family_name(analysis, base_id)
+        base_label, members = _family_name(analysis, base_id)
         comps = list(family.comparisons.values())
         if not comps:
             sentences.append(f"Against {base_label}: nothing to compare ({family.note or 'too few seeds'}).")
             continue
-        better = [c for c in comps if c.high_pct < 0]
-        worse = [c for c in comps if c.low_pct > 0]
-        sentences.append(
-            f"Against {base_label} ({family.method}, σ̂ {family.sigma_pct:.2f}% of the loss, ρ̂ {family.rho:.2f}): "
-            + (", ".join(f"{c.name} is better (Δ {fmt_pct(c.delta_pct)}, simultaneous upper bound "
-                         f"{fmt_pct(c.high_pct)})" for c in better) or "no config is shown better")
-            + ("; " + ", ".join(f"{c.name} is worse (lower bound {fmt_pct(c.low_pct)})" for c in worse)
-               if worse else "")
-            + f"; the other {len(comps) - len(better) - len(worse)} configs' intervals include 0.")
+        sentences.append(_family_sentence(analysis, base_id, family, {g.label: g for g in members}))
     plain = {"PASS": "Shown", "FAIL": "Shown not to hold", "INCONCLUSIVE": "Not shown either way"}
     for c in verdicts:
         sentences.append(f"{plain[c.verdict]}: {c.name[0].lower() + c.name[1:]} ({c.verdict}).")
@@ -60,6 +52,36 @@ def claims_paragraph(analysis: Analysis, verdicts: list, power_text: list[str]) 
     if power_text:
         sentences.append(power_text[0].rstrip(":") + ": " + "; ".join(line.strip() for line in power_text[1:]) + ".")
     return " ".join(sentences)
+
+
+def _seeds_lost(group, lead: str) -> str:
+    """lead + '2 of 3 seeds; 1 diverged' when the arm lost seeds, else ''."""
+    lost = [f"{k} {state}" for state in (DIVERGED, FAILED) if (k := group.count(state))]
+    if not lost:
+        return ""
+    return f"{lead}{len(group.completed)} of {len(group.replicates)} seeds; {', '.join(lost)}"
+
+
+def _family_sentence(analysis: Analysis, base_id: int, family, members: dict) -> str:
+    """One baseline's comparisons: what is shown better or worse, each arm's lost seeds in the same clause."""
+    base = next(g for g in analysis.groups if id(g) == base_id)
+    comps = list(family.comparisons.values())
+    better = [c for c in comps if c.high_pct < 0]
+    worse = [c for c in comps if c.low_pct > 0]
+    no_interval = [c for c in comps if c.reason]
+    rest = len(comps) - len(better) - len(worse) - len(no_interval)
+    lost = {c.name: _seeds_lost(members[c.name], " on ") if c.name in members else "" for c in comps}
+    text = (f"Against {base.label} ({family.method}{_seeds_lost(base, '; baseline on ')}, "
+            f"σ̂ {family.sigma_pct:.2f}% of the loss, ρ̂ {family.rho:.2f}): "
+            + (", ".join(f"{c.name} is better (Δ {fmt_pct(c.delta_pct)}{lost[c.name]}, simultaneous upper bound "
+                         f"{fmt_pct(c.high_pct)})" for c in better) or "no config is shown better"))
+    text += "".join(f"; {c.name} is worse (lower bound {fmt_pct(c.low_pct)}{lost[c.name]})" for c in worse)
+    text += "".join(f"; {c.name} has no interval ({c.reason})" for c in no_interval)
+    if rest == 1:
+        text += "; the other config's interval includes 0"
+    elif rest > 1:
+        text += f"; the other {rest} configs' intervals include 0"
+    return text + "."
 
 
 def _unfinished_text(analysis: Analysis) -> str:
