@@ -70,6 +70,10 @@ def fmt_interval(bounds: tuple[float, float]) -> str:
     return f"[{fmt_pct(bounds[0])}, {fmt_pct(bounds[1])}]"
 
 
+def why_no_interval(comp: engine.Comparison) -> str:
+    return f" ({comp.reason})" if comp.reason else ""
+
+
 def health(verdict: str, tested: Group, *others: Group) -> tuple[str, str]:
     """The item's verdict after counting every arm's seeds, and the seed counts to show. A diverged or
     failed seed is evidence against the tested arm (FAIL when it is half its seeds or more; else no PASS);
@@ -129,7 +133,8 @@ def loss_within_baseline(groups: list[Group], families: dict, tolerance_pct: flo
         else:
             tost, sim = comp.t_bounds_pct(0.90), comp.bounds_pct()
             verdict = engine.within(tost, sim, tolerance_pct)
-            text = f"Δ {fmt_pct(comp.delta_pct)}, 90% {fmt_interval(tost)}, simultaneous 95% {fmt_interval(sim)}"
+            text = (f"Δ {fmt_pct(comp.delta_pct)}, 90% {fmt_interval(tost)}, simultaneous 95% {fmt_interval(sim)}"
+                    + why_no_interval(comp))
         verdict, seeds = health(verdict, g, g.baseline)
         judgements.append(Judgement(verdict, f"{g.label} vs {g.baseline.label}: {text} ({seeds})"))
     return _criterion(f"Final val loss within {tolerance_pct:g}% of baseline (TOST)", judgements, all_must_pass,
@@ -167,7 +172,7 @@ def beats_baseline(groups: list[Group], families: dict, margin_pct: float = SIGN
             verdict, text = INCONCLUSIVE, "fewer than 2 completed seeds a side"
         else:
             verdict = beats_by(comp, margin_pct)
-            text = f"Δ {fmt_pct(comp.delta_pct)} {fmt_interval(comp.bounds_pct())}"
+            text = f"Δ {fmt_pct(comp.delta_pct)} {fmt_interval(comp.bounds_pct())}{why_no_interval(comp)}"
             if comp.high_pct < 0:
                 better.append(f"{g.label} (upper bound {fmt_pct(comp.high_pct)})")
         verdict, seeds = health(verdict, g, g.baseline)
@@ -186,7 +191,7 @@ def eff_rank_higher(groups: list[Group], rank_families: dict) -> Criterion:
             verdict, text = INCONCLUSIVE, "eff_rank from fewer than 2 runs a side"
         else:
             verdict = engine.above(comp.low_pct, comp.high_pct, 0.0)
-            text = f"eff. rank {fmt_pct(comp.delta_pct)} {fmt_interval(comp.bounds_pct())}"
+            text = f"eff. rank {fmt_pct(comp.delta_pct)} {fmt_interval(comp.bounds_pct())}{why_no_interval(comp)}"
         verdict, seeds = health(verdict, g, g.baseline)
         judgements.append(Judgement(verdict, f"{g.label}: {text} ({seeds})"))
     return _criterion("Effective rank higher with OrthoNoise (a config, simultaneous 95%)", judgements,
@@ -218,7 +223,7 @@ def isotropic_underperforms(groups: list[Group], families: dict) -> Criterion:
         else:
             bounds = comp.t_bounds_pct(1 - (1 - engine.CONFIDENCE) / len(controls))
             verdict = engine.above(*bounds, 0.0)
-            text = f"Δ {fmt_pct(comp.delta_pct)} {fmt_interval(bounds)}"
+            text = f"Δ {fmt_pct(comp.delta_pct)} {fmt_interval(bounds)}{why_no_interval(comp)}"
         verdict, _ = health(verdict, ortho, iso)  # the method under test is OrthoNoise: its losses count against it
         seeds = seeds_text(iso, ortho)
         judgements.append(Judgement(verdict, f"{iso.label} vs {ortho.label}: {text} ({seeds})"))
@@ -237,7 +242,8 @@ def _paired_item(g: Group, value_of, margin_pct: float, confidence: float, claim
     if comp is None:
         return INCONCLUSIVE, "fewer than 2 values a side", None
     bounds = comp.t_bounds_pct(confidence)
-    text = f"Δ {fmt_pct(comp.delta_pct)}, {confidence:.0%} {fmt_interval(bounds)}, n={comp.n} vs {comp.n_base}"
+    text = (f"Δ {fmt_pct(comp.delta_pct)}, {confidence:.0%} {fmt_interval(bounds)}, n={comp.n} vs {comp.n_base}"
+            + why_no_interval(comp))
     return claim(*bounds, margin_pct), text, comp
 
 

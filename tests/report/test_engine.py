@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from orthonoise.report import engine
+from orthonoise.report import criteria, engine
 
 
 def logs_to_values(logs: dict) -> dict:
@@ -72,3 +72,10 @@ def test_a_contrast_between_two_configs_is_paired_with_its_own_variance():
     d = np.array([b[s] - a[s] for s in (1, 2, 3)])
     assert comp.estimate == pytest.approx(d.mean()) and comp.se == pytest.approx(d.std(ddof=1) / math.sqrt(3))
     assert comp.quantile == pytest.approx(stats.t.ppf(0.975, 2))
+
+
+def test_a_criterion_without_an_interval_says_why():
+    base = {1: 2.0137, 2: 2.0311, 3: 2.0542}
+    comp = engine.pair({s: 0.98 * v for s, v in base.items()}, base)
+    assert engine.below(*comp.t_bounds_pct(0.95), -0.5) == engine.INCONCLUSIVE
+    assert criteria.why_no_interval(comp) == f" ({engine.NO_SPREAD})"
