@@ -21,16 +21,7 @@ from . import criteria, power
 from .analysis import analyse
 from .plots import write_plots
 from .render import power_for, render
-from .table import (
-    GROUP_CSV_HEADER,
-    GROUP_MD_HEADER,
-    RUN_HEADER,
-    group_csv_rows,
-    group_md_rows,
-    markdown_table,
-    run_rows,
-    write_csv,
-)
+from .table import GROUP_CSV, GROUP_MD, RUNS, group_table, markdown_table, run_items, table, write_csv
 from .tablemode import run_table
 
 
@@ -76,11 +67,11 @@ def noise_from(sweep_dir: Path | None):
 
 
 def write_tables(analysis, root: Path, out_dir: Path, phase, verdicts) -> None:
-    write_csv(out_dir / "groups.csv", GROUP_CSV_HEADER, group_csv_rows(analysis.rows))
-    (out_dir / "groups.md").write_text(markdown_table(GROUP_MD_HEADER, group_md_rows(analysis.rows)))
-    runs_table = run_rows(analysis.groups, root)
-    write_csv(out_dir / "runs.csv", RUN_HEADER, runs_table)
-    (out_dir / "runs.md").write_text(markdown_table(RUN_HEADER, runs_table))
+    write_csv(out_dir / "groups.csv", *group_table(GROUP_CSV, analysis.rows))
+    (out_dir / "groups.md").write_text(markdown_table(*group_table(GROUP_MD, analysis.rows)))
+    runs_table = table(RUNS, run_items(analysis.groups, root))
+    write_csv(out_dir / "runs.csv", *runs_table)
+    (out_dir / "runs.md").write_text(markdown_table(*runs_table))
     write_csv(out_dir / "criteria.csv", ["phase", "criterion", "verdict", "interim", "numbers"],
               [[phase, c.name, c.verdict, analysis.interim, c.numbers] for c in verdicts])
 

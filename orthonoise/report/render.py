@@ -9,7 +9,7 @@ from . import criteria, power, provenance
 from .analysis import Analysis
 from .collect import COMPLETED, DIVERGED, FAILED
 from .criteria import fmt_pct
-from .table import GROUP_MD_HEADER, age_text, fmt, group_md_rows, markdown_table, relative_path
+from .table import GROUP_MD, age_text, fmt, group_table, markdown_table, relative_path
 
 
 def _family_name(analysis: Analysis, base_id: int) -> tuple[str, list]:
@@ -147,7 +147,7 @@ def render(sweep_dirs: list[Path], root: Path, phase, analysis: Analysis, verdic
               ("Seeds counted once each (a repeated seed is one replicate). Δ = (group − baseline) / baseline "
                "from the primary analysis: negative = lower loss = better; brackets: simultaneous 95% interval."),
               "",
-              markdown_table(GROUP_MD_HEADER, group_md_rows(analysis.rows)),
+              markdown_table(*group_table(GROUP_MD, analysis.rows)),
               "Tables: `groups.csv` (with the diagnostics), `groups.md`, `runs.csv`, `runs.md`, `criteria.csv`.",
               "", "## Plots", ""]
     for title, path in plots.items():
