@@ -21,7 +21,18 @@ from . import criteria, power
 from .analysis import analyse
 from .plots import write_plots
 from .render import power_for, render
-from .table import GROUP_CSV, GROUP_MD, RUNS, group_table, markdown_table, run_items, table, write_csv
+from .table import (
+    CRITERIA,
+    GROUP_CSV,
+    GROUP_MD,
+    RUNS,
+    criterion_items,
+    group_table,
+    markdown_table,
+    run_items,
+    table,
+    write_csv,
+)
 from .tablemode import run_table
 
 
@@ -72,8 +83,7 @@ def write_tables(analysis, root: Path, out_dir: Path, phase, verdicts) -> None:
     runs_table = table(RUNS, run_items(analysis.groups, root))
     write_csv(out_dir / "runs.csv", *runs_table)
     (out_dir / "runs.md").write_text(markdown_table(*runs_table))
-    write_csv(out_dir / "criteria.csv", ["phase", "criterion", "verdict", "interim", "numbers"],
-              [[phase, c.name, c.verdict, analysis.interim, c.numbers] for c in verdicts])
+    write_csv(out_dir / "criteria.csv", *table(CRITERIA, criterion_items(verdicts, phase, analysis)))
 
 
 def main(argv=None) -> int:
@@ -97,7 +107,7 @@ def main(argv=None) -> int:
     phase = args.phase or infer_phase(analysis.runs)
     verdicts = criteria.evaluate(phase, analysis.groups, analysis.families, analysis.rank_families, now,
                                  args.early_tolerance)
-    plots = write_plots(analysis, out_dir)
+    plots = write_plots(analysis, out_dir, phase)
     write_tables(analysis, root, out_dir, phase, verdicts)
     power_text = power_for(analysis, phase, noise_from(args.noise_from))
     report = out_dir / "report.md"

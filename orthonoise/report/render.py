@@ -5,11 +5,21 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from . import criteria, power, provenance
+from . import criteria, fairness, power, provenance
 from .analysis import Analysis
 from .collect import COMPLETED, DIVERGED, FAILED
 from .criteria import fmt_pct
-from .table import GROUP_MD, age_text, fmt, group_table, markdown_table, relative_path
+from .table import (
+    GROUP_MD,
+    VERDICTS_MD,
+    age_text,
+    criterion_items,
+    fmt,
+    group_table,
+    markdown_table,
+    relative_path,
+    table,
+)
 
 
 def _family_name(analysis: Analysis, base_id: int) -> tuple[str, list]:
@@ -118,28 +128,48 @@ def problems_section(analysis: Analysis, root: Path, now: float) -> str:
     return text
 
 
+def what_is_claimed(analysis: Analysis, verdicts: list, power_text: list[str]) -> str:
+    """The claims paragraph, after what the runs are (a rehearsal) and followed by every unlike comparison."""
+    rehearsal = ([f"{analysis.rehearsal.label}: these runs rehearse the plan's pipeline; no statement below is a "
+                  "result of the plan."] if analysis.rehearsal else [])
+    return " ".join([*rehearsal, claims_paragraph(analysis, verdicts, power_text), *fairness.claims(analysis.groups)])
+
+
+def verdict_section(analysis: Analysis, phase, verdicts) -> list[str]:
+    status = "INTERIM" if analysis.interim else "final"
+    label = f"{analysis.rehearsal.label}; " if analysis.rehearsal else ""
+    lines = [f"## Verdict ({label}{status}" + (f", phase {phase})" if phase else ")"), ""]
+    if phase and not verdicts:
+        lines.append(f"No pass criteria are defined for phase {phase} (known: {', '.join(criteria.PHASES)}).")
+    elif phase:
+        lines.append(markdown_table(*table(VERDICTS_MD, criterion_items(verdicts, phase, analysis))))
+        lines.append("PASS: the whole interval clears the plan's margin; FAIL: the whole interval is on the wrong "
+                     "side; INCONCLUSIVE otherwise. A diverged or failed seed stops its item from passing; so does "
+                     "a setting the arms differ in that the plan does not declare (`unlike arms`).")
+        unlike = list(dict.fromkeys(c.unlike for c in verdicts if c.unlike))
+        if unlike:
+            lines += ["", "Arms compared with unlike settings: " + "; ".join(unlike) + "."]
+    else:
+        lines.append("No phase set (config `phase` is null and no `--phase`): pass criteria not evaluated.")
+    return lines
+
+
 def render(sweep_dirs: list[Path], root: Path, phase, analysis: Analysis, verdicts, plots, out_dir: Path,
            now: float, power_text: list[str]) -> str:
     n_runs = sum(len(g.replicates) for g in analysis.groups)
     n_done = sum(len(g.completed) for g in analysis.groups)
     status = "INTERIM" if analysis.interim else "final"
+    rehearsal = analysis.rehearsal
     lines = [
-        "# Sweep report: " + ", ".join(f"`{d}`" for d in sweep_dirs), "",
-        (f"Generated {datetime.fromtimestamp(now).isoformat(timespec='seconds')}: {n_runs} jobs "
-         f"({n_done} completed) in {len(analysis.groups)} groups; phase {phase or 'not set'}; {status}. "
-         "How to read this: `docs/report.md`."), "",
-        "## What can be claimed", "", claims_paragraph(analysis, verdicts, power_text), "",
-        f"## Verdict ({status}" + (f", phase {phase})" if phase else ")"), "",
+        ("# REHEARSAL sweep report: " if rehearsal else "# Sweep report: ") + ", ".join(f"`{d}`" for d in sweep_dirs),
+        "",
+        (f"**{rehearsal.label}**: a rehearsal of the plan, not its result. " if rehearsal else "")
+        + (f"Generated {datetime.fromtimestamp(now).isoformat(timespec='seconds')}: {n_runs} jobs "
+           f"({n_done} completed) in {len(analysis.groups)} groups; phase {phase or 'not set'}; {status}. "
+           "How to read this: `docs/report.md`."), "",
+        "## What can be claimed", "", what_is_claimed(analysis, verdicts, power_text), "",
+        *verdict_section(analysis, phase, verdicts),
     ]
-    if phase and not verdicts:
-        lines.append(f"No pass criteria are defined for phase {phase} (known: {', '.join(criteria.PHASES)}).")
-    elif phase:
-        lines.append(markdown_table(["criterion", "verdict", "numbers"],
-                                    [[c.name, f"**{c.verdict}**", c.numbers] for c in verdicts]))
-        lines.append("PASS: the whole interval clears the plan's margin; FAIL: the whole interval is on the wrong "
-                     "side; INCONCLUSIVE otherwise. A diverged or failed seed stops its item from passing.")
-    else:
-        lines.append("No phase set (config `phase` is null and no `--phase`): pass criteria not evaluated.")
     lines.append("")
     if power_text:
         lines += ["## What this sweep can detect", "", "```", *power_text, "```", ""]

@@ -154,6 +154,37 @@ RUNS = [
 ]
 
 
+@dataclass(frozen=True)
+class CriterionItem:
+    """One pass criterion of the report, with what the whole report is: its phase, interim or final, rehearsal."""
+    criterion: object  # criteria.Criterion
+    phase: str | None
+    interim: bool
+    rehearsal: str  # the rehearsal's label (rehearsal.py), empty for runs of the plan
+
+
+CRITERIA = [
+    Column("phase", lambda i: i.phase),
+    Column("criterion", lambda i: i.criterion.name),
+    Column("verdict", lambda i: i.criterion.verdict),
+    Column("interim", lambda i: i.interim),
+    Column("rehearsal", lambda i: i.rehearsal),
+    Column("unlike_settings", lambda i: i.criterion.unlike),
+    Column("numbers", lambda i: i.criterion.numbers),
+]
+
+VERDICTS_MD = [
+    Column("criterion", lambda i: i.criterion.name),
+    Column("verdict", lambda i: f"**{i.criterion.verdict}**"),
+    Column("numbers", lambda i: i.criterion.numbers),
+]
+
+
+def criterion_items(verdicts: list, phase: str | None, analysis) -> list[CriterionItem]:
+    label = analysis.rehearsal.label if analysis.rehearsal else ""
+    return [CriterionItem(c, phase, analysis.interim, label) for c in verdicts]
+
+
 def run_items(groups: list[Group], root: Path) -> list[RunItem]:
     items = []
     for g in groups:
