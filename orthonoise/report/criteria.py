@@ -95,7 +95,7 @@ def judge(verdict: str, text: str, tested: Group, *others: Group) -> Judgement:
     (health), with both said in the text."""
     verdict, unlike = fairness.like_for_like(verdict, tested, *others)
     verdict, seeds = health(verdict, tested, *others)
-    return Judgement(verdict, f"{text} ({seeds}{'; ' + unlike if unlike else ''})", unlike)
+    return Judgement(verdict, f"{text} ({seeds}{'; unlike arms: ' + unlike if unlike else ''})", unlike)
 
 
 def seeds_text(*arms: Group) -> str:
@@ -228,7 +228,7 @@ def isotropic_underperforms(groups: list[Group], families: dict) -> Criterion:
             text = f"Δ {fmt_pct(comp.delta_pct)} {fmt_interval(bounds)}"
         verdict, unlike = fairness.like_for_like(verdict, ortho, iso)
         verdict, _ = health(verdict, ortho, iso)  # the method under test is OrthoNoise: its losses count against it
-        seeds = seeds_text(iso, ortho) + (f"; {unlike}" if unlike else "")
+        seeds = seeds_text(iso, ortho) + (f"; unlike arms: {unlike}" if unlike else "")
         judgements.append(Judgement(verdict, f"{iso.label} vs {ortho.label}: {text} ({seeds})", unlike))
     return _criterion("Isotropic control underperforms OrthoNoise at matched alpha (blocked contrast, 95%)",
                       judgements, all_must_pass, "no isotropic control group in this sweep")

@@ -74,11 +74,9 @@ def differences(arm: Group, baseline: Group) -> list[Difference]:
 
 
 def describe(diffs: list[Difference]) -> str:
-    """'unlike arms: optimizer.lr 0.02 vs 0.0001 (not declared: no verdict)'; empty when like against like."""
-    if not diffs:
-        return ""
-    return "unlike arms: " + ", ".join(
-        d.text() + (" (declared by the plan)" if d.declared else " (not declared: no verdict)") for d in diffs)
+    """'optimizer.lr 0.02 vs 0.0001 (not declared: no verdict)'; empty when like against like."""
+    return ", ".join(d.text() + (" (declared by the plan)" if d.declared else " (not declared: no verdict)")
+                     for d in diffs)
 
 
 def like_for_like(verdict: str, tested: Group, *others: Group) -> tuple[str, str]:
@@ -102,5 +100,6 @@ def claims(groups: list[Group]) -> list[str]:
         text = f"Not like against like: {g.label} and its baseline {g.baseline.label} differ in "
         parts = ([", ".join(open_) + ", which the plan does not declare, so no comparison of them is given a "
                   "verdict"] if open_ else []) + ([", ".join(planned) + " as the plan declares"] if planned else [])
-        sentences.append(text + "; and in ".join(parts) + ".")
+        sentences.append(text + "; and in ".join(parts) + (": its intervals below may show that setting's effect, "
+                                                            "not the method's." if open_ else "."))
     return sentences

@@ -129,10 +129,10 @@ def problems_section(analysis: Analysis, root: Path, now: float) -> str:
 
 
 def what_is_claimed(analysis: Analysis, verdicts: list, power_text: list[str]) -> str:
-    """The claims paragraph, after what the runs are (a rehearsal) and followed by every unlike comparison."""
+    """The claims paragraph, after what the runs are (a rehearsal) and every comparison of unlike arms."""
     rehearsal = ([f"{analysis.rehearsal.label}: these runs rehearse the plan's pipeline; no statement below is a "
                   "result of the plan."] if analysis.rehearsal else [])
-    return " ".join([*rehearsal, claims_paragraph(analysis, verdicts, power_text), *fairness.claims(analysis.groups)])
+    return " ".join([*rehearsal, *fairness.claims(analysis.groups), claims_paragraph(analysis, verdicts, power_text)])
 
 
 def verdict_section(analysis: Analysis, phase, verdicts) -> list[str]:
@@ -148,7 +148,8 @@ def verdict_section(analysis: Analysis, phase, verdicts) -> list[str]:
                      "a setting the arms differ in that the plan does not declare (`unlike arms`).")
         unlike = list(dict.fromkeys(c.unlike for c in verdicts if c.unlike))
         if unlike:
-            lines += ["", "Arms compared with unlike settings: " + "; ".join(unlike) + "."]
+            lines += ["", "Unlike arms (settings compared arms differ in beyond the comparison's own): "
+                      + "; ".join(unlike) + "."]
     else:
         lines.append("No phase set (config `phase` is null and no `--phase`): pass criteria not evaluated.")
     return lines
