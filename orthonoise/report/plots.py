@@ -188,7 +188,7 @@ def delta_over_steps(groups: list[Group], path: Path, phase: str | None = None, 
         for row in diffs:
             ax.plot(steps, row, color="tab:gray", linewidth=0.8, alpha=0.6)
         mean, half = mean_band(diffs)
-        ax.plot(steps, mean, color="tab:blue", linewidth=2, label=f"mean of {len(diffs)} seeds")
+        ax.plot(steps, mean, color="tab:blue", linewidth=2, marker=".", label=f"mean of {len(diffs)} seeds")
         if half is not None:
             ax.fill_between(steps, mean - half, mean + half, color="tab:blue", alpha=0.2, linewidth=0)
         ax.axhline(0, color="black", linewidth=1)
