@@ -183,17 +183,14 @@ class HydraRecord:
 def read_hydra_record(run_dir: Path) -> HydraRecord:
     """The one reader of a run's `.hydra/` files (the report, the sweep tools and `status` read runs through it)."""
     hydra_dir = Path(run_dir) / HYDRA_DIR
-    record = HydraRecord()
-    config, problem = _read_yaml(hydra_dir / "config.yaml", dict)
-    hydra, problem_hydra = _read_yaml(hydra_dir / "hydra.yaml", dict)
-    record.overrides, problem_overrides = _read_yaml(hydra_dir / "overrides.yaml", list)
-    record.problems = [p for p in (problem, problem_hydra, problem_overrides) if p]
-    record.config = config
+    (config, *_), (hydra, *_), (overrides, *_) = read = [
+        _read_yaml(hydra_dir / name, kind) for name, kind in zip(HYDRA_FILES, (dict, dict, list))]
     choices = hydra
     for key in ("hydra", "runtime", "choices"):
         choices = choices.get(key) if isinstance(choices, dict) else None
-    record.choices = {str(k): v for k, v in choices.items()} if isinstance(choices, dict) else {}
-    return record
+    return HydraRecord(config=config, overrides=overrides,
+                       choices={str(k): v for k, v in choices.items()} if isinstance(choices, dict) else {},
+                       problems=[problem for _, problem in read if problem])
 
 
 def _read_yaml(path: Path, kind: type) -> tuple:
