@@ -10,11 +10,13 @@ from .analysis import Analysis
 from .collect import COMPLETED, DIVERGED, FAILED
 from .criteria import fmt_pct
 from .table import (
+    FAMILIES_MD,
     GROUP_MD,
+    PROBLEMS_MD,
     VERDICTS_MD,
-    age_text,
+    FamilyItem,
+    ProblemItem,
     criterion_items,
-    fmt,
     group_table,
     markdown_table,
     relative_path,
@@ -89,34 +91,17 @@ def analysis_section(analysis: Analysis) -> list[str]:
               "Δ% = exp(difference) − 1 with two-sided 95% intervals simultaneous over the configs (Dunnett). "
               "This is the one primary test; Welch and paired t-tests and the Dunnett/Holm p-values are "
               "diagnostics in `groups.csv`."), ""]
-    rows = []
-    for base_id, family in analysis.families.items():
-        base_label, members = _family_name(analysis, base_id)
-        rows.append([base_label, family.method, len(members), fmt(family.sigma_pct, ".2f") + "%",
-                     fmt(family.rho, ".2f"), fmt(family.df, ".0f"), fmt(family.homogeneity_p, ".3g"),
-                     family.note or "–"])
-    lines.append(markdown_table(["baseline", "analysis", "configs", "σ̂ (seed std, % of loss)", "ρ̂ (seed-block share)",
-                                 "error df", "Brown–Forsythe p", "note"], rows))
+    items = [FamilyItem(*_family_name(analysis, base_id), family) for base_id, family in analysis.families.items()]
+    lines.append(markdown_table(*table(FAMILIES_MD, items)))
     return lines
 
 
 def problems_section(analysis: Analysis, root: Path, now: float) -> str:
     """Every job that did not complete, with why, and every repeated seed: nothing is dropped silently."""
-    rows = []
-    for g in analysis.groups:
-        for run in g.runs:
-            if run.state == COMPLETED:
-                continue
-            state = run.state_text + (" (stale)" if run.is_stale(now) else "")
-            detail = run.error or ("planned in multirun.yaml, no run directory" if run.never_started else
-                                   "no summary.json or metrics.jsonl: crashed before writing output"
-                                   if run.state == "missing" else "")
-            rows.append([relative_path(run.path, root), g.label, run.seed, state,
-                         f"{run.steps if run.steps is not None else '–'}/{run.max_steps or '–'}",
-                         age_text(now - run.last_activity), detail])
-    text = "All jobs completed.\n" if not rows else (
-        f"{len(rows)} job(s) did not complete; they are counted per arm in every criterion, never dropped.\n\n"
-        + markdown_table(["run", "group", "seed", "state", "step", "last activity", "error"], rows))
+    items = [ProblemItem(run, g, root, now) for g in analysis.groups for run in g.runs if run.state != COMPLETED]
+    text = "All jobs completed.\n" if not items else (
+        f"{len(items)} job(s) did not complete; they are counted per arm in every criterion, never dropped.\n\n"
+        + markdown_table(*table(PROBLEMS_MD, items)))
     for p in analysis.plans:
         if p.planned is None:
             text += f"\n`{relative_path(p.sweep_dir, root)}`: {p.unknown_because}, so its planned jobs are unknown.\n"

@@ -185,6 +185,52 @@ def criterion_items(verdicts: list, phase: str | None, analysis) -> list[Criteri
     return [CriterionItem(c, phase, analysis.interim, label) for c in verdicts]
 
 
+@dataclass(frozen=True)
+class FamilyItem:
+    """One baseline's primary analysis: its label, the groups compared with it, the engine's family."""
+    baseline: str
+    members: list
+    family: object  # engine.Family
+
+
+FAMILIES_MD = [
+    Column("baseline", lambda i: i.baseline),
+    Column("analysis", lambda i: i.family.method),
+    Column("configs", lambda i: len(i.members)),
+    Column("σ̂ (seed std, % of loss)", lambda i: fmt(i.family.sigma_pct, ".2f") + "%"),
+    Column("ρ̂ (seed-block share)", lambda i: fmt(i.family.rho, ".2f")),
+    Column("error df", lambda i: fmt(i.family.df, ".0f")),
+    Column("Brown–Forsythe p", lambda i: fmt(i.family.homogeneity_p, ".3g")),
+    Column("note", lambda i: i.family.note or "–"),
+]
+
+
+@dataclass(frozen=True)
+class ProblemItem:
+    """A job that did not complete, as of `now`."""
+    run: object
+    group: Group
+    root: Path
+    now: float
+
+
+def _why_not_completed(run) -> str:
+    return run.error or ("planned in multirun.yaml, no run directory" if run.never_started else
+                         "no summary.json or metrics.jsonl: crashed before writing output"
+                         if run.state == "missing" else "")
+
+
+PROBLEMS_MD = [
+    Column("run", lambda i: relative_path(i.run.path, i.root)),
+    Column("group", lambda i: i.group.label),
+    Column("seed", lambda i: i.run.seed),
+    Column("state", lambda i: i.run.state_text + (" (stale)" if i.run.is_stale(i.now) else "")),
+    Column("step", lambda i: f"{i.run.steps if i.run.steps is not None else '–'}/{i.run.max_steps or '–'}"),
+    Column("last activity", lambda i: age_text(i.now - i.run.last_activity)),
+    Column("error", lambda i: _why_not_completed(i.run)),
+]
+
+
 def run_items(groups: list[Group], root: Path) -> list[RunItem]:
     items = []
     for g in groups:
