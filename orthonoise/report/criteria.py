@@ -178,7 +178,9 @@ def beats_baseline(groups: list[Group], families: dict, margin_pct: float = SIGN
             verdict = beats_by(comp, margin_pct)
             text = f"Δ {fmt_pct(comp.delta_pct)} {fmt_interval(comp.bounds_pct())}"
             if comp.high_pct < 0:
-                better.append(f"{g.label} (upper bound {fmt_pct(comp.high_pct)})")
+                unlike = any(not d.declared for d in fairness.differences(g, g.baseline))
+                better.append(f"{g.label} (upper bound {fmt_pct(comp.high_pct)}"
+                              + ("; unlike arms, not evidence for the method)" if unlike else ")"))
         judgements.append(judge(verdict, f"{g.label}: {text}", g, g.baseline))
     note = "Better than baseline (upper bound < 0): " + (", ".join(better) if better else "none")
     return _criterion(f"An OrthoNoise config beats baseline by >{margin_pct:g}% (simultaneous 95%)", judgements,

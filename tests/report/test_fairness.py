@@ -35,6 +35,7 @@ def test_a_200x_learning_rate_gap_cannot_pass_and_is_named(tmp_path):
     row = criteria_rows(tmp_path)[BEATS]
     assert row["verdict"] == INCONCLUSIVE
     assert "optimizer.lr 0.02 vs 0.0001 (not declared: no verdict)" in row["unlike_settings"]
+    assert "unlike arms, not evidence for the method" in row["numbers"]
     report = (tmp_path / "report.md").read_text()
     claims = report.split("## What can be claimed")[1].split("## Verdict")[0]
     assert "Not like against like" in claims and "optimizer.lr 0.02 vs 0.0001" in claims
