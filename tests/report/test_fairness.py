@@ -3,10 +3,14 @@ undeclared difference never gets a verdict."""
 
 import csv
 
+import pytest
+from omegaconf import OmegaConf
+
 from orthonoise.report import fairness
 from orthonoise.report.__main__ import main
+from orthonoise.report.collect import flatten
 from orthonoise.report.engine import FAIL, INCONCLUSIVE, PASS
-from orthonoise.report.groups import Group
+from orthonoise.report.groups import Group, grouping_items
 
 from .fake_runs import TARGETS, write_run
 
@@ -97,3 +101,24 @@ def test_an_undeclared_difference_leaves_pass_and_fail_inconclusive():
     for verdict in (PASS, FAIL, INCONCLUSIVE):
         assert fairness.like_for_like(verdict, arm, base)[0] == INCONCLUSIVE
     assert fairness.like_for_like(PASS, group(**ORTHO), base) == (PASS, "")
+
+
+def composed(compose_cfg, *overrides) -> Group:
+    """A group of the config `python train.py <overrides>` composes, as its runs' .hydra/config.yaml holds it."""
+    cfg = compose_cfg(*overrides)
+    flat = grouping_items(flatten(OmegaConf.to_container(cfg, resolve=False)))
+    return Group(key=str(flat), config=flat, choices={})
+
+
+@pytest.mark.parametrize("optimizer", ["orthonoise", "isotropic", "nolah", "adamw"])
+def test_the_shipped_optimizers_differ_from_muon_only_in_their_own_keys(compose_cfg, optimizer):
+    base = composed(compose_cfg, "optimizer=muon")
+    assert fairness.differences(composed(compose_cfg, f"optimizer={optimizer}", "noise=cosine"), base) == []
+    arm = composed(compose_cfg, f"optimizer={optimizer}", "adamw.lr=1e-4", "hardware.batch_size=8")
+    assert [d.key for d in fairness.differences(arm, base)] == ["adamw.lr", "hardware.batch_size"]
+
+
+def test_a_muon_learning_rate_apart_from_the_methods_is_named(compose_cfg):
+    diffs = fairness.differences(composed(compose_cfg, "optimizer=orthonoise"),
+                                 composed(compose_cfg, "optimizer=muon", "optimizer.lr=1e-4"))
+    assert [d.text() for d in diffs] == ["optimizer.lr 0.02 vs 0.0001"]
