@@ -15,8 +15,9 @@ from .collect import COMPLETED, DIVERGED, Run
 
 # Keys that differ between seeds of one config or never change the training result; `phase` only says which
 # sweep asked for the run (phase 3.1's arms and 3.2's configs with the same settings are one config), `plan` what
-# the plan intends (its declared differences between arms: fairness.py reads them from the runs).
-RUN_LOCAL_TOP_KEYS = {"seed", "hydra", "logger", "tags", "paths", "wandb", "phase", "plan"}
+# the plan intends (its declared differences between arms: fairness.py reads them from the runs), `objective` which
+# seeds an Optuna trial trains (each seed run is read as a run of its own: collect.trial_seed_runs).
+RUN_LOCAL_TOP_KEYS = {"seed", "hydra", "logger", "tags", "paths", "wandb", "phase", "plan", "objective"}
 RUN_LOCAL_LEAF_NAMES = {"progress_bar", "resume", "resume_from"}
 RUN_LOCAL_LEAF_SUFFIXES = ("_dir", "_path")
 ALPHA_KEY = "optimizer.alpha"  # the noise scale a schedule starts from; summary.json's final_alpha is where it ended

@@ -8,11 +8,13 @@ from omegaconf import OmegaConf
 
 from orthonoise.report import fairness
 from orthonoise.report.__main__ import main
+from orthonoise.report.analysis import analyse
 from orthonoise.report.collect import flatten
 from orthonoise.report.engine import FAIL, INCONCLUSIVE, PASS
 from orthonoise.report.groups import Group, grouping_items
 
-from .fake_runs import TARGETS, write_run
+from .fake_runs import TARGETS, linear_curve, write_run
+from .test_collect import write_trial
 
 BEATS = "An OrthoNoise config beats baseline by >1% (simultaneous 95%)"
 
@@ -122,3 +124,11 @@ def test_a_muon_learning_rate_apart_from_the_methods_is_named(compose_cfg):
     diffs = fairness.differences(composed(compose_cfg, "optimizer=orthonoise"),
                                  composed(compose_cfg, "optimizer=muon", "optimizer.lr=1e-4"))
     assert [d.text() for d in diffs] == ["optimizer.lr 0.02 vs 0.0001"]
+
+
+def test_an_optuna_trial_against_a_grid_baseline_is_like_against_like(tmp_path):
+    write_trial(tmp_path, "trial", seeds_done=[1, 2])
+    for seed in (1, 2):
+        write_run(tmp_path, f"muon/seed={seed}", seed=seed, val=linear_curve(2.0 + seed / 100))
+    trial = next(g for g in analyse(tmp_path).groups if not g.is_baseline)
+    assert trial.baseline is not None and fairness.differences(trial, trial.baseline) == []
