@@ -79,9 +79,12 @@ class Status(str, enum.Enum):
             return None
 
 
-# A launch outcome, not a run status: this launch did not run the job (its run had finished already, or a live
-# process holds its directory). The sweep's summary line counts it; nothing writes it into a run directory.
+# Launch outcomes, not run statuses: this launch did not run the job. The sweep's summary line counts them;
+# nothing writes them into a run directory. SKIPPED: its run had finished already. RUNNING_ELSEWHERE: a live
+# process (an earlier sweep's job, another user's launch) holds its directory, so its result is still owed and
+# the sweep that counts one exits non-zero.
 SKIPPED = "skipped"
+RUNNING_ELSEWHERE = "running elsewhere"
 
 
 def write_json_atomic(path: Path, obj: dict) -> None:
@@ -98,7 +101,7 @@ _INTEGER, _NUMBER, _TEXT = ((int,), "an integer"), ((int, float), "a number"), (
 SUMMARY_TYPES = {"status": _TEXT, "steps": _INTEGER, "max_steps": _INTEGER, "best_step": _INTEGER,
                  "final_val_loss": _NUMBER, "best_val_loss": _NUMBER, "wall_time_s": _NUMBER,
                  "tokens_per_s": _NUMBER, "gpu_hours": _NUMBER, "error": _TEXT, "diverged": _TEXT,
-                 "final_alpha": _NUMBER}
+                 "final_alpha": _NUMBER, "slurm_state": _TEXT}
 
 
 def inspect_summary(run_dir: Path) -> tuple[dict | None, str | None]:
