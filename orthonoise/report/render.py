@@ -7,9 +7,9 @@ from pathlib import Path
 
 from . import criteria, power, provenance
 from .analysis import Analysis
-from .collect import COMPLETED, DIVERGED, FAILED
+from .collect import COMPLETED, DIVERGED, FAILED, age_text, relative_path
 from .criteria import fmt_pct
-from .table import GROUP_MD_HEADER, age_text, fmt, group_md_rows, markdown_table, relative_path
+from .table import GROUP_MD_HEADER, fmt, group_md_rows, markdown_table
 
 
 def _family_name(analysis: Analysis, base_id: int) -> tuple[str, list]:

@@ -6,6 +6,7 @@ import csv
 import math
 from pathlib import Path
 
+from .collect import relative_path
 from .engine import Comparison
 from .groups import Group
 from .groupstats import GroupRow
@@ -56,13 +57,6 @@ def fmt(value, spec: str = ".4f") -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
     return format(value, spec)
-
-
-def age_text(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.0f}{unit}"
-    return f"{max(seconds, 0):.0f}s"
 
 
 def fmt_sample(sample: Sample, spec: str = ".4f") -> str:
@@ -118,14 +112,6 @@ def run_rows(groups: list[Group], root: Path) -> list[list]:
                 run.last_eff_rank, run.gpu_hours, run.error or "",
             ])
     return rows
-
-
-def relative_path(path: Path, root: Path) -> str:
-    """A run's path as the tables show it: relative to the report's root, or whole if outside it."""
-    try:
-        return str(Path(path).relative_to(root)) or "."
-    except ValueError:
-        return str(path)
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:
