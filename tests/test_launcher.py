@@ -6,6 +6,7 @@ import importlib.metadata
 import inspect
 import logging
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import OmegaConf
 from submitit.core.job_environment import SignalHandler
 
 from orthonoise.run.metrics import mark_status
@@ -22,6 +24,7 @@ from orthonoise.sweep.launcher import (
     EARLY_SIGNAL_S,
     MIN_START_S,
     SlurmAccounting,
+    SweepSummary,
     SweepTally,
     check_signal_margin,
 )
@@ -132,6 +135,22 @@ def test_jobs_that_map_to_one_directory_are_refused_before_launch(tmp_path):
     (line,) = error_lines(result)
     assert "hydra.sweep.subdir maps several jobs" in line and str(tmp_path / "same") in line and "seed=2" in line
     assert submitted(tmp_path) == 0 and not (tmp_path / "same").exists()
+
+
+def test_the_basic_launcher_stops_at_a_second_job_in_the_same_directory_and_jobs_count_nothing(tmp_path, capsys):
+    """Hydra's basic launcher runs jobs one by one in the launching process: the callback sees each start."""
+    summary = SweepSummary()
+    summary.on_multirun_start(config=None)
+    job = OmegaConf.create({"hydra": {"runtime": {"output_dir": str(tmp_path / "same")}}})
+    summary.on_job_start(job)
+    summary.on_job_end(job, returned(Status.COMPLETED.value))
+    with pytest.raises(SystemExit) as stopped:
+        summary.on_job_start(job)
+    assert stopped.value.code == 2
+    assert f"error: hydra.sweep.subdir maps several jobs of this sweep to one run directory ({tmp_path / 'same'})" \
+        in capsys.readouterr().err
+    # pickled into a submitit job with the launcher: that process keeps no tally of its own
+    assert pickle.loads(pickle.dumps(summary)).tally is None and summary.tally is not None
 
 
 # ---- hydra-submitit-launcher: the pinned version and the names the adapter relies on ----
