@@ -285,6 +285,13 @@ def test_a_job_scancelled_at_a_checkpoint_is_interrupted_and_named_cancelled(tmp
     assert "1 interrupted; SLURM ended 1 CANCELLED | out" in line
 
 
+def test_an_interrupted_job_whose_process_ended_by_itself_keeps_its_record(tmp_path):
+    mark_status(tmp_path / "run", Status.INTERRUPTED, steps=5, error="its own words")
+    summary, line = gathered(tmp_path, FakeSlurmJob(tmp_path, "COMPLETED", returned(Status.FAILED.value)))
+    assert summary["error"] == "its own words" and "slurm_state" not in summary
+    assert line == "sweep: 1 jobs: 0 completed, 0 skipped, 0 failed, 0 diverged, 1 interrupted | out"
+
+
 def test_after_max_num_timeout_the_run_is_interrupted_by_timeout_not_failed(tmp_path):
     """submitit's handler raises when the limit was reached too often; train.py records that as a crash."""
     mark_status(tmp_path / "run", Status.FAILED, steps=5, error="UncompletedJobError: Job not requeued because: "

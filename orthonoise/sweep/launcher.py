@@ -413,11 +413,14 @@ class SlurmAccounting(Accounting):
             time.sleep(POLL_S)
         return self.after_result(job, run_dir, job.results()[0])
 
-    def record_end(self, run_dir: Path, state: str) -> str:
+    def record_end(self, run_dir: Path, state: str) -> str | None:
         """An interrupted run that SLURM did not run again: `interrupted` (it has its checkpoint; a relaunch
-        resumes it), with SLURM's end state and what to do."""
+        resumes it), with SLURM's end state and what to do. A job whose process ended by itself (COMPLETED: e.g.
+        its rerun refused the run directory) or that SLURM no longer knows keeps what its run recorded."""
         from orthonoise.sweep.slurm_state import end_state_text
 
+        if state in ("COMPLETED", "UNKNOWN"):
+            return None
         mark_status(run_dir, Status.INTERRUPTED, slurm_state=state,
                     error=f"{end_state_text(state, self.launch_params.get('max_num_timeout'))}; launching the sweep "
                           f"again resumes it from its checkpoint")
