@@ -53,7 +53,7 @@ def main(cfg: DictConfig) -> str | float:
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     if cfg.model.pretrained or cfg.data.name != "local":
         use_local_cache_if_offline()  # before transformers/datasets import huggingface_hub
-    from orthonoise.run.rundir import SKIPPED
+    from orthonoise.run.rundir import RUNNING_ELSEWHERE
     from orthonoise.run.runlock import RunDirBusy
     from orthonoise.trainer import train
 
@@ -65,8 +65,8 @@ def main(cfg: DictConfig) -> str | float:
         return train(cfg, run_dir, choices=dict(hydra_cfg.runtime.choices), hydra_files=hydra_files(cfg))["status"]
     except RunRefused as err:  # another process's or another config's run directory: left exactly as it was
         if multirun and isinstance(err, RunDirBusy):
-            log.warning("skipped: %s", err)
-            return SKIPPED
+            log.warning("%s: %s", RUNNING_ELSEWHERE, err)
+            return RUNNING_ELSEWHERE
         log.error("error: %s", err)
         if multirun:
             return "failed"

@@ -3,6 +3,7 @@
 #   bash .ci/slurm.sh start    # install (Debian: slurmctld slurmd slurm-client munge) if needed, start, wait idle
 #   bash .ci/slurm.sh stop     # stop only the daemons this script started (by their PID files)
 #   bash .ci/slurm.sh status
+#   bash .ci/slurm.sh answers  # exit 0 when a cluster (this script's or another) has a usable node now
 # Both are idempotent. Needs root and no systemd: munged, slurmctld and slurmd run as foreground processes in
 # their own sessions; their state, logs and PID files live in $ORTHONOISE_SLURM_DIR (default /tmp/orthonoise-slurm).
 # The node has no accounting database: `sacct` answers "accounting storage is disabled", and the launcher reads job
@@ -97,6 +98,13 @@ show_logs() {
     return 0
 }
 
+answers() {
+    command -v sinfo >/dev/null || return 1
+    local states
+    states=$(timeout 10 sinfo -h -o %t 2>/dev/null) || return 1
+    grep -qxE 'idle|mix|alloc' <<<"$states"
+}
+
 wait_idle() {
     local deadline=$((SECONDS + ${ORTHONOISE_SLURM_TIMEOUT:-60})) state=""
     while ((SECONDS < deadline)); do
@@ -152,5 +160,6 @@ case ${1:-} in
     stop) stop ;;
     status) status ;;
     logs) show_logs ;;
-    *) echo "usage: $0 start|stop|status|logs" >&2; exit 2 ;;
+    answers) answers ;;
+    *) echo "usage: $0 start|stop|status|logs|answers" >&2; exit 2 ;;
 esac

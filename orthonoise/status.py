@@ -1,6 +1,8 @@
 """python -m orthonoise.status [outputs_dir] [--stale-after MINUTES]
 
 Every run under the output tree: state, step reached, last validation loss, age of its last write.
+Read from each run's summary.json; metrics.jsonl only for a run whose summary does not say (bench/many_runs.py
+times it over 2,000 runs).
 """
 
 from __future__ import annotations
@@ -10,9 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from .report.collect import STALE_AFTER_S, Run, load_runs
+from .report.collect import STALE_AFTER_S, Run, age_text, load_runs, relative_path
 from .report.design import SWEEP_RECORD, plan_of
-from .report.table import age_text, relative_path
 
 
 def state_text(run: Run, now: float, stale_after_s: float) -> str:
@@ -22,15 +23,17 @@ def state_text(run: Run, now: float, stale_after_s: float) -> str:
     return run.state
 
 
-def status_rows(root: Path, now: float, stale_after_s: float = STALE_AFTER_S) -> list[list[str]]:
+def status_rows(root: Path, now: float, stale_after_s: float = STALE_AFTER_S,
+                runs: list[Run] | None = None) -> list[list[str]]:
+    """One row per run under `root` (`runs`: those already read from it)."""
     rows = []
-    for run in sorted(load_runs(root), key=lambda r: r.last_activity):
-        evals = run.evals()
+    for run in sorted(load_runs(root) if runs is None else runs, key=lambda r: r.last_activity):
         steps = "–" if run.steps is None else str(run.steps)
+        val_loss = run.final_val_loss  # the summary's, else the last eval's
         rows.append([
             state_text(run, now, stale_after_s),
             f"{steps}/{run.max_steps if run.max_steps is not None else '–'}",
-            f"{evals[-1][1]:.4f}" if evals else "–",
+            "–" if val_loss is None else f"{val_loss:.4f}",
             age_text(now - run.last_activity),
             run.optimizer_name or "–",
             run.error.splitlines()[0][:60] if run.error else "",
@@ -39,9 +42,8 @@ def status_rows(root: Path, now: float, stale_after_s: float = STALE_AFTER_S) ->
     return rows
 
 
-def planned_lines(root: Path) -> list[str]:
+def planned_lines(root: Path, runs: list[Run]) -> list[str]:
     """Per sweep dir with a multirun.yaml: how many jobs (or Optuna trials) it planned and how many never started."""
-    runs = load_runs(root)
     lines = []
     for record in sorted(root.rglob(SWEEP_RECORD)):
         plan = plan_of(record.parent, runs)
@@ -72,7 +74,8 @@ def main(argv=None) -> int:
         print(f"no output directory {root}", file=sys.stderr)
         return 1
     now = time.time()
-    rows = status_rows(root, now, args.stale_after * 60)
+    runs = load_runs(root)
+    rows = status_rows(root, now, args.stale_after * 60, runs)
     if not rows:
         print(f"no runs under {root}")
         return 0
@@ -81,7 +84,7 @@ def main(argv=None) -> int:
     for row in rows:
         counts[row[0]] = counts.get(row[0], 0) + 1
     print("\n" + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
-    for line in planned_lines(root):
+    for line in planned_lines(root, runs):
         print(line)
     return 0
 

@@ -108,11 +108,12 @@ def test_a_second_launch_into_a_held_run_dir_says_who_holds_it_and_exits_nonzero
     assert read_summary(run_dir) == {"status": "running", "steps": 7} and not (run_dir / METRICS_FILE).exists()
 
 
-def test_a_multirun_skips_a_job_whose_directory_is_held_and_says_so(tmp_path, holder):
+def test_a_multirun_leaves_a_job_whose_directory_is_held_counts_it_running_elsewhere_and_fails(tmp_path, holder):
     proc = holder(tmp_path / "job5")
     out = run_train("-m", "seed=5", *FAST, f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=job${seed}")
     output = out.stdout + out.stderr
-    assert out.returncode == 0 and f"skipped: {tmp_path / 'job5'} is in use by pid {proc.pid}" in output
+    assert out.returncode == 1 and f"running elsewhere: {tmp_path / 'job5'} is in use by pid {proc.pid}" in output
+    assert "sweep: 1 jobs: 0 completed, 0 skipped, 0 failed, 0 diverged, 1 running elsewhere" in out.stdout
     assert not (tmp_path / "job5" / SUMMARY_FILE).exists() and not (tmp_path / "job5" / METRICS_FILE).exists()
 
 

@@ -7,12 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import engine
-from .collect import INTERRUPTED, MISSING, RUNNING, Run, load_runs
+from .collect import INTERRUPTED, MISSING, RUNNING, Run, load_runs, relative_path
 from .design import SweepPlan, plan_of
 from .groups import Group, assign_baselines, group_runs
 from .groupstats import GroupRow, completed_values, summarize
 from .rehearsal import Rehearsal, rehearsal_of
-from .table import relative_path
 
 
 @dataclass

@@ -56,15 +56,24 @@ class Run:
     config: dict
     choices: dict  # hydra.runtime.choices: config group -> chosen option
     overrides: list
-    metrics: list  # one dict per step, sorted by step, last occurrence of a repeated step kept
     summary: dict | None
     last_activity: float  # epoch seconds: mtime of metrics.jsonl, else summary.json, else .hydra/
     unreadable: str | None = None  # why this run directory's files cannot be used (then state is UNREADABLE)
     never_started: bool = False  # a planned job with no directory at all (orthonoise.report.design)
+    # metrics.jsonl's rows; None until something needs them: the summary answers most questions, and over
+    # thousands of runs reading every metrics file first is most of the time `status` and the report take
+    metrics_rows: list | None = None
     flat_config: dict = field(init=False)
 
     def __post_init__(self):
         self.flat_config = flatten(self.config)
+
+    @property
+    def metrics(self) -> list:
+        """One dict per step, sorted by step, last occurrence of a repeated step kept (read on first use)."""
+        if self.metrics_rows is None:
+            self.metrics_rows = read_metrics(self.path)
+        return self.metrics_rows
 
     @property
     def seed(self):
@@ -188,6 +197,21 @@ class Run:
         return self.unreadable or summary.get(WHY_FAILED) or summary.get(WHY_DIVERGED)
 
 
+def age_text(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{max(seconds, 0):.0f}s"
+
+
+def relative_path(path: Path, root: Path) -> str:
+    """A run's path as the tables show it: relative to the report's root, or whole if outside it."""
+    try:
+        return str(Path(path).relative_to(root)) or "."
+    except ValueError:
+        return str(path)
+
+
 def _is_finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -237,7 +261,6 @@ def load_run(path: Path) -> Run:
         config=hydra.config,
         choices=hydra.choices,
         overrides=hydra.overrides,
-        metrics=read_metrics(path),
         summary=summary,
         last_activity=_last_activity(path),
         unreadable="; ".join(problems) or None,
@@ -251,8 +274,7 @@ def trial_seed_runs(trial: Run) -> list[Run]:
         path = trial.path / f"seed={seed}"
         summary, problem = inspect_summary(path)
         runs.append(Run(path=path, config={**trial.config, "seed": seed}, choices=trial.choices,
-                        overrides=[*trial.overrides, f"seed={seed}"], metrics=read_metrics(path),
-                        summary=summary, unreadable=problem,
+                        overrides=[*trial.overrides, f"seed={seed}"], summary=summary, unreadable=problem,
                         last_activity=_last_activity(path) if path.exists() else trial.last_activity))
     return runs
 

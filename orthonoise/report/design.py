@@ -110,7 +110,7 @@ def _placeholder(job: list[str], record: dict, sweep_dir: Path, runs: list[Run])
     sibling = next((r for r in runs if _without_seed(r.overrides) == _without_seed(job)), None)
     config = {**sibling.config, SEED_KEY: seed} if sibling else {SEED_KEY: seed}
     return Run(path=sweep_dir / _dir_name(job, record), config=config, choices=sibling.choices if sibling else {},
-               overrides=list(job), metrics=[], summary=None,
+               overrides=list(job), metrics_rows=[], summary=None,
                last_activity=(sweep_dir / SWEEP_RECORD).stat().st_mtime, never_started=True)
 
 

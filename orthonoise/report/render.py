@@ -7,7 +7,7 @@ from pathlib import Path
 
 from . import criteria, fairness, power, provenance
 from .analysis import Analysis
-from .collect import COMPLETED, DIVERGED, FAILED
+from .collect import COMPLETED, DIVERGED, FAILED, relative_path
 from .criteria import fmt_pct
 from .table import (
     FAMILIES_MD,
@@ -19,7 +19,6 @@ from .table import (
     criterion_items,
     group_table,
     markdown_table,
-    relative_path,
     table,
 )
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .collect import age_text, relative_path
 from .engine import Comparison
 from .groups import Group
 from .groupstats import GroupRow
@@ -92,13 +93,6 @@ def fmt(value, spec: str = ".4f") -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
     return format(value, spec)
-
-
-def age_text(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.0f}{unit}"
-    return f"{max(seconds, 0):.0f}s"
 
 
 def fmt_sample(sample: Sample, spec: str = ".4f") -> str:
@@ -254,14 +248,6 @@ def table(columns: list[Column], items: list, **names) -> tuple[list[str], list[
 def group_table(columns: list[Column], rows: list[GroupRow]) -> tuple[list[str], list[list]]:
     """A group table, its early-loss columns named by the step they read."""
     return table(columns, rows, early=early_step_name(rows))
-
-
-def relative_path(path: Path, root: Path) -> str:
-    """A run's path as the tables show it: relative to the report's root, or whole if outside it."""
-    try:
-        return str(Path(path).relative_to(root)) or "."
-    except ValueError:
-        return str(path)
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:

@@ -190,3 +190,66 @@ def test_scontrol_requeue_is_waited_for(tmp_path):
     assert "resumed from" in train_log(run_dir)
     assert read_summary(run_dir)["status"] == Status.COMPLETED
     assert "sweep: 1 jobs: 1 completed" in out
+
+
+def resumes(run_dir: Path) -> int:
+    return train_log(run_dir).count("resumed from") if (run_dir / "train.log").exists() else 0
+
+
+@pytest.mark.xfail(strict=False, reason="a run resumed once refuses its second resume (the extra `differentiable` "
+                                        "param-group key in its checkpoint): fixed on branch `faults`; drop this mark "
+                                        "once both are merged")
+@pytest.mark.timeout(420)
+def test_a_job_requeued_twice_resumes_twice_and_completes(tmp_path):
+    proc = launch(tmp_path, "arm=baseline", "seed=1", *LONG)
+    job, run_dir = running_job(tmp_path, proc, at_step=4)
+    subprocess.run(["scontrol", "requeue", job], check=True)
+    wait_for(lambda: resumes(run_dir) == 1, proc, timeout_s=240)
+    resumed_at = logged_step(run_dir)
+    wait_for(lambda: logged_step(run_dir) >= resumed_at + 3, proc)
+    subprocess.run(["scontrol", "requeue", job], check=True)
+    rc, out = finish(proc, timeout_s=360)
+    assert rc == 0, out[-4000:]
+    assert resumes(run_dir) == 2 and out.count("waiting for its rerun") == 2
+    summary = read_summary(run_dir)
+    assert summary["status"] == Status.COMPLETED and summary["steps"] == 24
+    steps = [row["step"] for row in metric_lines(run_dir)]
+    assert steps == sorted(set(steps)) and steps[-1] == 24
+    assert "sweep: 1 jobs: 1 completed, 0 skipped, 0 failed, 0 diverged | " in out
+
+
+@pytest.mark.timeout(300)
+def test_a_job_scancelled_at_a_checkpoint_is_interrupted_and_named_cancelled(tmp_path):
+    proc = launch(tmp_path, "arm=baseline", "seed=1", *LONG)
+    job, run_dir = running_job(tmp_path, proc, at_step=3)
+    subprocess.run(["scancel", job], check=True)  # SIGTERM: the trainer checkpoints and returns interrupted
+    rc, out = finish(proc)
+    assert rc == 1, out[-4000:]
+    assert "0 diverged, 1 interrupted; SLURM ended 1 CANCELLED | " in out
+    summary = read_summary(run_dir)
+    assert summary["status"] == Status.INTERRUPTED and summary["slurm_state"] == "CANCELLED"
+    assert "resumes it from its checkpoint" in summary["error"] and list((run_dir / "checkpoints").iterdir())
+
+
+def node() -> str:
+    return subprocess.run(["sinfo", "-h", "-o", "%n"], capture_output=True, text=True).stdout.split()[0]
+
+
+@pytest.mark.timeout(300)
+def test_a_job_waiting_on_a_drained_node_is_said_to_wait_and_why(tmp_path):
+    subprocess.run(["scontrol", "update", f"nodename={node()}", "state=drain", "reason=orthonoise test"], check=True)
+    try:
+        proc = launch(tmp_path, "arm=baseline", "seed=1", *QUICK)
+        seen = []
+        while not any("jobs still queued" in line for line in seen):  # within REASON_EVERY_S of the submission
+            line = proc.stdout.readline()
+            assert line, "".join(seen)[-4000:]
+            seen.append(line)
+        reason = subprocess.run(["squeue", "-h", "-j", job_ids(tmp_path)[0], "-o", "%r"], capture_output=True,
+                                text=True).stdout.strip()
+    finally:
+        subprocess.run(["scontrol", "update", f"nodename={node()}", "state=resume"], check=True)
+    queued = next(line for line in seen if "jobs still queued" in line)
+    assert f"1 jobs still queued: 1 waiting for {reason} ({job_ids(tmp_path)[0]})" in queued, queued
+    rc, out = finish(proc)
+    assert rc == 0 and "sweep: 1 jobs: 1 completed" in out, out[-4000:]
