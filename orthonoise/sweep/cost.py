@@ -75,16 +75,17 @@ class Estimate:
 
 
 def job_estimate(cfg: DictConfig, steps: int, step_s: float | None, from_runs: bool, table: dict) -> Estimate:
-    """Seconds a job still needs: its steps, and (unless the step time came from runs here, whose wall time holds
-    them) start-up, an eval and a rank pass every eval_every steps, rank passes every rank_every steps for a
+    """Seconds a job still needs: its steps and start-up, and (unless the step time came from runs here, whose wall
+    time holds them) an eval and a rank pass every eval_every steps, rank passes every rank_every steps for a
     rank_threshold run, and the final eval. A job with nothing left costs nothing."""
     if steps == 0:
         return Estimate(0.0)
     if step_s is None:
         return Estimate(None)
-    if from_runs:
-        return Estimate(steps * step_s, [])
     extra = overheads(table, cfg.model.preset, cfg.hardware.name)
+    if from_runs:  # their wall_time_s holds their evals, not the process's start-up
+        startup = extra["startup_s"]
+        return Estimate(steps * step_s + (startup or 0.0), [] if startup is not None else ["startup"])
     trainer = cfg.trainer
     evals = steps // trainer.eval_every + 1 if trainer.eval_every else 1
     rank_passes = evals
