@@ -86,9 +86,11 @@ searchpath = hydra.searchpath=[file://$(CURDIR)/$(1)]
 # sweep's hardware.world_size GPUs, and the preflight refuses a local launch on a machine without them.
 # --link-reused: a job whose config and seed already completed in another sweep (3.1's arms in 3.2) becomes a link to
 # that run directory, so it is not run twice.
-plan = $(PY) -m orthonoise.sweep.plan $(1) $(call sweep_overrides,$(2))
-preflight = $(PY) -m orthonoise.sweep.plan --summary --link-reused $(if $(BUDGET_USD),--budget-usd $(BUDGET_USD)) \
-	$(1) $(call sweep_overrides,$(2))
+# The first line (orthonoise/sweep/regime.py) comes at once; the preflight then imports torch and composes every job.
+announce = $(PY) -m orthonoise.sweep.regime $(1) $(call sweep_overrides,$(2)) &&
+plan = $(announce) $(PY) -m orthonoise.sweep.plan $(1) $(call sweep_overrides,$(2))
+preflight = $(announce) $(PY) -m orthonoise.sweep.plan --summary --link-reused \
+	$(if $(BUDGET_USD),--budget-usd $(BUDGET_USD)) $(1) $(call sweep_overrides,$(2))
 launch = $(foreach s,$(1),$(PY) train.py -m -cd sweeps -cn $(s) $(call sweep_overrides,$(2)) &&) true
 .PHONY: phase31 phase32 phase32-confirm phase33 phase4 plan-phase31 plan-phase32 plan-phase32-confirm plan-phase33 \
 	plan-phase4

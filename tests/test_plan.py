@@ -11,6 +11,7 @@ from orthonoise.report import power
 from orthonoise.sweep import design as sweep_design
 from orthonoise.sweep.cost import overheads, step_time_table
 from orthonoise.sweep.plan import expand, format_plan, main, plan
+from orthonoise.sweep.regime import main as regime_main
 from orthonoise.sweep.regime import sweep_hardware
 
 BENCH = "bench/results/train_step_h100.md"
@@ -188,8 +189,11 @@ def test_invalid_jobs_are_flagged_before_anything_is_launched(tmp_path, capsys):
     assert "INVALID job 0: optimizer.rank_threshold=1.5" in out and "error: 3 job(s) have invalid settings" in out
 
 
-def test_hardware_of_a_sweep_is_read_from_its_files_without_composing():
+def test_hardware_of_a_sweep_is_read_from_its_files_without_composing(capsys):
     assert [sweep_hardware(s) for s in ("phase4_1b", "phase31", "optuna")] == ["h100x4", "h100", "h100"]
+    assert regime_main(["phase31", "phase4_1b", "seed=1"]) == 0  # the first line of `make plan-*`
+    assert capsys.readouterr().out.startswith("preflight of phase31 phase4_1b (phase31: h100, phase4_1b: h100x4)")
+    assert regime_main(["phase31", "hardware=cpu"]) == 0 and "h100" not in capsys.readouterr().out
 
 
 # ---- what a design can detect (orthonoise/sweep/design.py; the numbers are orthonoise/report/power.py's) ----

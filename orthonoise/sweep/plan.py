@@ -34,7 +34,6 @@ from orthonoise.run.rundir import HYDRA_DIR, SUMMARY_FILE, Status, read_summary,
 from orthonoise.sweep import cost
 from orthonoise.sweep import design as sweep_design
 from orthonoise.sweep.cost import STEP_TIMES, step_time_table
-from orthonoise.sweep.regime import sweep_hardware
 from orthonoise.validate import validate_settings
 
 ROOT = REPO_ROOT
@@ -329,18 +328,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def first_line(sweeps: list[str], overrides: list[str]) -> str:
-    """Printed before Hydra composes anything (seconds): what is being planned, on which hardware."""
-    hardware = "" if any(o.startswith("hardware=") for o in overrides) else \
-        " (" + ", ".join(f"{s}: {sweep_hardware(s)}" for s in sweeps if (ROOT / "sweeps" / f"{s}.yaml").exists()) + ")"
-    return f"preflight of {' '.join(sweeps)}{hardware}: expanding the jobs with Hydra, nothing is launched"
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     sweeps = [a for a in args.args if "=" not in a]
     overrides = [a for a in args.args if "=" in a]
-    print(first_line(sweeps, overrides), flush=True)
     table = step_time_table()
     by_sweep = {sweep: plan(sweep, overrides, args.history, args.gpu_hour_usd, table=table) for sweep in sweeps}
     for sweep, jobs in by_sweep.items():

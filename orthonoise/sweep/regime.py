@@ -1,7 +1,8 @@
-"""The hardware a sweep file's jobs run on, read from the YAML itself (no Hydra compose): the Makefile asks it once
-per launch to pick the launcher, so the answer must come in well under a second.
+"""The hardware a sweep file's jobs run on, read from the YAML itself (no Hydra compose, no torch): the first line
+of every `make plan-*` and `make phase*`, printed in a fraction of a second before the preflight spends tens of
+seconds importing torch and composing every job.
 
-    python -m orthonoise.sweep.regime phase33_scratch        # -> h100x4
+    python -m orthonoise.sweep.regime phase33_scratch seed=1   # preflight of phase33_scratch (phase33_scratch: h100x4)
 
 A sweep states its hardware in one place: its own `override hardware: <name>` in the defaults list, else its
 regime's (`regime: scratch` -> sweeps/regime/scratch.yaml's `override /hardware: <name>`), else conf/config.yaml's
@@ -43,15 +44,20 @@ def sweep_hardware(sweep: str, sweeps_dir: Path = SWEEPS) -> str:
     return _defaults(CONF / "config.yaml")["hardware"]
 
 
+def first_line(sweeps: list[str], overrides: list[str]) -> str:
+    """What is about to be planned and on which hardware (unless an override sets it)."""
+    hardware = "" if any(o.startswith("hardware=") for o in overrides) else \
+        " (" + ", ".join(f"{s}: {sweep_hardware(s)}" for s in sweeps) + ")"
+    return f"preflight of {' '.join(sweeps)}{hardware}: expanding every job with Hydra, nothing is launched yet"
+
+
 def main(argv=None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m orthonoise.sweep.regime <sweep>", file=sys.stderr)
-        return 2
+    sweeps = [a for a in args if "=" not in a]
     try:
-        print(sweep_hardware(args[0]))
+        print(first_line(sweeps, [a for a in args if "=" in a]))
     except FileNotFoundError as err:
-        print(f"error: sweep={args[0]!r}: no such sweep file ({err.filename})", file=sys.stderr)
+        print(f"error: no such sweep file: {err.filename}", file=sys.stderr)
         return 2
     return 0
 

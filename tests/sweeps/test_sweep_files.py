@@ -213,8 +213,10 @@ def make_dry_run(*args: str) -> str:
 
 def test_make_phase_targets_preflight_then_launch_on_the_clusters_launcher():
     lines = make_dry_run("phase31", "phase32").splitlines()
-    assert lines[0].split() == [".venv/bin/python", "-m", "orthonoise.sweep.plan", "--summary", "--link-reused",
-                                "--budget-usd", "168", "phase31", "hydra/launcher=local"]
+    announce, preflight = lines[0].split(" && ")
+    assert announce.split() == [".venv/bin/python", "-m", "orthonoise.sweep.regime", "phase31", "hydra/launcher=local"]
+    assert preflight.split() == [".venv/bin/python", "-m", "orthonoise.sweep.plan", "--summary", "--link-reused",
+                                 "--budget-usd", "168", "phase31", "hydra/launcher=local"]
     assert "train.py -m -cd sweeps -cn phase31 hydra/launcher=local " in lines[1]
     assert "--budget-usd 168 phase32_baseline phase32_alpha phase32_schedule phase32_adaptive hydra/launcher=local" \
         in lines[2]

@@ -161,6 +161,7 @@ def test_confirm_without_winners_refuses_in_one_line_within_seconds(tmp_path):
     assert result.returncode != 0 and len(errors) == 1, result.stderr
     assert "no screening winners" in errors[0] and "make phase32 PRESET=nowhere-tiny-test" in errors[0]
     assert 'make report SWEEP="outputs/sweeps/phase32_baseline' in errors[0]
+    assert "preflight of" not in result.stdout  # nothing was composed before the refusal
     assert seconds < 5
 
 
