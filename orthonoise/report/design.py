@@ -110,8 +110,9 @@ def plan_of(sweep_dir: Path, runs: list[Run]) -> SweepPlan:
         return plan
     plan.planned = len(jobs)
     ran = {frozenset(r.overrides) for r in mine}
+    ran_dirs = {r.path.name for r in mine}  # a reused run is linked in under the job's own directory name
     for job in jobs:
-        if frozenset(job) not in ran:
+        if frozenset(job) not in ran and _dir_name(job, record) not in ran_dirs:
             plan.not_started.append(_placeholder(job, record, sweep_dir, mine))
     return plan
 
