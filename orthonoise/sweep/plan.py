@@ -216,7 +216,7 @@ def disk_text(jobs: list[Job]) -> str:
 
 def wall_text(jobs: list[Job]) -> str:
     """How long the jobs still take on their launcher (its jobs at a time), from the priced ones."""
-    parallel = max((j.parallel for j in jobs), default=1)
+    parallel = max(1, min(max((j.parallel for j in jobs), default=1), sum(bool(j.seconds) for j in jobs)))
     hours = sum(j.seconds or 0.0 for j in jobs) / 3600 / parallel
     return f"wall ≈ {hours:.2f} h at {parallel} job(s) at a time"
 
