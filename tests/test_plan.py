@@ -72,8 +72,8 @@ def test_a_job_nobody_measured_is_unpriced_never_free(tmp_path, capsys):
 
 
 def test_a_cpu_rehearsal_gets_a_wall_time_from_the_tiny_presets_measured_speed(tmp_path):
-    jobs = plan("phase31", [*TINY, "hydra/launcher=local_parallel", "hydra.sweeper.max_batch_size=2"],
-                history=tmp_path)
+    jobs = plan("phase31", [*TINY, "hydra/launcher=local_parallel", "hydra.sweeper.max_batch_size=2",
+                            f"hydra.sweep.dir={tmp_path}/sweep"], history=tmp_path)
     table = step_time_table()
     startup = overheads(table, "tiny", "cpu")["startup_s"]
     rows = {r["optimizer"]: r["step_s"] for r in table["measured"] if (r["model"], r["hardware"]) == ("tiny", "cpu")}
