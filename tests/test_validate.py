@@ -288,8 +288,10 @@ def test_a_typo_key_in_a_sweep_file_is_caught_by_the_preflight(tmp_path):
 
     sweeps = tmp_path / "sweeps"
     shutil.copytree(ROOT / "sweeps", sweeps)
-    arm = sweeps / "arm" / "orthonoise_best.yaml"
-    arm.write_text(arm.read_text().replace("  alpha: 5.0e-3", "  alpha: 5.0e-3\n  alpah: 2.0e-2"))
+    arm = sweeps / "arm" / "orthonoise_best.yaml"  # an arm the sweep reads, as the generated ones are read
+    typo = (sweeps / "arm" / "orthonoise.yaml").read_text().replace("alpha: 1.0e-3", "alpha: 1.0e-3\n  alpah: 2.0e-2")
+    arm.write_text(typo)
+    (sweeps / "arm" / "baseline_best.yaml").write_text((sweeps / "arm" / "baseline.yaml").read_text())
     tiny = ["+preset=tiny", "model=tiny", "data=local", "hardware=cpu", "logger=disabled"]
     jobs = expand("phase33_finetune", tiny, sweeps)
     with pytest.raises(ConfigError, match=r"^optimizer.alpah=0.02 is not a setting \(did you mean optimizer.alpha\?\)"):

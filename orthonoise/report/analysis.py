@@ -56,8 +56,10 @@ def duplicate_warnings(groups: list[Group], root: Path) -> list[str]:
 def analyse(sweep_dirs: Path | list[Path], baseline: list[str] | None = None) -> Analysis:
     """The runs under one sweep dir, or several read as one pool, with each dir's never-started planned jobs."""
     dirs = [sweep_dirs] if isinstance(sweep_dirs, (str, Path)) else list(sweep_dirs)
-    runs = [run for d in dirs for run in load_runs(d)]
-    plans = [plan_of(d, runs) for d in dirs]
+    read = [run for d in dirs for run in load_runs(d)]
+    plans = [plan_of(d, read) for d in dirs]
+    # one run read through two dirs (a reused run and the link to it in a later sweep) is one run
+    runs = list({run.path.resolve(): run for run in read}.values())
     every = runs + [r for p in plans for r in p.not_started]
     groups = group_runs(every)
     assign_baselines(groups, baseline)

@@ -229,10 +229,11 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 
 
 def find_run_dirs(root: Path) -> list[Path]:
-    """Every run directory under `root` (or `root` itself), not descending into a run directory."""
+    """Every run directory under `root` (or `root` itself), not descending into a run directory. A link to a run
+    directory is followed: the preflight links a sweep's job to the identical run another sweep already made."""
     root = Path(root)
     found = []
-    for dirpath, dirnames, _ in os.walk(root):
+    for dirpath, dirnames, _ in os.walk(root, followlinks=True):
         here = Path(dirpath)
         if is_run_dir(here):
             found.append(here)

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import yaml
 from hydra.errors import HydraException
+from omegaconf import OmegaConf
 
-from orthonoise.run.rundir import run_name
+from orthonoise.run.rundir import register_resolvers, run_name
 
 from .collect import Run
 
@@ -44,13 +45,24 @@ def _record(sweep_dir: Path) -> dict | None:
         return None
 
 
+def _grid(record: dict) -> dict:
+    """The recorded grid, an interpolation in it (`${multiples:${optimizer.lr},0.5,1,2}`, a grid written as
+    multiples of a config value) resolved against the record, as the sweeper resolved it."""
+    params = ((record.get("hydra") or {}).get("sweeper") or {}).get("params") or {}
+    register_resolvers()
+    try:
+        return OmegaConf.to_container(OmegaConf.create(record).hydra.sweeper.params, resolve=True)
+    except Exception:  # an interpolation only Hydra's running process could resolve: the grid as written
+        return params
+
+
 def planned_jobs(record: dict) -> list[list[str]]:
     """Every job's overrides, as Hydra's basic sweeper expands the recorded params and task overrides."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     hydra = record.get("hydra") or {}
-    params = [f"{k}={v}" for k, v in ((hydra.get("sweeper") or {}).get("params") or {}).items()]
+    params = [f"{k}={v}" for k, v in _grid(record).items()]
     task = list((hydra.get("overrides") or {}).get("task") or [])
     parsed = OverridesParser.create().parse_overrides(params + task)
     return BasicSweeper.split_arguments(parsed, None)[0]
@@ -98,8 +110,9 @@ def plan_of(sweep_dir: Path, runs: list[Run]) -> SweepPlan:
         return plan
     plan.planned = len(jobs)
     ran = {frozenset(r.overrides) for r in mine}
+    ran_dirs = {r.path.name for r in mine}  # a reused run is linked in under the job's own directory name
     for job in jobs:
-        if frozenset(job) not in ran:
+        if frozenset(job) not in ran and _dir_name(job, record) not in ran_dirs:
             plan.not_started.append(_placeholder(job, record, sweep_dir, mine))
     return plan
 
