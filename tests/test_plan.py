@@ -5,7 +5,6 @@ import random
 
 import pytest
 from omegaconf import OmegaConf
-from report.fake_runs import write_run
 
 from orthonoise.report import power
 from orthonoise.sweep import design as sweep_design
@@ -13,6 +12,7 @@ from orthonoise.sweep.cost import overheads, step_time_table
 from orthonoise.sweep.plan import expand, format_plan, main, plan
 from orthonoise.sweep.regime import main as regime_main
 from orthonoise.sweep.regime import sweep_hardware
+from tests.report.fake_runs import write_run
 
 BENCH = "bench/results/train_step_h100.md"
 RANK_350M_S = 4.8  # bench/RESULTS.md: one effective-rank pass over the 350M model's hidden matrices on an H100

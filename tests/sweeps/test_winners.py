@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
-from report.fake_runs import write_run
 
 from orthonoise.report.__main__ import main as report_main
 from orthonoise.sweep.plan import ROOT, expand, plan
@@ -24,6 +23,7 @@ from orthonoise.sweep.winners import (
     read_winners,
     write_winners,
 )
+from tests.report.fake_runs import write_run
 
 from .arms import BASELINE, RUNNER_UP, WINNER, generated_arms
 
@@ -98,20 +98,13 @@ def fake_screening(root: Path, gains: dict[float, float], seeds=(1, 2, 3, 4), lr
     for seed in seeds:
         block = 0.002 * ((seed * 7) % 5 - 2)
         for lr in lrs:
-            run = write_run(base, f"optimizer.lr={lr},seed={seed}", seed=seed, phase="3.2",
-                            val={200: 3.0 * (1 + block) * (0.995 if lr == 2e-4 else 1.0)})
-            _set(run, "optimizer.lr", lr)
+            write_run(base, f"optimizer.lr={lr},seed={seed}", seed=seed, phase="3.2", lr=lr,
+                      declared=["optimizer.lr"], val={200: 3.0 * (1 + block) * (0.995 if lr == 2e-4 else 1.0)})
         for a, gain in gains.items():
-            jitter = 0.0005 * ((seed * 3 + int(a * 1e4)) % 3 - 1)
+            jitter = 0.001 * ((seed * 7 + int(a * 1e4)) % 5 - 2)  # each config's own seed noise, not only the block's
             write_run(alpha, f"optimizer.alpha={a},seed={seed}", seed=seed, phase="3.2", optimizer="orthonoise",
-                      alpha=a, val={200: 3.0 * (1 + block) * (1 - gain) * (1 + jitter)})
+                      alpha=a, lr=lrs[0], val={200: 3.0 * (1 + block) * (1 - gain) * (1 + jitter)})
     return [alpha, base]
-
-
-def _set(run: Path, key: str, value) -> None:
-    cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
-    OmegaConf.update(cfg, key, value)
-    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
 
 
 def test_the_32_report_writes_winners_best_first_with_the_best_lr_baseline(tmp_path):
