@@ -1,0 +1,306 @@
+"""The whole experiment plan rehearsed on this CPU, in the plan's order, the way a researcher chains it:
+
+  3.1 and its report → 3.2 (its four sweep files) and its report, which writes the winners → the confirmation on
+  fresh seeds with those winners, and its report → 3.3 and 4 with the confirmed winners, and their reports → the
+  positive control and the A/A control (sweeps/control_*.yaml), and their reports.
+
+Every plan sweep runs on the tiny preset (the Makefile's PRESET=tiny overrides and launcher) into <out>/<sweep>-tiny,
+with fewer seeds and grid points than the plan (CUTS): what is rehearsed is the chain — every launch, every report,
+every hand-over between phases — not the science. The controls run as their files say (they are tiny already).
+One job, the A/A control's arm A seed 1 (OrthoNoise: model, optimizer, noise and data-order state must all survive),
+is preempted twice with USR2 as SLURM does and relaunched each time; it must end completed and bit-identical (final
+val loss, every parameter) to the same job run without interruption into <out>/preemption-reference.
+
+    python -m orthonoise.sweep.rehearsal [--out DIR]        # make rehearsal [REHEARSAL_OUT=DIR]
+
+Writes <out>/rehearsal.json (per step: minutes, jobs, verdicts; the controls' calls; the preemption check) and
+prints it as a table. Exit 1 when a launch or a report failed, a check did not hold, or a control called wrong.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from orthonoise import REPO_ROOT
+from orthonoise.run.checkpoint import checkpoint_paths
+
+DEFAULT_OUT = Path("outputs/sweeps")
+LABEL = "-tiny"  # the tiny preset's sweep-dir suffix (sweeps/preset/tiny.yaml)
+TINY = ("+preset=tiny", "model=tiny", "data=local", "hardware=cpu", "logger=disabled")  # the Makefile's TINY
+LAUNCHER = ("hydra/launcher=local_parallel", "hydra.sweeper.max_batch_size=2")  # its TINY_LAUNCHER
+SEEDS = "seed=1,2"  # two seeds: the fewest that give a comparison an interval
+# The plan's grids, cut so that the chain runs in minutes; every sweep file still runs.
+CUTS = {
+    "phase31": (SEEDS,),
+    "phase32_baseline": (SEEDS,),
+    "phase32_alpha": ("optimizer.alpha=1e-3,1e-2", SEEDS),
+    "phase32_schedule": (SEEDS,),
+    "phase32_adaptive": (SEEDS,),
+    "phase32_confirm": ("seed=101,102",),  # fresh seeds, as in the file (101-105): none of them ran in 3.2
+    "phase33_finetune": (SEEDS,),
+    "phase33_scratch": (SEEDS,),
+    "phase4_350m": (SEEDS,),
+    "phase4_1b": (SEEDS,),
+}
+PREEMPT_AT = (10, 35)  # steps after which USR2 arrives (the controls run 60 steps, a checkpoint every 20)
+STEP_TIMEOUT_S = 3600
+
+
+@dataclass
+class Phase:
+    """A step of the plan: its sweep files in launch order, and the report over them (the first dir holds it)."""
+    title: str
+    phase: str  # whose pass criteria the report evaluates
+    sweeps: tuple[str, ...]
+    report_order: tuple[str, ...] = ()  # the report's sweep dirs when not the launch order (its first is its home)
+
+    @property
+    def report_sweeps(self) -> tuple[str, ...]:
+        return self.report_order or self.sweeps
+
+
+PLAN = (
+    Phase("3.1", "3.1", ("phase31",)),
+    # the 3.2 report lives beside phase32_alpha, where it writes the winners (orthonoise/sweep/winners.py)
+    Phase("3.2", "3.2", ("phase32_baseline", "phase32_alpha", "phase32_schedule", "phase32_adaptive"),
+          ("phase32_alpha", "phase32_baseline", "phase32_schedule", "phase32_adaptive")),
+    Phase("3.2 confirmation", "3.2", ("phase32_confirm",)),
+    Phase("3.3", "3.3", ("phase33_finetune", "phase33_scratch")),
+    Phase("4", "4", ("phase4_350m", "phase4_1b")),
+)
+
+
+@dataclass
+class Control:
+    """A control sweep: its launches (extra overrides each), the report's baseline, and the call it must get."""
+    sweep: str
+    launches: tuple[tuple[str, ...], ...]
+    baseline: str
+    expected: str  # a call of call_of(): "better" for the positive control, "not different" for the A/A
+
+
+CONTROLS = (
+    Control("control_positive", ((),), "optimizer=adamw", "better"),
+    Control("control_aa", ((), ("control_arm=A_prime", "seed=4,5,6")), "control_arm=A", "not different"),
+)
+PREEMPTED = ("control_aa", ("seed=1",))  # the sweep and the overrides that pick the job preempted twice
+
+
+@dataclass
+class StepRecord:
+    name: str
+    minutes: float
+    jobs: int
+    ok: bool
+    verdicts: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+# ---- launching and reading back ------------------------------------------------------------------------------
+
+def sweep_dir(out: Path, sweep: str, tiny: bool = True) -> Path:
+    return out / (sweep + LABEL if tiny else sweep)
+
+
+def train_command(out: Path, sweep: str, *overrides: str, tiny: bool = True, launcher=LAUNCHER) -> list[str]:
+    """`train.py -m` of one sweep file as the Makefile runs it under PRESET=tiny, into this rehearsal's out dir."""
+    common = TINY if tiny else ("logger=disabled",)
+    return [sys.executable, "train.py", "-m", "-cd", "sweeps", "-cn", sweep, *common, *launcher, *overrides,
+            f"hydra.sweep.dir={sweep_dir(out, sweep, tiny)}"]
+
+
+def run_logged(cmd: list[str], log_path: Path) -> int:
+    """Run a command from the checkout root, its output appended to `log_path`; returns its exit code."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a") as log:
+        log.write("$ " + " ".join(cmd) + "\n")
+        log.flush()
+        return subprocess.run(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                              timeout=STEP_TIMEOUT_S).returncode
+
+
+def report_command(out: Path, sweeps: tuple[str, ...], *args: str, tiny: bool = True) -> list[str]:
+    return [sys.executable, "-m", "orthonoise.report", *(str(sweep_dir(out, s, tiny)) for s in sweeps), *args]
+
+
+def run_dirs(directory: Path) -> list[Path]:
+    """The jobs of a sweep dir: every directory holding a Hydra record."""
+    return sorted(p.parent for p in directory.glob("*/.hydra"))
+
+
+def verdicts(report_dir: Path) -> list[str]:
+    """'criterion: VERDICT' for each row of the report's criteria.csv."""
+    path = report_dir / "criteria.csv"
+    if not path.exists():
+        return []
+    with open(path) as f:
+        return [f"{row['criterion']}: {row['verdict']}" for row in csv.DictReader(f)]
+
+
+def call_of(low_pct: float, high_pct: float) -> str:
+    """What a report says of a config against its baseline, from its simultaneous 95% interval of Δ: "better" (upper
+    bound below 0, the report's "is better"), "worse", "not different" (the interval includes 0), or "no interval"
+    (zero or unmeasurable spread)."""
+    if not (math.isfinite(low_pct) and math.isfinite(high_pct)):
+        return "no interval"
+    return "better" if high_pct < 0 else "worse" if low_pct > 0 else "not different"
+
+
+def compared_groups(report_dir: Path) -> dict[str, tuple[float, float, float]]:
+    """group label -> (Δ%, simultaneous 95% low, high) for each group compared with a baseline (groups.csv)."""
+    with open(report_dir / "groups.csv") as f:
+        return {row["group"]: (float(row["delta_final_pct_model"]), float(row["sim95_low_pct"]),
+                               float(row["sim95_high_pct"]))
+                for row in csv.DictReader(f) if row["baseline"] not in ("", "(baseline)")}
+
+
+# ---- the twice-preempted job -----------------------------------------------------------------------------------
+
+def last_step(run_dir: Path) -> int:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines() if (run_dir / "metrics.jsonl").exists() else []
+    return json.loads(lines[-1])["step"] if lines and lines[-1].endswith("}") else -1
+
+
+def preempt_once(cmd: list[str], job_dir, step: int, log_path: Path) -> int:
+    """Start the job, wait until it has logged `step`, send USR2 (SLURM's preemption signal) and wait for its clean
+    exit; returns the step it stopped at (its summary)."""
+    with open(log_path, "a") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.time() + STEP_TIMEOUT_S
+        while (path := job_dir()) is None or last_step(path) < step:
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"the job to preempt ended (exit {proc.returncode}) before step {step}: {log_path}")
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGUSR2)
+        proc.wait(timeout=600)
+    return json.loads((job_dir() / "summary.json").read_text())["steps"]
+
+
+def only_job(directory: Path):
+    """A callable giving the one run dir of `directory` once it exists (None before)."""
+    return lambda: next(iter(run_dirs(directory)), None)
+
+
+def final_params(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(checkpoint_paths(run_dir)[-1], weights_only=True)["model"]
+
+
+def bit_identical(run_a: Path, run_b: Path) -> list[str]:
+    """How two completed runs differ (final val loss, steps, a parameter of the last checkpoint); [] if identical."""
+    a, b = (json.loads((r / "summary.json").read_text()) for r in (run_a, run_b))
+    diffs = [f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in ("status", "steps", "final_val_loss")
+             if a.get(k) != b.get(k)]
+    params_a, params_b = final_params(run_a), final_params(run_b)
+    if params_a.keys() != params_b.keys():
+        return [*diffs, "the checkpoints hold different parameters"]
+    return diffs + [f"parameter {k} differs" for k in params_a if not torch.equal(params_a[k], params_b[k])]
+
+
+def preemption_check(out: Path, logs: Path) -> StepRecord:
+    """The job PREEMPTED preempted twice (relaunched after each, as a requeue does), then run again without
+    interruption into <out>/preemption-reference: both must be completed and bit-identical."""
+    start = time.time()
+    sweep, picks = PREEMPTED
+    basic = ("hydra/launcher=basic",)  # the job in this process's child, whose pid the signal goes to
+    cmd = train_command(out, sweep, *picks, tiny=False, launcher=basic)
+    job = only_job(sweep_dir(out, sweep, tiny=False))
+    stops = [preempt_once(cmd, job, step, logs / "preempted.log") for step in PREEMPT_AT]
+    run_logged(cmd, logs / "preempted.log")  # the relaunch after the second preemption finishes it
+    reference = out / "preemption-reference"
+    run_logged([*cmd[:-1], f"hydra.sweep.dir={reference}"], logs / "preemption-reference.log")
+    resumes = (job() / "train.log").read_text().count("resumed from")
+    diffs = bit_identical(job(), only_job(reference)()) if only_job(reference)() else ["no reference run"]
+    notes = [f"stopped at steps {stops}, resumed {resumes} times", *diffs]
+    return StepRecord(f"preempted twice: {sweep} {' '.join(picks)}", (time.time() - start) / 60, 2,
+                      ok=resumes == 2 and not diffs, verdicts=["bit-identical" if not diffs else "DIFFERENT"],
+                      notes=notes)
+
+
+# ---- the steps -------------------------------------------------------------------------------------------------
+
+def handover(out: Path, phase: Phase) -> tuple[str, ...]:
+    """The overrides that carry the winners into a later phase's launch: none yet (the sweep files' own arms)."""
+    return ()
+
+
+def run_phase(out: Path, logs: Path, phase: Phase) -> StepRecord:
+    """Launch the phase's sweep files one after another, then its report; a failed launch does not stop the rest."""
+    start = time.time()
+    codes = {s: run_logged(train_command(out, s, *CUTS[s], *handover(out, phase)), logs / f"{s}.log")
+             for s in phase.sweeps}
+    home = sweep_dir(out, phase.report_sweeps[0])
+    report_code = run_logged(report_command(out, phase.report_sweeps, "--phase", phase.phase),
+                             logs / f"report-{home.name}.log")
+    notes = [f"{s}: exit {code} ({logs / (s + '.log')})" for s, code in codes.items() if code]
+    notes += [f"report: exit {report_code}"] if report_code else []
+    return StepRecord(phase.title, (time.time() - start) / 60, sum(len(run_dirs(sweep_dir(out, s))) for s in codes),
+                      ok=not notes and (home / "report.md").exists(), verdicts=verdicts(home), notes=notes)
+
+
+def run_control(out: Path, logs: Path, control: Control) -> StepRecord:
+    """Launch the control's sweep (each launch in turn), report it against its baseline, and read the call."""
+    start = time.time()
+    log = logs / f"{control.sweep}.log"
+    codes = [run_logged(train_command(out, control.sweep, *launch, tiny=False), log) for launch in control.launches]
+    home = sweep_dir(out, control.sweep, tiny=False)
+    report_code = run_logged(report_command(out, (control.sweep,), "--baseline", control.baseline, tiny=False),
+                             logs / f"report-{control.sweep}.log")
+    compared = compared_groups(home) if (home / "groups.csv").exists() else {}
+    calls = {label: call_of(low, high) for label, (_, low, high) in compared.items()}
+    texts = [f"{label} vs {control.baseline}: Δ {d:+.2f}% [{low:+.2f}, {high:+.2f}] → {calls[label]}"
+             for label, (d, low, high) in compared.items()]
+    notes = [f"launch {i + 1}: exit {code} ({log})" for i, code in enumerate(codes) if code]
+    notes += [f"report: exit {report_code}"] if report_code else []
+    right = bool(calls) and all(call == control.expected for call in calls.values())
+    notes += [] if right else [f"expected every config called {control.expected!r}"]
+    return StepRecord(f"control: {control.sweep}", (time.time() - start) / 60, len(run_dirs(home)),
+                      ok=right and not any(codes) and not report_code, verdicts=texts, notes=notes)
+
+
+def summary_lines(records: list[StepRecord]) -> list[str]:
+    lines = [f"{'step':<44} {'minutes':>7} {'jobs':>5}  ok  verdicts"]
+    for r in records:
+        lines.append(f"{r.name:<44} {r.minutes:7.1f} {r.jobs:5d}  {'yes' if r.ok else 'NO '} "
+                     + ("; ".join(r.verdicts) or "–"))
+        lines += [f"{'':<60}note: {n}" for n in r.notes]
+    total = sum(r.minutes for r in records)
+    lines.append(f"{'total':<44} {total:7.1f} {sum(r.jobs for r in records):5d}")
+    return lines
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m orthonoise.sweep.rehearsal", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                        help="where the sweeps go: <out>/<sweep>-tiny (default: outputs/sweeps, as PRESET=tiny)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    out = parse_args(argv).out.resolve()
+    logs = out / "rehearsal-logs"
+    records = []
+    for phase in PLAN:
+        records.append(run_phase(out, logs, phase))
+        print("\n".join(summary_lines(records)[-1 - len(records[-1].notes) - 1:-1]), flush=True)
+    # before the A/A launches, which then skip the job it completed
+    records.append(preemption_check(out, logs))
+    records += [run_control(out, logs, control) for control in CONTROLS]
+    (out / "rehearsal.json").write_text(json.dumps([asdict(r) for r in records], indent=2) + "\n")
+    print("\n".join(["REHEARSAL of the whole plan (tiny preset, cut grids; orthonoise/sweep/rehearsal.py):",
+                     *summary_lines(records), f"logs: {logs}; summary: {out / 'rehearsal.json'}"]))
+    return 0 if all(r.ok for r in records) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
