@@ -33,6 +33,7 @@ import torch
 
 from orthonoise import REPO_ROOT
 from orthonoise.run.checkpoint import checkpoint_paths
+from orthonoise.sweep.winners import DEFAULT_PATH as WINNERS_PATH
 
 DEFAULT_OUT = Path("outputs/sweeps")
 LABEL = "-tiny"  # the tiny preset's sweep-dir suffix (sweeps/preset/tiny.yaml)
@@ -131,6 +132,12 @@ def run_logged(cmd: list[str], log_path: Path) -> int:
 
 def report_command(out: Path, sweeps: tuple[str, ...], *args: str, tiny: bool = True) -> list[str]:
     return [sys.executable, "-m", "orthonoise.report", *(str(sweep_dir(out, s, tiny)) for s in sweeps), *args]
+
+
+def winners_file(out: Path, title: str) -> Path:
+    """Where a step's report writes its winners: beside its report.md (orthonoise/sweep/winners.py)."""
+    phase = next(p for p in PLAN if p.title == title)
+    return sweep_dir(out, phase.report_sweeps[0]) / WINNERS_PATH.name
 
 
 def run_dirs(directory: Path) -> list[Path]:
