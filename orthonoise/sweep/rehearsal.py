@@ -53,7 +53,7 @@ CUTS = {
     "phase4_350m": (SEEDS,),
     "phase4_1b": (SEEDS,),
 }
-PREEMPT_AT = (10, 35)  # steps after which USR2 arrives (the controls run 60 steps, a checkpoint every 20)
+PREEMPT_AT = (5, 15)  # logged steps after which USR2 arrives (the controls run 30 steps, a checkpoint every 20)
 STEP_TIMEOUT_S = 3600
 
 
@@ -274,15 +274,24 @@ def run_control(out: Path, logs: Path, control: Control) -> StepRecord:
                       ok=right and not any(codes) and not report_code, verdicts=texts, notes=notes)
 
 
+def record_lines(r: StepRecord) -> list[str]:
+    return [f"{r.name:<44} {r.minutes:7.1f} {r.jobs:5d}  {'yes' if r.ok else 'NO '} " + ("; ".join(r.verdicts) or "–"),
+            *(f"{'':<60}note: {n}" for n in r.notes)]
+
+
 def summary_lines(records: list[StepRecord]) -> list[str]:
     lines = [f"{'step':<44} {'minutes':>7} {'jobs':>5}  ok  verdicts"]
     for r in records:
-        lines.append(f"{r.name:<44} {r.minutes:7.1f} {r.jobs:5d}  {'yes' if r.ok else 'NO '} "
-                     + ("; ".join(r.verdicts) or "–"))
-        lines += [f"{'':<60}note: {n}" for n in r.notes]
+        lines += record_lines(r)
     total = sum(r.minutes for r in records)
     lines.append(f"{'total':<44} {total:7.1f} {sum(r.jobs for r in records):5d}")
     return lines
+
+
+def shown(record: StepRecord) -> StepRecord:
+    """The step's line, printed as soon as it ends (the whole rehearsal takes a while)."""
+    print("\n".join(record_lines(record)), flush=True)
+    return record
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -296,13 +305,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     out = parse_args(argv).out.resolve()
     logs = out / "rehearsal-logs"
-    records = []
-    for phase in PLAN:
-        records.append(run_phase(out, logs, phase))
-        print("\n".join(summary_lines(records)[-1 - len(records[-1].notes) - 1:-1]), flush=True)
-    # before the A/A launches, which then skip the job it completed
-    records.append(preemption_check(out, logs))
-    records += [run_control(out, logs, control) for control in CONTROLS]
+    records = [shown(run_phase(out, logs, phase)) for phase in PLAN]
+    records.append(shown(preemption_check(out, logs)))  # before the A/A launches, which then skip the job it completed
+    records += [shown(run_control(out, logs, control)) for control in CONTROLS]
     (out / "rehearsal.json").write_text(json.dumps([asdict(r) for r in records], indent=2) + "\n")
     print("\n".join(["REHEARSAL of the whole plan (tiny preset, cut grids; orthonoise/sweep/rehearsal.py):",
                      *summary_lines(records), f"logs: {logs}; summary: {out / 'rehearsal.json'}"]))
