@@ -45,8 +45,8 @@ clean: ## remove caches (keeps outputs/ and .venv)
 
 # ---- The whole plan rehearsed (orthonoise/sweep/rehearsal.py; docs/sweeps.md) ----
 # Every phase in order on the tiny preset (3.1 → 3.2 → winners → confirmation → 3.3 → 4, each with its report; grids
-# and seeds cut), one job preempted twice, then the positive and the A/A control, into REHEARSAL_OUT/<sweep>-tiny.
-REHEARSAL_OUT ?= outputs/sweeps
+# and seeds cut), one job preempted twice, then the positive and the A/A control, into REHEARSAL_OUT/sweeps/<sweep>-tiny.
+REHEARSAL_OUT ?= outputs
 .PHONY: rehearsal rehearsal-test
 
 rehearsal: $(STAMP) ## the whole plan on the tiny preset, in order, with the controls (~20 min; REHEARSAL_OUT=dir)

@@ -4,16 +4,17 @@
   fresh seeds with those winners, and its report → 3.3 and 4 with the confirmed winners, and their reports → the
   positive control and the A/A control (sweeps/control_*.yaml), and their reports.
 
-Every plan sweep runs on the tiny preset (the Makefile's PRESET=tiny overrides and launcher) into <out>/<sweep>-tiny,
+Every plan sweep runs on the tiny preset (the Makefile's PRESET=tiny overrides and launcher) into
+<out>/sweeps/<sweep>-tiny (<out> is an outputs root: outputs/ by default, where `make phase* PRESET=tiny` writes),
 with fewer seeds and grid points than the plan (CUTS): what is rehearsed is the chain — every launch, every report,
 every hand-over between phases — not the science. The controls run as their files say (they are tiny already).
 One job, the A/A control's arm A seed 1 (OrthoNoise: model, optimizer, noise and data-order state must all survive),
 is preempted twice with USR2 as SLURM does and relaunched each time; it must end completed and bit-identical (final
-val loss, every parameter) to the same job run without interruption into <out>/preemption-reference.
+val loss, every parameter) to the same job run without interruption into <out>/rehearsal/preemption-reference.
 
     python -m orthonoise.sweep.rehearsal [--out DIR]        # make rehearsal [REHEARSAL_OUT=DIR]
 
-Writes <out>/rehearsal.json (per step: minutes, jobs, verdicts; the controls' calls; the preemption check) and
+Writes <out>/rehearsal/rehearsal.json (per step: minutes, jobs, verdicts; the controls' calls; the preemption check) and
 prints it as a table. Exit 1 when a launch or a report failed, a check did not hold, or a control called wrong.
 """
 from __future__ import annotations
@@ -35,7 +36,7 @@ from orthonoise import REPO_ROOT
 from orthonoise.run.checkpoint import checkpoint_paths
 from orthonoise.sweep.winners import DEFAULT_PATH as WINNERS_PATH
 
-DEFAULT_OUT = Path("outputs/sweeps")
+DEFAULT_OUT = Path("outputs")
 LABEL = "-tiny"  # the tiny preset's sweep-dir suffix (sweeps/preset/tiny.yaml)
 TINY = ("+preset=tiny", "model=tiny", "data=local", "hardware=cpu", "logger=disabled")  # the Makefile's TINY
 LAUNCHER = ("hydra/launcher=local_parallel", "hydra.sweeper.max_batch_size=2")  # its TINY_LAUNCHER
@@ -110,7 +111,7 @@ class StepRecord:
 # ---- launching and reading back ------------------------------------------------------------------------------
 
 def sweep_dir(out: Path, sweep: str, tiny: bool = True) -> Path:
-    return out / (sweep + LABEL if tiny else sweep)
+    return out / "sweeps" / (sweep + LABEL if tiny else sweep)
 
 
 def train_command(out: Path, sweep: str, *overrides: str, tiny: bool = True, launcher=LAUNCHER) -> list[str]:
@@ -215,7 +216,7 @@ def bit_identical(run_a: Path, run_b: Path) -> list[str]:
 
 def preemption_check(out: Path, logs: Path) -> StepRecord:
     """The job PREEMPTED preempted twice (relaunched after each, as a requeue does), then run again without
-    interruption into <out>/preemption-reference: both must be completed and bit-identical."""
+    interruption into <out>/rehearsal/preemption-reference: both must be completed and bit-identical."""
     start = time.time()
     sweep, picks = PREEMPTED
     basic = ("hydra/launcher=basic",)  # the job in this process's child, whose pid the signal goes to
@@ -223,7 +224,7 @@ def preemption_check(out: Path, logs: Path) -> StepRecord:
     job = only_job(sweep_dir(out, sweep, tiny=False))
     stops = [preempt_once(cmd, job, step, logs / "preempted.log") for step in PREEMPT_AT]
     run_logged(cmd, logs / "preempted.log")  # the relaunch after the second preemption finishes it
-    reference = out / "preemption-reference"
+    reference = out / "rehearsal" / "preemption-reference"
     run_logged([*cmd[:-1], f"hydra.sweep.dir={reference}"], logs / "preemption-reference.log")
     resumes = (job() / "train.log").read_text().count("resumed from")
     diffs = bit_identical(job(), only_job(reference)()) if only_job(reference)() else ["no reference run"]
@@ -298,19 +299,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m orthonoise.sweep.rehearsal", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                        help="where the sweeps go: <out>/<sweep>-tiny (default: outputs/sweeps, as PRESET=tiny)")
+                        help="the outputs root: sweeps go to <out>/sweeps/<sweep>-tiny (default: outputs, as with "
+                             "PRESET=tiny)")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     out = parse_args(argv).out.resolve()
-    logs = out / "rehearsal-logs"
+    logs = out / "rehearsal" / "logs"
     records = [shown(run_phase(out, logs, phase)) for phase in PLAN]
     records.append(shown(preemption_check(out, logs)))  # before the A/A launches, which then skip the job it completed
     records += [shown(run_control(out, logs, control)) for control in CONTROLS]
-    (out / "rehearsal.json").write_text(json.dumps([asdict(r) for r in records], indent=2) + "\n")
+    (out / "rehearsal" / "rehearsal.json").write_text(json.dumps([asdict(r) for r in records], indent=2) + "\n")
     print("\n".join(["REHEARSAL of the whole plan (tiny preset, cut grids; orthonoise/sweep/rehearsal.py):",
-                     *summary_lines(records), f"logs: {logs}; summary: {out / 'rehearsal.json'}"]))
+                     *summary_lines(records), f"logs: {logs}; summary: {out / 'rehearsal' / 'rehearsal.json'}"]))
     return 0 if all(r.ok for r in records) else 1
 
 

@@ -38,7 +38,7 @@ def rehearsed(tmp_path_factory):
 def test_the_rehearsal_runs_every_step_and_says_so(rehearsed):
     out, result, _ = rehearsed
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
-    records = json.loads((out / "rehearsal.json").read_text())
+    records = json.loads((out / "rehearsal" / "rehearsal.json").read_text())
     assert [r["name"] for r in records][: len(PLAN)] == [p.title for p in PLAN]
     assert all(r["ok"] and r["jobs"] > 0 for r in records), records
 
@@ -82,7 +82,7 @@ def test_the_twice_preempted_job_completed_bit_identical(rehearsed):
     sweep, picks = PREEMPTED
     (job,) = [d for d in run_dirs(sweep_dir(out, sweep, tiny=False)) if all(p in d.name for p in picks)]
     assert (job / "train.log").read_text().count("resumed from") == 2
-    (reference,) = run_dirs(out / "preemption-reference")
+    (reference,) = run_dirs(out / "rehearsal" / "preemption-reference")
     assert "resumed from" not in (reference / "train.log").read_text()
     assert json.loads((job / "summary.json").read_text())["status"] == "completed"
     assert rehearsal.bit_identical(job, reference) == []
