@@ -23,6 +23,7 @@ import argparse
 import csv
 import json
 import math
+import resource
 import signal
 import subprocess
 import sys
@@ -101,11 +102,12 @@ PREEMPTED = ("control_aa", ("seed=1",))  # the sweep and the overrides that pick
 @dataclass
 class StepRecord:
     name: str
-    minutes: float
     jobs: int
     ok: bool
     verdicts: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    minutes: float = 0.0  # wall time
+    cpu_minutes: float = 0.0  # CPU time of every process it started: wall time on a machine of its own ≈ this / cores
 
 
 # ---- launching and reading back ------------------------------------------------------------------------------
@@ -217,7 +219,6 @@ def bit_identical(run_a: Path, run_b: Path) -> list[str]:
 def preemption_check(out: Path, logs: Path) -> StepRecord:
     """The job PREEMPTED preempted twice (relaunched after each, as a requeue does), then run again without
     interruption into <out>/rehearsal/preemption-reference: both must be completed and bit-identical."""
-    start = time.time()
     sweep, picks = PREEMPTED
     basic = ("hydra/launcher=basic",)  # the job in this process's child, whose pid the signal goes to
     cmd = train_command(out, sweep, *picks, tiny=False, launcher=basic)
@@ -229,7 +230,7 @@ def preemption_check(out: Path, logs: Path) -> StepRecord:
     resumes = (job() / "train.log").read_text().count("resumed from")
     diffs = bit_identical(job(), only_job(reference)()) if only_job(reference)() else ["no reference run"]
     notes = [f"stopped at steps {stops}, resumed {resumes} times", *diffs]
-    return StepRecord(f"preempted twice: {sweep} {' '.join(picks)}", (time.time() - start) / 60, 2,
+    return StepRecord(f"preempted twice: {sweep} {' '.join(picks)}", 2,
                       ok=resumes == 2 and not diffs, verdicts=["bit-identical" if not diffs else "DIFFERENT"],
                       notes=notes)
 
@@ -243,7 +244,6 @@ def handover(out: Path, phase: Phase) -> tuple[str, ...]:
 
 def run_phase(out: Path, logs: Path, phase: Phase) -> StepRecord:
     """Launch the phase's sweep files one after another, then its report; a failed launch does not stop the rest."""
-    start = time.time()
     codes = {s: run_logged(train_command(out, s, *CUTS[s], *handover(out, phase)), logs / f"{s}.log")
              for s in phase.sweeps}
     home = sweep_dir(out, phase.report_sweeps[0])
@@ -251,13 +251,12 @@ def run_phase(out: Path, logs: Path, phase: Phase) -> StepRecord:
                              logs / f"report-{home.name}.log")
     notes = [f"{s}: exit {code} ({logs / (s + '.log')})" for s, code in codes.items() if code]
     notes += [f"report: exit {report_code}"] if report_code else []
-    return StepRecord(phase.title, (time.time() - start) / 60, sum(len(run_dirs(sweep_dir(out, s))) for s in codes),
+    return StepRecord(phase.title, sum(len(run_dirs(sweep_dir(out, s))) for s in codes),
                       ok=not notes and (home / "report.md").exists(), verdicts=verdicts(home), notes=notes)
 
 
 def run_control(out: Path, logs: Path, control: Control) -> StepRecord:
     """Launch the control's sweep (each launch in turn), report it against its baseline, and read the call."""
-    start = time.time()
     log = logs / f"{control.sweep}.log"
     codes = [run_logged(train_command(out, control.sweep, *launch, tiny=False), log) for launch in control.launches]
     home = sweep_dir(out, control.sweep, tiny=False)
@@ -271,28 +270,36 @@ def run_control(out: Path, logs: Path, control: Control) -> StepRecord:
     notes += [f"report: exit {report_code}"] if report_code else []
     right = bool(calls) and all(call == control.expected for call in calls.values())
     notes += [] if right else [f"expected every config called {control.expected!r}"]
-    return StepRecord(f"control: {control.sweep}", (time.time() - start) / 60, len(run_dirs(home)),
+    return StepRecord(f"control: {control.sweep}", len(run_dirs(home)),
                       ok=right and not any(codes) and not report_code, verdicts=texts, notes=notes)
 
 
 def record_lines(r: StepRecord) -> list[str]:
-    return [f"{r.name:<44} {r.minutes:7.1f} {r.jobs:5d}  {'yes' if r.ok else 'NO '} " + ("; ".join(r.verdicts) or "–"),
-            *(f"{'':<60}note: {n}" for n in r.notes)]
+    return [f"{r.name:<40} {r.minutes:7.1f} {r.cpu_minutes:7.1f} {r.jobs:5d}  {'yes' if r.ok else 'NO '} "
+            + ("; ".join(r.verdicts) or "–"), *(f"{'':<66}note: {n}" for n in r.notes)]
 
 
 def summary_lines(records: list[StepRecord]) -> list[str]:
-    lines = [f"{'step':<44} {'minutes':>7} {'jobs':>5}  ok  verdicts"]
+    lines = [f"{'step':<40} {'minutes':>7} {'CPU min':>7} {'jobs':>5}  ok  verdicts"]
     for r in records:
         lines += record_lines(r)
-    total = sum(r.minutes for r in records)
-    lines.append(f"{'total':<44} {total:7.1f} {sum(r.jobs for r in records):5d}")
+    lines.append(f"{'total':<40} {sum(r.minutes for r in records):7.1f} {sum(r.cpu_minutes for r in records):7.1f} "
+                 f"{sum(r.jobs for r in records):5d}")
     return lines
 
 
-def shown(record: StepRecord) -> StepRecord:
-    """The step's line, printed as soon as it ends (the whole rehearsal takes a while)."""
+def timed(step, *args) -> StepRecord:
+    """Run one step, time it (wall and CPU of the processes it started), print its line as soon as it ends."""
+    start, cpu_start = time.time(), children_cpu_s()
+    record = step(*args)
+    record.minutes, record.cpu_minutes = (time.time() - start) / 60, (children_cpu_s() - cpu_start) / 60
     print("\n".join(record_lines(record)), flush=True)
     return record
+
+
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # every finished descendant that was waited for
+    return usage.ru_utime + usage.ru_stime
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -307,9 +314,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     out = parse_args(argv).out.resolve()
     logs = out / "rehearsal" / "logs"
-    records = [shown(run_phase(out, logs, phase)) for phase in PLAN]
-    records.append(shown(preemption_check(out, logs)))  # before the A/A launches, which then skip the job it completed
-    records += [shown(run_control(out, logs, control)) for control in CONTROLS]
+    records = [timed(run_phase, out, logs, phase) for phase in PLAN]
+    records.append(timed(preemption_check, out, logs))  # before the A/A launches, which then skip the job it completed
+    records += [timed(run_control, out, logs, control) for control in CONTROLS]
     (out / "rehearsal" / "rehearsal.json").write_text(json.dumps([asdict(r) for r in records], indent=2) + "\n")
     print("\n".join(["REHEARSAL of the whole plan (tiny preset, cut grids; orthonoise/sweep/rehearsal.py):",
                      *summary_lines(records), f"logs: {logs}; summary: {out / 'rehearsal' / 'rehearsal.json'}"]))
