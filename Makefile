@@ -59,16 +59,17 @@ rehearsal-test: $(STAMP) ## CI: the rehearsal into a temporary dir, then checked
 # PRESET=tiny: rehearse a sweep on this CPU (tiny model, local corpus, a few steps) into outputs/sweeps/<sweep>-tiny:
 # 2 jobs at a time here, or with CLUSTER=slurm as one job array on a SLURM CPU partition (conf/hydra/launcher/
 # slurm_cpu.yaml: the exact SLURM path of the phase). Otherwise CLUSTER=local (a rented 1×/4×H100 machine) or slurm
-# picks each sweep's launcher (conf/hydra/launcher/<cluster>_<hardware>.yaml). ARGS: more Hydra overrides, e.g.
-# ARGS="hydra.launcher.partition=gpu hydra.launcher.account=me" or ARGS="seed=1,2,3".
+# (conf/hydra/launcher/<cluster>.yaml: as many tasks and GPUs as the sweep's hardware has processes). ARGS: more
+# Hydra overrides, e.g. ARGS="hydra.launcher.partition=gpu hydra.launcher.account=me" or ARGS="seed=1,2,3".
 PRESET ?=
 CLUSTER ?= local
 ARGS ?=
 TINY := +preset=tiny model=tiny data=local hardware=cpu logger=disabled
 TINY_LAUNCHER := $(if $(filter slurm,$(CLUSTER)),hydra/launcher=slurm_cpu hydra.sweeper.max_batch_size=null,\
 	hydra/launcher=local_parallel hydra.sweeper.max_batch_size=2)
-# $(call sweep_overrides,<hardware of the sweep's jobs>)
-sweep_overrides = $(if $(filter tiny,$(PRESET)),$(TINY) $(TINY_LAUNCHER),hydra/launcher=$(CLUSTER)_$(1)) $(ARGS)
+SUFFIX := $(if $(filter tiny,$(PRESET)),-tiny)
+# $(call sweep_overrides,<extra overrides>)
+sweep_overrides = $(if $(filter tiny,$(PRESET)),$(TINY) $(TINY_LAUNCHER),hydra/launcher=$(CLUSTER)) $(1) $(ARGS)
 
 # The sweep files of each phase (the one list the targets and tests/sweeps read).
 PHASE31 := phase31
@@ -77,16 +78,30 @@ PHASE32_CONFIRM := phase32_confirm
 PHASE33 := phase33_finetune phase33_scratch
 PHASE4 := phase4_350m phase4_1b
 # Every launch first prices its sweeps (orthonoise/sweep/plan.py) and is refused, with one error: line and nothing
-# submitted, when they cost more than BUDGET_USD (the user's budget for the whole plan; BUDGET_USD= to lift it).
+# submitted, when what the plan's runs under outputs/ already cost plus this launch is more than BUDGET_USD (the
+# budget of the whole plan; BUDGET_USD= to lift it), when a job cannot be priced, or when a local launch needs a
+# device this machine lacks.
 BUDGET_USD ?= 168
-# phase 3.2's winners, as the 3.2 report writes them (orthonoise/sweep/winners.py); make phase32-confirm reads them
-WINNERS ?= outputs/sweeps/phase32_alpha/winners.json
-# a sweep's hardware is stated in its file (its regime); the launcher follows from it
-hardware_of = $(shell $(PY) -m orthonoise.sweep.plan --hardware $(1))
-plan = $(PY) -m orthonoise.sweep.plan $(1) $(call sweep_overrides,$(call hardware_of,$(firstword $(1))))
-preflight = $(PY) -m orthonoise.sweep.plan --summary $(if $(BUDGET_USD),--budget-usd $(BUDGET_USD)) $(1) \
-	$(call sweep_overrides,$(call hardware_of,$(firstword $(1))))
-launch = $(foreach s,$(1),$(PY) train.py -m -cd sweeps -cn $(s) $(call sweep_overrides,$(call hardware_of,$(s))) &&) true
+# Winners travel as data: a phase-3.2 report writes winners.json beside its report.md (orthonoise/sweep/winners.py);
+# the confirmation's arms are generated from the same preset's 3.2 winners, 3.3's and 4's from the confirmation's,
+# into outputs/arms[-tiny]/ (never into sweeps/), and composed through hydra.searchpath. WINNERS=<file> picks a file.
+WINNERS ?=
+ARMS := outputs/arms$(SUFFIX)
+sweep_dirs = $(foreach s,$(1),outputs/sweeps/$(s)$(SUFFIX))
+# $(call arms,<stage>,<sweeps whose report wrote the winners>,<the make target that runs them>,<generated dir>)
+arms = $(PY) -m orthonoise.sweep.winners arms --stage $(1) --out $(4) $(if $(WINNERS),--file $(WINNERS)) \
+	--made-by "make $(3)$(if $(PRESET), PRESET=$(PRESET))" $(call sweep_dirs,$(2))
+CONFIRM_ARMS = $(call arms,screening,$(PHASE32),phase32,$(ARMS)/confirmation)
+CARRIED_ARMS = $(call arms,confirmation,$(PHASE32_CONFIRM),phase32-confirm,$(ARMS)/carried)
+searchpath = hydra.searchpath=[file://$(CURDIR)/$(1)]
+# $(call plan|preflight|launch,<sweeps>,<extra overrides>). The launcher file is the cluster's; it asks for the
+# sweep's hardware.world_size GPUs, and the preflight refuses a local launch on a machine without them.
+# --link-reused: a job whose config and seed already completed in another sweep (3.1's arms in 3.2) becomes a link to
+# that run directory, so it is not run twice.
+plan = $(PY) -m orthonoise.sweep.plan $(1) $(call sweep_overrides,$(2))
+preflight = $(PY) -m orthonoise.sweep.plan --summary --link-reused $(if $(BUDGET_USD),--budget-usd $(BUDGET_USD)) \
+	$(1) $(call sweep_overrides,$(2))
+launch = $(foreach s,$(1),$(PY) train.py -m -cd sweeps -cn $(s) $(call sweep_overrides,$(2)) &&) true
 .PHONY: phase31 phase32 phase32-confirm phase33 phase4 plan-phase31 plan-phase32 plan-phase32-confirm plan-phase33 \
 	plan-phase4
 
@@ -98,18 +113,20 @@ phase32: $(STAMP) ## phase 3.2 signal hunt: baseline lr (18), alpha (30), schedu
 	$(call preflight,$(PHASE32))
 	$(call launch,$(PHASE32))
 
-phase32-confirm: $(STAMP) ## 3.2's 1-2 winners + isotropic + best-lr baseline on 5 fresh seeds (WINNERS=file; ARGS=)
-	$(PY) -m orthonoise.sweep.winners $(WINNERS)
-	$(call preflight,$(PHASE32_CONFIRM))
-	$(call launch,$(PHASE32_CONFIRM))
+phase32-confirm: $(STAMP) ## 3.2's 1-2 winners + isotropic + best-lr baseline on 5 fresh seeds (after the 3.2 report)
+	$(CONFIRM_ARMS)
+	$(call preflight,$(PHASE32_CONFIRM),$(call searchpath,$(ARMS)/confirmation))
+	$(call launch,$(PHASE32_CONFIRM),$(call searchpath,$(ARMS)/confirmation))
 
-phase33: $(STAMP) ## phase 3.3 1B: fine-tuning (10 runs, 1×H100), from scratch (6 runs, 4×H100 DDP)
-	$(call preflight,$(PHASE33))
-	$(call launch,$(PHASE33))
+phase33: $(STAMP) ## phase 3.3 1B: fine-tuning (10 runs, 1×H100), from scratch (6 runs, 4×H100 DDP); confirmed winner
+	$(CARRIED_ARMS)
+	$(call preflight,$(PHASE33),$(call searchpath,$(ARMS)/carried))
+	$(call launch,$(PHASE33),$(call searchpath,$(ARMS)/carried))
 
-phase4: $(STAMP) ## phase 4 from scratch, 5000 steps, 4×H100 DDP: 350M and 1B, baseline vs OrthoNoise, 3 seeds
-	$(call preflight,$(PHASE4))
-	$(call launch,$(PHASE4))
+phase4: $(STAMP) ## phase 4 from scratch, 5000 steps, 4×H100 DDP: 350M and 1B, baseline vs confirmed OrthoNoise
+	$(CARRIED_ARMS)
+	$(call preflight,$(PHASE4),$(call searchpath,$(ARMS)/carried))
+	$(call launch,$(PHASE4),$(call searchpath,$(ARMS)/carried))
 
 plan-phase31: $(STAMP) ## preflight phase 3.1: every job, run dir, GPU-hours, $, disk, what it can detect
 	$(call plan,$(PHASE31))
@@ -117,11 +134,14 @@ plan-phase31: $(STAMP) ## preflight phase 3.1: every job, run dir, GPU-hours, $,
 plan-phase32: $(STAMP) ## preflight phase 3.2
 	$(call plan,$(PHASE32))
 
-plan-phase32-confirm: $(STAMP) ## preflight the 3.2 confirmation (arms as last written from the winners file)
-	$(call plan,$(PHASE32_CONFIRM))
+plan-phase32-confirm: $(STAMP) ## preflight the 3.2 confirmation (its arms from the 3.2 report's winners.json)
+	$(CONFIRM_ARMS)
+	$(call plan,$(PHASE32_CONFIRM),$(call searchpath,$(ARMS)/confirmation))
 
-plan-phase33: $(STAMP) ## preflight phase 3.3
-	$(call plan,$(PHASE33))
+plan-phase33: $(STAMP) ## preflight phase 3.3 (its arms from the confirmation report's winners.json)
+	$(CARRIED_ARMS)
+	$(call plan,$(PHASE33),$(call searchpath,$(ARMS)/carried))
 
 plan-phase4: $(STAMP) ## preflight phase 4
-	$(call plan,$(PHASE4))
+	$(CARRIED_ARMS)
+	$(call plan,$(PHASE4),$(call searchpath,$(ARMS)/carried))

@@ -70,7 +70,7 @@ def test_ranks_from_each_launcher(monkeypatch):
     monkeypatch.setenv("SLURM_PROCID", "2")
     monkeypatch.setenv("SLURM_LOCALID", "2")
     assert distributed.env_ranks() == distributed.Dist(2, 2, 4)  # srun without submitit
-    # a submitit task (hydra/launcher=local_h100x4 here; slurm_* reads the same SLURM_* through submitit)
+    # a submitit task (hydra/launcher=local here; slurm reads the same SLURM_* through submitit)
     monkeypatch.setenv("SUBMITIT_EXECUTOR", "local")
     monkeypatch.setenv("SUBMITIT_LOCAL_JOB_ID", "4242")
     monkeypatch.setenv("SUBMITIT_LOCAL_NTASKS", "4")

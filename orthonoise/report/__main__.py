@@ -17,6 +17,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from orthonoise.sweep import winners
+
 from . import criteria, power
 from .analysis import analyse
 from .plots import write_plots
@@ -110,7 +112,9 @@ def main(argv=None) -> int:
     write_tables(analysis, root, out_dir, phase, verdicts)
     power_text = power_for(analysis, phase, noise_from(args.noise_from))
     report = out_dir / "report.md"
-    report.write_text(render(sweep_dirs, root, phase, analysis, verdicts, plots, out_dir, now, power_text))
+    winners_section = winners.write_from_report(analysis, sweep_dirs, out_dir, phase)  # phase 3.2: winners.json
+    report.write_text(render(sweep_dirs, root, phase, analysis, verdicts, plots, out_dir, now, power_text)
+                      + "\n".join(winners_section) + ("\n" if winners_section else ""))
 
     not_started = sum(p.missing for p in analysis.plans)
     print(f"{len(analysis.runs)} jobs" + (f" (+{not_started} planned, not started)" if not_started else "")
@@ -118,6 +122,9 @@ def main(argv=None) -> int:
           + (" (INTERIM: some jobs have no final result)" if analysis.interim else ""))
     for c in verdicts:
         print(f"  {c.verdict:12s} {c.name}")
+    for line in winners_section:
+        if line.startswith("- ") or line.startswith("No winners"):
+            print(f"  winners: {line.removeprefix('- ')}")
     for warning in analysis.warnings:
         print(f"  warning: {warning}", file=sys.stderr)
     if not any(g.baseline for g in analysis.groups if not g.is_baseline) and len(analysis.groups) > 1:

@@ -14,8 +14,9 @@ from orthonoise.optim.registry import Kind, Role, kind_of
 from .collect import COMPLETED, DIVERGED, Run
 
 # Keys that differ between seeds of one config or never change the training result; `phase` only says which
-# sweep asked for the run (phase 3.1's arms and 3.2's configs with the same settings are one config).
-RUN_LOCAL_TOP_KEYS = {"seed", "hydra", "logger", "tags", "paths", "wandb", "phase"}
+# sweep asked for the run (phase 3.1's arms and 3.2's configs with the same settings are one config), `plan` what
+# the sweep file declares about its design (plan.declared_differences), not a setting of the run.
+RUN_LOCAL_TOP_KEYS = {"seed", "hydra", "logger", "tags", "paths", "wandb", "phase", "plan"}
 RUN_LOCAL_LEAF_NAMES = {"progress_bar", "resume", "resume_from"}
 RUN_LOCAL_LEAF_SUFFIXES = ("_dir", "_path")
 ALPHA_KEY = "optimizer.alpha"  # the noise scale a schedule starts from; summary.json's final_alpha is where it ended

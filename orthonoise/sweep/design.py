@@ -24,7 +24,7 @@ from orthonoise.run.rundir import HYDRA_DIR, SUMMARY_FILE, Status, read_summary
 
 # the conf/optimizer choices every other arm of a setting is compared with (orthonoise/optim/registry.py)
 BASELINE_OPTIMIZERS = frozenset(kind.name for kind in kinds(Role.BASELINE))
-NOT_PART_OF_AN_ARM = ("hydra", "seed", "phase", "tags")  # a job's config minus these names its arm
+NOT_PART_OF_AN_ARM = ("hydra", "seed", "phase", "tags", "plan")  # a job's config minus these names its arm
 
 
 def arm_digest(cfg: DictConfig) -> str:

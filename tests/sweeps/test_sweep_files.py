@@ -4,19 +4,25 @@ Makefile's phase lists), never from a copy kept here."""
 import os
 import re
 import subprocess
+import tempfile
 from collections import Counter
 from functools import cache
 from pathlib import Path
 
 import pytest
+import yaml
 
 from orthonoise.sweep import design as sweep_design
-from orthonoise.sweep.plan import ROOT, expand, plan, sweep_hardware
+from orthonoise.sweep.plan import ROOT, expand, plan
+from orthonoise.sweep.regime import sweep_hardware
 from orthonoise.validate import validate_settings
+
+from .arms import generated_arms
 
 TINY = ["+preset=tiny", "model=tiny", "data=local", "hardware=cpu", "logger=disabled"]
 NO_HISTORY = Path("/nonexistent")
-REGIME_HARDWARE = {True: ("h100", 1), False: ("h100x4", 4)}  # pretrained (fine-tuning) / from scratch
+# the arms phases 3.2-confirm, 3.3 and 4 take from winners, generated as `make phase32-confirm` generates them
+ARMS = generated_arms(Path(tempfile.mkdtemp(prefix="orthonoise-arms-")))
 
 
 def phases() -> dict[str, list[str]]:
@@ -28,9 +34,21 @@ def phases() -> dict[str, list[str]]:
 SWEEPS = sorted(s for sweeps in phases().values() for s in sweeps)
 
 
+def arms_of(sweep: str) -> list[str]:
+    """The generated-arms override for a sweep whose arms come from winners (it names a *_best arm)."""
+    return ARMS if "_best" in (ROOT / "sweeps" / f"{sweep}.yaml").read_text() else []
+
+
+def world_size(hardware: str) -> int:
+    """conf/hardware/<name>.yaml's world_size, following its defaults (h100x4 builds on h100)."""
+    raw = yaml.safe_load((ROOT / "conf" / "hardware" / f"{hardware}.yaml").read_text())
+    parents = [e for e in raw.get("defaults", []) if isinstance(e, str) and e != "_self_"]
+    return raw.get("world_size") or world_size(parents[0])
+
+
 @cache
 def jobs_of(sweep: str):
-    return plan(sweep, [], history=NO_HISTORY)
+    return plan(sweep, arms_of(sweep), history=NO_HISTORY)
 
 
 def header(sweep: str) -> str:
@@ -61,7 +79,7 @@ def test_the_sweep_block_is_written_once():
 
 @pytest.mark.parametrize("sweep", SWEEPS)
 def test_sweep_expands_to_what_its_header_says(sweep):
-    jobs = expand(sweep, [])
+    jobs = expand(sweep, arms_of(sweep))
     stated = re.search(r"= (\d+)(?:–(\d+))? runs", header(sweep))
     assert stated, f"{sweep}: the header states its number of runs"
     assert int(stated.group(1)) <= len(jobs) <= int(stated.group(2) or stated.group(1))
@@ -70,10 +88,11 @@ def test_sweep_expands_to_what_its_header_says(sweep):
     for _, cfg in jobs:
         assert str(cfg.phase) == phase
         assert cfg.hydra.sweep.dir == f"outputs/sweeps/{sweep}"  # deterministic: a relaunch finds the same dirs
-        assert (cfg.hardware.name, cfg.hardware.world_size) == REGIME_HARDWARE[bool(cfg.model.pretrained)]
+        # the hardware the file states (its own or its regime's), read from the YAML as the preflight's first line does
+        hardware = sweep_hardware(sweep)
+        assert (cfg.hardware.name, cfg.hardware.world_size) == (hardware, world_size(hardware))
         assert cfg.data.name == "fineweb-edu" and cfg.adamw.lr == 1e-4
         validate_settings(cfg)  # every job passes the checks train.py makes before any compute
-    assert sweep_hardware(sweep) == jobs[0][1].hardware.name  # what the Makefile picks the launcher by
 
 
 def test_the_seeds_the_statistical_standard_asks_for():
@@ -100,6 +119,14 @@ def test_the_duplicate_check_sees_a_repeated_config():
              and "noise=linear" in j.overrides}
     again = {(j.arm, j.seed) for j in plan("phase32_schedule", ["noise=linear"], history=NO_HISTORY)}
     assert again and again <= alpha
+
+
+def test_phase31_runs_repeated_in_phase32_are_the_same_configs_and_seeds():
+    """3.1's baseline, α=1e-3 constant and α=1e-2 linear arms are 3.2 configs on the same seeds: 9 runs the plan
+    reuses instead of running them twice (same digest, `phase` and `plan` aside)."""
+    first = {(j.arm, j.seed) for j in jobs_of("phase31")}
+    repeated = {(j.arm, j.seed) for sweep in phases()["PHASE32"] for j in jobs_of(sweep)} & first
+    assert len(repeated) == 9
 
 
 @pytest.mark.parametrize("phase", sorted(phases()))
@@ -135,23 +162,28 @@ def test_phase32_covers_the_plans_grid_once():
     assert configs == alpha_grid | schedules | adaptive
 
 
-def test_phase32_baseline_tunes_the_muon_learning_rate():
-    jobs = expand("phase32_baseline", [])
+@pytest.mark.parametrize("preset,regime_lr,adamw_lr", [([], 1e-4, 1e-4), (TINY, 0.02, 3e-3)])
+def test_phase32_baseline_tunes_the_muon_learning_rate_around_whatever_sets_it(preset, regime_lr, adamw_lr):
+    """The grid is 0.5×, 1×, 2× the lr every other arm runs at, under the real regime and the tiny preset alike,
+    and the sweep declares the lr difference (plan.declared_differences, read by the report)."""
+    jobs = expand("phase32_baseline", preset)
     assert {optimizer_of(cfg)[0] for _, cfg in jobs} == {"Muon"}
-    regime_lr = 1e-4
-    assert {cfg.optimizer.lr / regime_lr for _, cfg in jobs} == {0.5, 1.0, 2.0}
-    assert all(cfg.adamw.lr == regime_lr for _, cfg in jobs)  # only the Muon learning rate is tuned
+    assert sorted({round(cfg.optimizer.lr / regime_lr, 9) for _, cfg in jobs}) == [0.5, 1.0, 2.0]
+    assert all(cfg.adamw.lr == adamw_lr for _, cfg in jobs)  # only the Muon learning rate is tuned
+    assert all(list(cfg.plan.declared_differences) == ["optimizer.lr"] for _, cfg in jobs)
+    others = {cfg.optimizer.lr for sweep in ("phase31", "phase32_alpha") for _, cfg in expand(sweep, preset)}
+    assert others == {regime_lr}
 
 
 def test_phase33_and_4_compare_the_baseline_with_the_carried_config():
     for sweep in phases()["PHASE33"] + phases()["PHASE4"]:
-        names = Counter(optimizer_of(cfg)[0] for _, cfg in expand(sweep, []))
+        names = Counter(optimizer_of(cfg)[0] for _, cfg in expand(sweep, arms_of(sweep)))
         assert set(names) == {"Muon", "OrthoNoise"} and names["Muon"] == names["OrthoNoise"], sweep
 
 
 def test_tiny_preset_keeps_the_structure_on_this_cpu():
-    real = expand("phase33_scratch", [])
-    tiny = expand("phase33_scratch", TINY)
+    real = expand("phase33_scratch", ARMS)
+    tiny = expand("phase33_scratch", TINY + ARMS)
     assert [cfg.hydra.sweep.subdir for _, cfg in tiny] == [cfg.hydra.sweep.subdir for _, cfg in real]
     for _, cfg in tiny:
         assert cfg.hydra.sweep.dir == "outputs/sweeps/phase33_scratch-tiny"
@@ -179,41 +211,72 @@ def make_dry_run(*args: str) -> str:
     return result.stdout
 
 
-def test_make_phase_targets_preflight_then_launch_on_the_sweeps_hardware():
-    lines = make_dry_run("phase31", "phase4").splitlines()
-    assert lines[0].split() == [".venv/bin/python", "-m", "orthonoise.sweep.plan", "--summary", "--budget-usd", "168",
-                                "phase31", "hydra/launcher=local_h100"]
-    assert "train.py -m -cd sweeps -cn phase31 hydra/launcher=local_h100 " in lines[1]
-    assert "--budget-usd 168 phase4_350m phase4_1b hydra/launcher=local_h100x4" in lines[2]
-    for sweep in ("phase4_350m", "phase4_1b"):
-        assert f"-cn {sweep} hydra/launcher=local_h100x4" in lines[3]
+def test_make_phase_targets_preflight_then_launch_on_the_clusters_launcher():
+    lines = make_dry_run("phase31", "phase32").splitlines()
+    assert lines[0].split() == [".venv/bin/python", "-m", "orthonoise.sweep.plan", "--summary", "--link-reused",
+                                "--budget-usd", "168", "phase31", "hydra/launcher=local"]
+    assert "train.py -m -cd sweeps -cn phase31 hydra/launcher=local " in lines[1]
+    assert "--budget-usd 168 phase32_baseline phase32_alpha phase32_schedule phase32_adaptive hydra/launcher=local" \
+        in lines[2]
+    slurm = make_dry_run("phase31", "CLUSTER=slurm").splitlines()
+    assert "-cn phase31 hydra/launcher=slurm " in slurm[1]
+
+
+@pytest.mark.parametrize("preset,suffix", [("", ""), ("tiny", "-tiny")])
+def test_later_phases_read_the_same_presets_winners_into_a_generated_dir(preset, suffix):
+    """The confirmation's arms come from that preset's 3.2 dirs, 3.3's and 4's from its confirmation, and the
+    generated configs go under outputs/arms<suffix>: a tiny rehearsal never reaches the real plan's arms."""
+    confirm = make_dry_run("phase32-confirm", f"PRESET={preset}").splitlines()
+    assert f"--stage screening --out outputs/arms{suffix}/confirmation" in confirm[0]
+    assert all(f"outputs/sweeps/{s}{suffix}" in confirm[0] for s in phases()["PHASE32"])
+    assert all(f"hydra.searchpath=[file://{ROOT}/outputs/arms{suffix}/confirmation]" in line for line in confirm[1:])
+    for target in ("phase33", "phase4"):
+        lines = make_dry_run(target, f"PRESET={preset}").splitlines()
+        assert f"--stage confirmation --out outputs/arms{suffix}/carried" in lines[0]
+        assert f"outputs/sweeps/phase32_confirm{suffix}" in lines[0]
+        assert all(f"outputs/arms{suffix}/carried]" in line for line in lines[1:])
 
 
 def test_a_launch_over_budget_is_refused_before_anything_is_submitted(tmp_path):
     sweep_dir = tmp_path / "sweep"
-    result = run_make("phase31", "BUDGET_USD=0.05", f"ARGS=hydra.sweep.dir={sweep_dir}", timeout=300)
+    result = run_make("phase31", "CLUSTER=slurm", "BUDGET_USD=0.05", f"ARGS=hydra.sweep.dir={sweep_dir}", timeout=300)
     assert result.returncode != 0
     errors = [line for line in result.stdout.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "budget_usd=0.05" in errors[0], result.stdout
     assert not sweep_dir.exists()  # train.py never ran
 
 
-@pytest.mark.parametrize("launcher,tasks,gpus", [("slurm_h100", 1, 1), ("slurm_h100x4", 4, 4),
-                                                 ("local_h100", 1, 1), ("local_h100x4", 4, 4)])
-def test_launchers(launcher, tasks, gpus):
-    (_, cfg), *_ = expand("phase31", [f"hydra/launcher={launcher}", "hydra.launcher.timeout_min=30"])
-    assert (cfg.hydra.launcher.tasks_per_node, cfg.hydra.launcher.gpus_per_node) == (tasks, gpus)
+def test_a_local_launch_this_machine_has_no_gpu_for_is_refused_before_any_job_starts(tmp_path):
+    pytest.importorskip("torch")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    sweep_dir = tmp_path / "sweep"
+    result = run_make("phase31", f"ARGS=hydra.sweep.dir={sweep_dir}", timeout=300)
+    errors = [line for line in result.stdout.splitlines() if line.startswith("error:")]
+    assert result.returncode != 0 and len(errors) == 1, result.stdout
+    assert "hardware=h100 needs 1 CUDA GPU(s) per job but this machine has 0" in errors[0]
+    assert not sweep_dir.exists()  # no job started, no failed run directory left behind
+
+
+@pytest.mark.parametrize("cluster", ["local", "slurm"])
+@pytest.mark.parametrize("sweep", ["phase31", "phase4_1b"])
+def test_one_launcher_per_cluster_asks_for_the_hardwares_processes(cluster, sweep):
+    (_, cfg), *_ = expand(sweep, [f"hydra/launcher={cluster}", "hydra.launcher.timeout_min=30", *arms_of(sweep)])
+    gpus = world_size(sweep_hardware(sweep))
+    assert (cfg.hydra.launcher.tasks_per_node, cfg.hydra.launcher.gpus_per_node) == (gpus, gpus)
     assert cfg.hydra.launcher.timeout_min == 30
     # local launchers have no array_parallelism: one job at a time, or they would share the GPUs
-    throttle = 1 if launcher.startswith("local") else cfg.hydra.launcher.array_parallelism
+    throttle = 1 if cluster == "local" else cfg.hydra.launcher.array_parallelism
     assert cfg.hydra.sweeper.max_batch_size == throttle
-    if launcher.startswith("slurm"):
+    if cluster == "slurm":
         assert cfg.hydra.launcher.signal_delay_s > 0 and cfg.hydra.launcher.max_num_timeout > 0
 
 
 def test_slurm_partition_and_account_are_overridable():
-    (_, cfg), *_ = expand("phase33_scratch", ["hydra/launcher=slurm_h100x4", "hydra.launcher.partition=gpu",
-                                              "hydra.launcher.account=lab"])
+    (_, cfg), *_ = expand("phase33_scratch", ["hydra/launcher=slurm", "hydra.launcher.partition=gpu",
+                                              "hydra.launcher.account=lab", *ARMS])
     assert (cfg.hydra.launcher.partition, cfg.hydra.launcher.account) == ("gpu", "lab")
 
 
