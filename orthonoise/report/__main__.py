@@ -24,13 +24,15 @@ from .analysis import analyse
 from .plots import write_plots
 from .render import power_for, render
 from .table import (
-    GROUP_CSV_HEADER,
-    GROUP_MD_HEADER,
-    RUN_HEADER,
-    group_csv_rows,
-    group_md_rows,
+    CRITERIA,
+    GROUP_CSV,
+    GROUP_MD,
+    RUNS,
+    criterion_items,
+    group_table,
     markdown_table,
-    run_rows,
+    run_items,
+    table,
     write_csv,
 )
 from .tablemode import run_table
@@ -78,13 +80,12 @@ def noise_from(sweep_dir: Path | None):
 
 
 def write_tables(analysis, root: Path, out_dir: Path, phase, verdicts) -> None:
-    write_csv(out_dir / "groups.csv", GROUP_CSV_HEADER, group_csv_rows(analysis.rows))
-    (out_dir / "groups.md").write_text(markdown_table(GROUP_MD_HEADER, group_md_rows(analysis.rows)))
-    runs_table = run_rows(analysis.groups, root)
-    write_csv(out_dir / "runs.csv", RUN_HEADER, runs_table)
-    (out_dir / "runs.md").write_text(markdown_table(RUN_HEADER, runs_table))
-    write_csv(out_dir / "criteria.csv", ["phase", "criterion", "verdict", "interim", "numbers"],
-              [[phase, c.name, c.verdict, analysis.interim, c.numbers] for c in verdicts])
+    write_csv(out_dir / "groups.csv", *group_table(GROUP_CSV, analysis.rows))
+    (out_dir / "groups.md").write_text(markdown_table(*group_table(GROUP_MD, analysis.rows)))
+    runs_table = table(RUNS, run_items(analysis.groups, root))
+    write_csv(out_dir / "runs.csv", *runs_table)
+    (out_dir / "runs.md").write_text(markdown_table(*runs_table))
+    write_csv(out_dir / "criteria.csv", *table(CRITERIA, criterion_items(verdicts, phase, analysis)))
 
 
 def main(argv=None) -> int:
@@ -108,7 +109,7 @@ def main(argv=None) -> int:
     phase = args.phase or infer_phase(analysis.runs)
     verdicts = criteria.evaluate(phase, analysis.groups, analysis.families, analysis.rank_families, now,
                                  args.early_tolerance)
-    plots = write_plots(analysis, out_dir)
+    plots = write_plots(analysis, out_dir, phase)
     write_tables(analysis, root, out_dir, phase, verdicts)
     power_text = power_for(analysis, phase, noise_from(args.noise_from))
     report = out_dir / "report.md"

@@ -11,6 +11,7 @@ from .collect import INTERRUPTED, MISSING, RUNNING, Run, load_runs
 from .design import SweepPlan, plan_of
 from .groups import Group, assign_baselines, group_runs
 from .groupstats import GroupRow, completed_values, summarize
+from .rehearsal import Rehearsal, rehearsal_of
 from .table import relative_path
 
 
@@ -23,6 +24,7 @@ class Analysis:
     families: dict = field(default_factory=dict)  # id(baseline group) -> engine.Family of final val loss
     rank_families: dict = field(default_factory=dict)  # the same for the last-eval effective rank
     warnings: list[str] = field(default_factory=list)
+    rehearsal: Rehearsal | None = None  # the runs rehearse the plan (tiny preset, shortened steps): not its result
 
     @property
     def interim(self) -> bool:
@@ -63,4 +65,5 @@ def analyse(sweep_dirs: Path | list[Path], baseline: list[str] | None = None) ->
     families = families_of(groups, lambda r: r.final_val_loss)
     return Analysis(runs, groups, [summarize(g, families.get(id(g.baseline))) for g in groups], plans,
                     families, families_of(groups, lambda r: r.last_eff_rank),
-                    duplicate_warnings(groups, Path(os.path.commonpath([Path(d).resolve() for d in dirs]))))
+                    duplicate_warnings(groups, Path(os.path.commonpath([Path(d).resolve() for d in dirs]))),
+                    rehearsal_of(runs))

@@ -14,15 +14,31 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from orthonoise.run.rundir import (
+    BEST_VAL_LOSS,
+    CONFIG_CHANGES,
+    EFF_RANK,
+    FINAL_ALPHA,
+    FINAL_VAL_LOSS,
+    GPU_HOURS,
     HYDRA_DIR,
+    MAX_STEPS,
     METRICS_FILE,
+    PROVENANCE,
+    STATUS,
+    STEP,
+    STEPS,
     SUMMARY_FILE,
+    TOKENS_PER_S,
+    VAL_LOSS,
+    WALL_TIME_S,
+    WHY_DIVERGED,
+    WHY_FAILED,
+    WORLD_SIZE,
     Status,
     inspect_summary,
     is_run_dir,
+    read_hydra_record,
     read_metrics,
 )
 
@@ -72,8 +88,8 @@ class Run:
         """The summary's status; a word this code does not know reads as FAILED (never as a finished run)."""
         if self.unreadable:
             return Status.UNREADABLE
-        if self.summary and self.summary.get("status"):
-            return Status.parse(self.summary["status"]) or FAILED
+        if self.summary and self.summary.get(STATUS):
+            return Status.parse(self.summary[STATUS]) or FAILED
         return RUNNING if self.metrics else MISSING
 
     def is_stale(self, now: float, stale_after_s: float = STALE_AFTER_S) -> bool:
@@ -86,23 +102,23 @@ class Run:
 
     @property
     def steps(self) -> int | None:
-        if self.summary and self.summary.get("steps") is not None:
-            return int(self.summary["steps"])
-        return self.metrics[-1]["step"] if self.metrics else None
+        if self.summary and self.summary.get(STEPS) is not None:
+            return int(self.summary[STEPS])
+        return self.metrics[-1][STEP] if self.metrics else None
 
     @property
     def max_steps(self) -> int | None:
-        if self.summary and self.summary.get("max_steps") is not None:
-            return int(self.summary["max_steps"])
+        if self.summary and self.summary.get(MAX_STEPS) is not None:
+            return int(self.summary[MAX_STEPS])
         return self.flat_config.get("trainer.max_steps")
 
-    def evals(self, key: str = "val_loss") -> list[tuple[int, float]]:
+    def evals(self, key: str = VAL_LOSS) -> list[tuple[int, float]]:
         """(step, value) for every logged step carrying a finite `key`."""
-        return [(m["step"], float(m[key])) for m in self.metrics if _is_finite(m.get(key))]
+        return [(m[STEP], float(m[key])) for m in self.metrics if _is_finite(m.get(key))]
 
     @property
     def final_val_loss(self) -> float | None:
-        value = (self.summary or {}).get("final_val_loss")
+        value = (self.summary or {}).get(FINAL_VAL_LOSS)
         if _is_finite(value):
             return float(value)
         evals = self.evals()
@@ -110,7 +126,7 @@ class Run:
 
     @property
     def best_val_loss(self) -> float | None:
-        value = (self.summary or {}).get("best_val_loss")
+        value = (self.summary or {}).get(BEST_VAL_LOSS)
         if _is_finite(value):
             return float(value)
         evals = self.evals()
@@ -119,57 +135,57 @@ class Run:
     @property
     def final_alpha(self) -> float | None:
         """The noise scale the run ended at (noise variants: an annealed run ends below optimizer.alpha)."""
-        value = (self.summary or {}).get("final_alpha")
+        value = (self.summary or {}).get(FINAL_ALPHA)
         return float(value) if _is_finite(value) else None
 
     @property
     def last_eff_rank(self) -> float | None:
-        evals = self.evals("eff_rank")
+        evals = self.evals(EFF_RANK)
         return evals[-1][1] if evals else None
 
     @property
     def tokens_per_s(self) -> float | None:
-        value = (self.summary or {}).get("tokens_per_s")
+        value = (self.summary or {}).get(TOKENS_PER_S)
         if _is_finite(value):
             return float(value)
-        evals = self.evals("tokens_per_s")
+        evals = self.evals(TOKENS_PER_S)
         return evals[-1][1] if evals else None
 
     @property
     def gpu_hours(self) -> float:
-        value = (self.summary or {}).get("gpu_hours")
+        value = (self.summary or {}).get(GPU_HOURS)
         return float(value) if _is_finite(value) else 0.0
 
     @property
     def device_seconds_per_step(self) -> float | None:
         """GPU-seconds per step (gpu_hours / steps; on the CPU, wall time × processes / steps)."""
         summary = self.summary or {}
-        steps = summary.get("steps")
+        steps = summary.get(STEPS)
         if not steps:
             return None
-        if _is_finite(summary.get("gpu_hours")) and summary["gpu_hours"] > 0:
-            return summary["gpu_hours"] * 3600 / steps
-        wall = summary.get("wall_time_s")
-        return wall * (summary.get("world_size") or 1) / steps if _is_finite(wall) else None
+        if _is_finite(summary.get(GPU_HOURS)) and summary[GPU_HOURS] > 0:
+            return summary[GPU_HOURS] * 3600 / steps
+        wall = summary.get(WALL_TIME_S)
+        return wall * (summary.get(WORLD_SIZE) or 1) / steps if _is_finite(wall) else None
 
     @property
     def provenance(self) -> dict | None:
         """The code and machine that produced the run (summary.json); None for a run from before it was recorded."""
-        value = (self.summary or {}).get("provenance")
+        value = (self.summary or {}).get(PROVENANCE)
         return value if isinstance(value, dict) else None
 
     @property
     def config_changes(self) -> list[dict]:
         """Settings changed while the run went on (trainer.allow_config_change): [{step, at, keys: {key: [old,
         new]}}]; empty for a run that kept the settings it started with."""
-        value = (self.summary or {}).get("config_changes")
+        value = (self.summary or {}).get(CONFIG_CHANGES)
         return [c for c in value if isinstance(c, dict)] if isinstance(value, list) else []
 
     @property
     def error(self) -> str | None:
         """Why the run did not complete: the crash, or what made it diverge."""
         summary = self.summary or {}
-        return self.unreadable or summary.get("error") or summary.get("diverged")
+        return self.unreadable or summary.get(WHY_FAILED) or summary.get(WHY_DIVERGED)
 
 
 def _is_finite(value) -> bool:
@@ -203,19 +219,6 @@ def find_run_dirs(root: Path) -> list[Path]:
     return sorted(found)
 
 
-def _read_yaml(path: Path, kind: type) -> tuple:
-    """(the file's value, None), (kind(), why it is unusable), or (kind(), None) when there is no such file."""
-    if not path.is_file():
-        return kind(), None
-    try:
-        value = yaml.safe_load(path.read_bytes().decode("utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError, OSError) as err:
-        return kind(), f"{HYDRA_DIR}/{path.name} cannot be read: {type(err).__name__}"
-    if value is not None and not isinstance(value, kind):
-        return kind(), f"{HYDRA_DIR}/{path.name} holds a {type(value).__name__}, not a {kind.__name__}"
-    return value or kind(), None
-
-
 def _last_activity(path: Path) -> float:
     for candidate in (path / METRICS_FILE, path / SUMMARY_FILE, path / HYDRA_DIR, path):
         if candidate.exists():
@@ -226,21 +229,14 @@ def _last_activity(path: Path) -> float:
 def load_run(path: Path) -> Run:
     """A run directory as a Run; a malformed file makes it UNREADABLE (with why) instead of failing the caller."""
     path = Path(path)
-    hydra_dir = path / HYDRA_DIR
     summary, problem = inspect_summary(path)
-    problems = [problem] if problem else []
-    parts = {}
-    for name, kind in (("config.yaml", dict), ("hydra.yaml", dict), ("overrides.yaml", list)):
-        parts[name], problem = _read_yaml(hydra_dir / name, kind)
-        problems += [problem] if problem else []
-    choices = parts["hydra.yaml"]
-    for key in ("hydra", "runtime", "choices"):
-        choices = choices.get(key) if isinstance(choices, dict) else None
+    hydra = read_hydra_record(path)
+    problems = ([problem] if problem else []) + hydra.problems
     return Run(
         path=path,
-        config=parts["config.yaml"],
-        choices={str(k): v for k, v in choices.items()} if isinstance(choices, dict) else {},
-        overrides=parts["overrides.yaml"],
+        config=hydra.config,
+        choices=hydra.choices,
+        overrides=hydra.overrides,
         metrics=read_metrics(path),
         summary=summary,
         last_activity=_last_activity(path),

@@ -2,8 +2,9 @@
 
 PASS when the whole interval clears the plan's margin, FAIL when the whole interval is on the wrong side,
 INCONCLUSIVE otherwise: "not shown" is never FAIL. Every item names its arms' seeds by state; a diverged or failed
-seed of an arm stops that item from passing (FAIL when the tested arm lost half its seeds or more). docs/report.md
-states each rule in words.
+seed of an arm stops that item from passing (FAIL when the tested arm lost half its seeds or more). Every item names
+the settings its arms differ in beyond the comparison's own (fairness.py); one the plan does not declare leaves the
+item INCONCLUSIVE. docs/report.md states each rule in words.
 """
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import math
 from dataclasses import dataclass
 
 from orthonoise.optim.registry import REGISTRY, Role, matches
+from orthonoise.run.rundir import EFF_RANK
 
-from . import engine, measures
+from . import engine, fairness, measures
 from .collect import COMPLETED, DIVERGED, FAILED, MISSING
 from .engine import FAIL, INCONCLUSIVE, PASS
 from .groups import Group
@@ -32,6 +34,7 @@ class Criterion:
     name: str
     verdict: str
     numbers: str  # the numbers behind the verdict, one item per compared group or pair
+    unlike: str = ""  # the settings its compared arms differ in beyond the comparison's own (fairness.py)
 
 
 @dataclass
@@ -39,6 +42,7 @@ class Judgement:
     """One compared item (a group vs its baseline, a pair, ...) inside a criterion."""
     verdict: str
     text: str
+    unlike: str = ""
 
 
 def all_must_pass(judgements: list[Judgement]) -> str:
@@ -59,7 +63,8 @@ def _criterion(name: str, judgements: list[Judgement], combine, empty_reason: st
     if not judgements:
         return Criterion(name, INCONCLUSIVE, empty_reason)
     numbers = "; ".join(f"{j.text} → {j.verdict}" for j in judgements)
-    return Criterion(name, combine(judgements), numbers + (f". {note}" if note else ""))
+    unlike = "; ".join(dict.fromkeys(j.unlike for j in judgements if j.unlike))
+    return Criterion(name, combine(judgements), numbers + (f". {note}" if note else ""), unlike)
 
 
 def fmt_pct(value: float) -> str:
@@ -83,6 +88,14 @@ def health(verdict: str, tested: Group, *others: Group) -> tuple[str, str]:
         elif verdict == PASS:
             verdict = INCONCLUSIVE
     return verdict, seeds_text(tested, *others)
+
+
+def judge(verdict: str, text: str, tested: Group, *others: Group) -> Judgement:
+    """One item: its verdict after the arms' settings are compared (fairness.like_for_like) and their seeds counted
+    (health), with both said in the text."""
+    verdict, unlike = fairness.like_for_like(verdict, tested, *others)
+    verdict, seeds = health(verdict, tested, *others)
+    return Judgement(verdict, f"{text} ({seeds}{'; unlike arms: ' + unlike if unlike else ''})", unlike)
 
 
 def seeds_text(*arms: Group) -> str:
@@ -127,8 +140,7 @@ def loss_within_baseline(groups: list[Group], families: dict, tolerance_pct: flo
             tost, sim = comp.t_bounds_pct(0.90), comp.bounds_pct()
             verdict = engine.within(tost, sim, tolerance_pct)
             text = f"Δ {fmt_pct(comp.delta_pct)}, 90% {fmt_interval(tost)}, simultaneous 95% {fmt_interval(sim)}"
-        verdict, seeds = health(verdict, g, g.baseline)
-        judgements.append(Judgement(verdict, f"{g.label} vs {g.baseline.label}: {text} ({seeds})"))
+        judgements.append(judge(verdict, f"{g.label} vs {g.baseline.label}: {text}", g, g.baseline))
     return _criterion(f"Final val loss within {tolerance_pct:g}% of baseline (TOST)", judgements, all_must_pass,
                       "no non-baseline groups to compare")
 
@@ -137,7 +149,7 @@ def eff_rank_logged(groups: list[Group]) -> Criterion:
     """Every completed Muon-family run logged a finite eff_rank at some eval (a crashed run may
     have stopped after the step-0 eval, where there is no momentum to measure yet)."""
     checked = [r for g in groups if g.registered and g.registered.muon_family for r in g.completed]
-    lacking = [r for r in checked if not r.evals("eff_rank")]
+    lacking = [r for r in checked if not r.evals(EFF_RANK)]
     name = "Effective rank logged"
     if not checked:
         return Criterion(name, INCONCLUSIVE, "no completed Muon-family run")
@@ -167,8 +179,7 @@ def beats_baseline(groups: list[Group], families: dict, margin_pct: float = SIGN
             text = f"Δ {fmt_pct(comp.delta_pct)} {fmt_interval(comp.bounds_pct())}"
             if comp.high_pct < 0:
                 better.append(f"{g.label} (upper bound {fmt_pct(comp.high_pct)})")
-        verdict, seeds = health(verdict, g, g.baseline)
-        judgements.append(Judgement(verdict, f"{g.label}: {text} ({seeds})"))
+        judgements.append(judge(verdict, f"{g.label}: {text}", g, g.baseline))
     note = "Better than baseline (upper bound < 0): " + (", ".join(better) if better else "none")
     return _criterion(f"An OrthoNoise config beats baseline by >{margin_pct:g}% (simultaneous 95%)", judgements,
                       one_must_pass, "no OrthoNoise groups with a baseline", note)
@@ -184,8 +195,7 @@ def eff_rank_higher(groups: list[Group], rank_families: dict) -> Criterion:
         else:
             verdict = engine.above(comp.low_pct, comp.high_pct, 0.0)
             text = f"eff. rank {fmt_pct(comp.delta_pct)} {fmt_interval(comp.bounds_pct())}"
-        verdict, seeds = health(verdict, g, g.baseline)
-        judgements.append(Judgement(verdict, f"{g.label}: {text} ({seeds})"))
+        judgements.append(judge(verdict, f"{g.label}: {text}", g, g.baseline))
     return _criterion("Effective rank higher with OrthoNoise (a config, simultaneous 95%)", judgements,
                       one_must_pass, "no OrthoNoise group with a baseline")
 
@@ -216,9 +226,10 @@ def isotropic_underperforms(groups: list[Group], families: dict) -> Criterion:
             bounds = comp.t_bounds_pct(1 - (1 - engine.CONFIDENCE) / len(controls))
             verdict = engine.above(*bounds, 0.0)
             text = f"Δ {fmt_pct(comp.delta_pct)} {fmt_interval(bounds)}"
+        verdict, unlike = fairness.like_for_like(verdict, ortho, iso)
         verdict, _ = health(verdict, ortho, iso)  # the method under test is OrthoNoise: its losses count against it
-        seeds = seeds_text(iso, ortho)
-        judgements.append(Judgement(verdict, f"{iso.label} vs {ortho.label}: {text} ({seeds})"))
+        seeds = seeds_text(iso, ortho) + (f"; unlike arms: {unlike}" if unlike else "")
+        judgements.append(Judgement(verdict, f"{iso.label} vs {ortho.label}: {text} ({seeds})", unlike))
     return _criterion("Isotropic control underperforms OrthoNoise at matched alpha (blocked contrast, 95%)",
                       judgements, all_must_pass, "no isotropic control group in this sweep")
 
@@ -243,8 +254,7 @@ def advantage_replicates(groups: list[Group], margin_pct: float = REPLICATION_MA
     judgements = []
     for g in _method_groups(groups):
         verdict, text, _ = _paired_item(g, lambda r: r.final_val_loss, -margin_pct, engine.CONFIDENCE, engine.below)
-        verdict, seeds = health(verdict, g, g.baseline)
-        judgements.append(Judgement(verdict, f"{g.label}: {text} ({seeds})"))
+        judgements.append(judge(verdict, f"{g.label}: {text}", g, g.baseline))
     return _criterion(f"OrthoNoise advantage >{margin_pct:g}% replicates (paired 95%)", judgements,
                       all_must_pass, "no OrthoNoise groups")
 
@@ -260,8 +270,7 @@ def early_training_stable(groups: list[Group], tolerance_pct: float = EARLY_TOLE
             verdict, text, _ = _paired_item(g, lambda r: (measures.loss_at_step(r) or (None, None))[1],
                                             tolerance_pct, engine.CONFIDENCE, engine.below)
             text = f"loss at step {min(steps) if steps else '–'}: {text}"
-        verdict, seeds = health(verdict, g, g.baseline)
-        judgements.append(Judgement(verdict, f"{g.label}: {text} ({seeds})"))
+        judgements.append(judge(verdict, f"{g.label}: {text}", g, g.baseline))
     return _criterion(f"Early training stable (loss at step {measures.EARLY_STEP} at most {tolerance_pct:g}% "
                       "worse than baseline, paired 95%)", judgements, all_must_pass, "no OrthoNoise groups")
 
@@ -290,8 +299,7 @@ def from_scratch_faster(groups: list[Group]) -> Criterion:
     judgements = []
     for g in [g for g in _method_groups(groups) if not g.config.get("model.pretrained")]:
         verdict, text = faster_item(g)
-        verdict, seeds = health(verdict, g, g.baseline)
-        judgements.append(Judgement(verdict, f"{g.label}: {text} ({seeds})"))
+        judgements.append(judge(verdict, f"{g.label}: {text}", g, g.baseline))
     return _criterion("From-scratch training faster than baseline (steps and GPU-seconds to target, paired 95%)",
                       judgements, all_must_pass, "no from-scratch (model.pretrained=false) OrthoNoise groups")
 
@@ -304,9 +312,8 @@ def beats_baseline_per_model(groups: list[Group]) -> list[Criterion]:
     by_model: dict[str, list[Judgement]] = {}
     for g in _method_groups(groups):
         verdict, text, _ = _paired_item(g, lambda r: r.final_val_loss, 0.0, 0.90, engine.below)
-        verdict, seeds = health(verdict, g, g.baseline)
         by_model.setdefault(str(g.config.get("model.preset")), []).append(
-            Judgement(verdict, f"{g.label}: {text.replace('90%', 'one-sided 95%')} ({seeds})"))
+            judge(verdict, f"{g.label}: {text.replace('90%', 'one-sided 95%')}", g, g.baseline))
     name = "OrthoNoise final loss better than baseline (paired, one-sided 95%)"
     if not by_model:
         return [Criterion(name, INCONCLUSIVE, "no OrthoNoise groups")]

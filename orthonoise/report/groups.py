@@ -15,7 +15,8 @@ from .collect import COMPLETED, DIVERGED, Run
 
 # Keys that differ between seeds of one config or never change the training result; `phase` only says which
 # sweep asked for the run (phase 3.1's arms and 3.2's configs with the same settings are one config), `plan` what
-# the sweep file declares about its design (plan.declared_differences), not a setting of the run.
+# the sweep file declares about its design (plan.declared_differences: fairness.py reads them from the runs), not a
+# setting of the run.
 RUN_LOCAL_TOP_KEYS = {"seed", "hydra", "logger", "tags", "paths", "wandb", "phase", "plan"}
 RUN_LOCAL_LEAF_NAMES = {"progress_bar", "resume", "resume_from"}
 RUN_LOCAL_LEAF_SUFFIXES = ("_dir", "_path")
@@ -118,7 +119,7 @@ class Group:
     def alpha_text(self) -> str:
         """'0.01→0.001' for a run annealed from 0.01 to 0.001; the configured alpha otherwise."""
         ends = self.final_alphas
-        return _short(self.config.get(ALPHA_KEY)) + ("→" + "/".join(map(_short, ends)) if ends else "")
+        return short(self.config.get(ALPHA_KEY)) + ("→" + "/".join(map(short, ends)) if ends else "")
 
     @property
     def setting(self) -> str:
@@ -151,7 +152,7 @@ def group_runs(runs: list[Run]) -> list[Group]:
     return ordered
 
 
-def _short(value) -> str:
+def short(value) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
@@ -161,7 +162,7 @@ def _label(groups: list[Group]) -> None:
     """Label each group by what tells it apart: differing Hydra choices, then config leaves that
     differ among groups that made the same choice for that leaf's config group."""
     choice_keys = sorted({k for g in groups for k in g.choices
-                          if len({_short(h.choices.get(k)) for h in groups}) > 1},
+                          if len({short(h.choices.get(k)) for h in groups}) > 1},
                          key=lambda k: (k != "optimizer", k))  # the optimizer reads first
     leaf_keys = set()
     for key in {k for g in groups for k in g.config}:
@@ -169,12 +170,12 @@ def _label(groups: list[Group]) -> None:
         by_choice: dict[str, set] = {}
         for g in groups:
             if key in g.config:
-                by_choice.setdefault(_short(g.choices.get(top)), set()).add(canonical(g.config[key]))
+                by_choice.setdefault(short(g.choices.get(top)), set()).add(canonical(g.config[key]))
         if any(len(values) > 1 for values in by_choice.values()):
             leaf_keys.add(key)
     leaf_names = [k.rsplit(".", 1)[-1] for k in leaf_keys]
     for g in groups:
-        parts = [f"{k}={_short(g.choices[k])}" for k in choice_keys if k in g.choices]
+        parts = [f"{k}={short(g.choices[k])}" for k in choice_keys if k in g.choices]
         for key in sorted(leaf_keys):
             if key not in g.config:
                 continue
@@ -183,7 +184,7 @@ def _label(groups: list[Group]) -> None:
             value = g.config[key]
             if key.endswith("_target_"):
                 name, value = key.split(".", 1)[0], str(value).rsplit(".", 1)[-1]
-            parts.append(f"{name}={g.alpha_text() if key == ALPHA_KEY else _short(value)}")
+            parts.append(f"{name}={g.alpha_text() if key == ALPHA_KEY else short(value)}")
         if g.final_alphas and ALPHA_KEY not in leaf_keys:  # an annealed run says where its alpha went
             parts.append(f"alpha={g.alpha_text()}")
         g.label = " ".join(parts) or g.kind or "(no config)"
@@ -191,12 +192,12 @@ def _label(groups: list[Group]) -> None:
 
 def _matches(group: Group, selector: str) -> bool:
     key, _, wanted = selector.partition("=")
-    if _short(group.choices.get(key)) == wanted:
+    if short(group.choices.get(key)) == wanted:
         return True
     if key not in group.config:
         return False
     value = group.config[key]
-    return _short(value) == wanted or value == yaml.safe_load(wanted) or \
+    return short(value) == wanted or value == yaml.safe_load(wanted) or \
         (key.endswith("_target_") and str(value).rsplit(".", 1)[-1] == wanted)
 
 

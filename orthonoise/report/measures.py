@@ -8,6 +8,8 @@ import math
 import numpy as np
 from scipy import stats
 
+from orthonoise.run.rundir import VAL_LOSS
+
 from .collect import Run
 from .engine import pct
 from .groups import Group
@@ -81,7 +83,7 @@ def seed_band(group: Group, key: str) -> tuple[list[int], np.ndarray, np.ndarray
             np.array([max(v) for v in values]))
 
 
-def paired_differences(group: Group, key: str = "val_loss") -> tuple[list[int], np.ndarray]:
+def paired_differences(group: Group, key: str = VAL_LOSS) -> tuple[list[int], np.ndarray]:
     """Steps logged by every shared seed, and per-seed % differences group vs baseline (rows = seeds)."""
     base = group.baseline
     mine = {s: dict(r.evals(key)) for s, r in group.completed_by_seed.items()}

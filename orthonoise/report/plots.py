@@ -1,4 +1,5 @@
-"""PNG plots of a sweep (matplotlib, Agg backend: no display needed)."""
+"""PNG plots of a sweep (matplotlib, Agg backend: no display needed). The Δ plots draw the phase's own pass criterion
+(3.1: the equivalence band; 3.2, 3.3: the margin; 4: zero); every plot of a rehearsal says so under its title."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+
+from orthonoise.run.rundir import EFF_RANK, VAL_LOSS
 
 from . import criteria, measures
 from .groups import Group
@@ -23,14 +26,39 @@ def _by_setting(groups: list[Group]) -> dict[str, list[Group]]:
     return settings
 
 
-def _subplots(n: int, title: str, cols: int = 1, size=(9, 4.5)):
+def _subplots(n: int, title: str, subtitle: str = "", cols: int = 1, size=(9, 4.5)):
     cols = min(n, cols)
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(size[0] * cols, size[1] * rows), squeeze=False)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
-    fig.suptitle(title)
+    fig.suptitle(title + (f"\n{subtitle}" if subtitle else ""), color="black")
     return fig, list(axes.flat[:n])
+
+
+def criterion_marks(phase: str | None) -> list[tuple[float, float, str]]:
+    """(low, high, legend) of what the phase's pass criterion asks of Δ%: a band (3.1's equivalence) or a line
+    (low == high); none without a phase."""
+    if phase == "3.1":
+        tol = criteria.SANITY_TOLERANCE_PCT
+        return [(-tol, tol, f"equivalence band ±{tol:g}% (PASS: 90% interval inside, TOST)")]
+    margins = {"3.2": (criteria.SIGNAL_MARGIN_PCT, "simultaneous 95% interval wholly below"),
+               "3.3": (criteria.REPLICATION_MARGIN_PCT, "paired 95% upper bound below"),
+               "4": (0.0, "paired one-sided 95% upper bound below")}
+    if phase not in margins:
+        return []
+    margin, rule = margins[phase]
+    return [(-margin, -margin, f"phase {phase} margin −{margin:g}% (PASS: {rule})")]
+
+
+def _draw_criterion(ax, phase: str | None) -> None:
+    for low, high, legend in criterion_marks(phase):
+        if low == high:
+            ax.axhline(low, color="tab:red", linestyle="--", linewidth=1, label=legend)
+        else:
+            ax.axhspan(low, high, color="tab:green", alpha=0.12, linewidth=0, label=legend)
+            for bound in (low, high):
+                ax.axhline(bound, color="tab:green", linestyle="--", linewidth=1)
 
 
 def legend_labels(members: list[Group]) -> dict[int, str]:
@@ -47,11 +75,11 @@ def _colors(n: int):
     return [cmap(i % cmap.N) for i in range(n)]
 
 
-def _curves(groups: list[Group], key: str, ylabel: str, title: str, path: Path) -> Path | None:
+def _curves(groups: list[Group], key: str, ylabel: str, title: str, path: Path, subtitle: str) -> Path | None:
     settings = {s: gs for s, gs in _by_setting(groups).items() if any(measures.seed_band(g, key)[0] for g in gs)}
     if not settings:
         return None
-    fig, axes = _subplots(len(settings), title)
+    fig, axes = _subplots(len(settings), title, subtitle)
     for ax, members in zip(axes, settings.values()):
         labels = legend_labels(members)
         for group, color in zip(members, _colors(len(members))):
@@ -69,14 +97,14 @@ def _curves(groups: list[Group], key: str, ylabel: str, title: str, path: Path) 
     return _save(fig, path)
 
 
-def val_loss_curves(groups: list[Group], path: Path) -> Path | None:
-    return _curves(groups, "val_loss", "validation loss",
-                   "Validation loss: mean over seeds, band = min–max", path)
+def val_loss_curves(groups: list[Group], path: Path, subtitle: str = "") -> Path | None:
+    return _curves(groups, VAL_LOSS, "validation loss",
+                   "Validation loss: mean over seeds, band = min–max", path, subtitle)
 
 
-def eff_rank_curves(groups: list[Group], path: Path) -> Path | None:
-    return _curves(groups, "eff_rank", "effective rank (entropy)",
-                   "Effective rank of momentum: mean over seeds, band = min–max", path)
+def eff_rank_curves(groups: list[Group], path: Path, subtitle: str = "") -> Path | None:
+    return _curves(groups, EFF_RANK, "effective rank (entropy)",
+                   "Effective rank of momentum: mean over seeds, band = min–max", path, subtitle)
 
 
 def _alpha(group: Group) -> float | None:
@@ -103,9 +131,9 @@ def _series_name(group: Group) -> str:
     return name
 
 
-def delta_vs_alpha(analysis, path: Path) -> Path | None:
+def delta_vs_alpha(analysis, path: Path, phase: str | None = None, subtitle: str = "") -> Path | None:
     """Δ% of final loss vs the baseline against alpha, with the simultaneous 95% intervals of the primary
-    analysis; series that share an alpha are dodged sideways; the 3.2 margin (−1%) and 0 drawn."""
+    analysis; series that share an alpha are dodged sideways; 0 and the phase's criterion drawn."""
     panels = []
     for base_id, family in analysis.families.items():
         members = [g for g in analysis.groups if id(g.baseline) == base_id and not g.is_baseline
@@ -114,7 +142,8 @@ def delta_vs_alpha(analysis, path: Path) -> Path | None:
             panels.append((members, family))
     if not panels:
         return None
-    fig, axes = _subplots(len(panels), "Final val loss vs baseline: Δ% with simultaneous 95% intervals (Dunnett)")
+    fig, axes = _subplots(len(panels), "Final val loss vs baseline: Δ% with simultaneous 95% intervals (Dunnett)",
+                          subtitle)
     for ax, (members, family) in zip(axes, panels):
         series: dict[str, list[Group]] = {}
         for g in members:
@@ -134,8 +163,7 @@ def delta_vs_alpha(analysis, path: Path) -> Path | None:
                     ax.annotate("→" + "/".join(f"{end:g}" for end in g.final_alphas), (a, c.delta_pct),
                                 textcoords="offset points", xytext=(4, 4), fontsize=6, color=color)
         ax.axhline(0, color="black", linewidth=1, label=f"baseline {members[0].baseline.label}")
-        ax.axhline(-criteria.SIGNAL_MARGIN_PCT, color="tab:red", linestyle="--", linewidth=1,
-                   label=f"margin −{criteria.SIGNAL_MARGIN_PCT:g}% (PASS: interval wholly below)")
+        _draw_criterion(ax, phase)
         ax.set_xscale("log")
         ax.set_xlabel("alpha at the start (→ where an annealed run ended; series dodged sideways)")
         ax.set_ylabel("Δ final val loss vs baseline (%)")
@@ -145,7 +173,7 @@ def delta_vs_alpha(analysis, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def delta_over_steps(groups: list[Group], path: Path) -> Path | None:
+def delta_over_steps(groups: list[Group], path: Path, phase: str | None = None, subtitle: str = "") -> Path | None:
     """Per compared config: each shared seed's paired % difference of val loss vs the baseline over steps, and
     their mean with a pointwise 95% t band."""
     items = [(g, *measures.paired_differences(g)) for g in groups
@@ -155,15 +183,16 @@ def delta_over_steps(groups: list[Group], path: Path) -> Path | None:
     if not items:
         return None
     fig, axes = _subplots(len(items), "Δ val loss vs baseline over steps: paired per seed (thin), mean and 95% band",
-                          cols=3, size=(5, 3.2))
+                          subtitle, cols=3, size=(5, 3.2))
     for ax, (g, steps, diffs) in zip(axes, items):
         for row in diffs:
             ax.plot(steps, row, color="tab:gray", linewidth=0.8, alpha=0.6)
         mean, half = mean_band(diffs)
-        ax.plot(steps, mean, color="tab:blue", linewidth=2, label=f"mean of {len(diffs)} seeds")
+        ax.plot(steps, mean, color="tab:blue", linewidth=2, marker=".", label=f"mean of {len(diffs)} seeds")
         if half is not None:
             ax.fill_between(steps, mean - half, mean + half, color="tab:blue", alpha=0.2, linewidth=0)
         ax.axhline(0, color="black", linewidth=1)
+        _draw_criterion(ax, phase)
         ax.set_title(textwrap.fill(g.label, 45), fontsize=8)
         ax.set_xlabel("step", fontsize=8)
         ax.set_ylabel("Δ vs baseline (%)", fontsize=8)
@@ -172,13 +201,16 @@ def delta_over_steps(groups: list[Group], path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def write_plots(analysis, out_dir: Path) -> dict[str, Path]:
+def write_plots(analysis, out_dir: Path, phase: str | None = None) -> dict[str, Path]:
     """Write every plot that has data; returns title -> file."""
     out_dir = Path(out_dir)
+    note = analysis.rehearsal.label if analysis.rehearsal else ""
     made = {
-        "Final loss vs baseline (Δ%, simultaneous intervals)": delta_vs_alpha(analysis, out_dir / "delta_vs_alpha.png"),
-        "Δ over steps (paired by seed)": delta_over_steps(analysis.groups, out_dir / "delta_over_steps.png"),
-        "Validation loss curves": val_loss_curves(analysis.groups, out_dir / "val_loss_curves.png"),
-        "Effective rank over steps": eff_rank_curves(analysis.groups, out_dir / "eff_rank.png"),
+        "Final loss vs baseline (Δ%, simultaneous intervals)":
+            delta_vs_alpha(analysis, out_dir / "delta_vs_alpha.png", phase, note),
+        "Δ over steps (paired by seed)":
+            delta_over_steps(analysis.groups, out_dir / "delta_over_steps.png", phase, note),
+        "Validation loss curves": val_loss_curves(analysis.groups, out_dir / "val_loss_curves.png", note),
+        "Effective rank over steps": eff_rank_curves(analysis.groups, out_dir / "eff_rank.png", note),
     }
     return {title: path for title, path in made.items() if path is not None}

@@ -5,11 +5,23 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from . import criteria, power, provenance
+from . import criteria, fairness, power, provenance
 from .analysis import Analysis
 from .collect import COMPLETED, DIVERGED, FAILED
 from .criteria import fmt_pct
-from .table import GROUP_MD_HEADER, age_text, fmt, group_md_rows, markdown_table, relative_path
+from .table import (
+    FAMILIES_MD,
+    GROUP_MD,
+    PROBLEMS_MD,
+    VERDICTS_MD,
+    FamilyItem,
+    ProblemItem,
+    criterion_items,
+    group_table,
+    markdown_table,
+    relative_path,
+    table,
+)
 
 
 def _family_name(analysis: Analysis, base_id: int) -> tuple[str, list]:
@@ -79,34 +91,17 @@ def analysis_section(analysis: Analysis) -> list[str]:
               "Δ% = exp(difference) − 1 with two-sided 95% intervals simultaneous over the configs (Dunnett). "
               "This is the one primary test; Welch and paired t-tests and the Dunnett/Holm p-values are "
               "diagnostics in `groups.csv`."), ""]
-    rows = []
-    for base_id, family in analysis.families.items():
-        base_label, members = _family_name(analysis, base_id)
-        rows.append([base_label, family.method, len(members), fmt(family.sigma_pct, ".2f") + "%",
-                     fmt(family.rho, ".2f"), fmt(family.df, ".0f"), fmt(family.homogeneity_p, ".3g"),
-                     family.note or "–"])
-    lines.append(markdown_table(["baseline", "analysis", "configs", "σ̂ (seed std, % of loss)", "ρ̂ (seed-block share)",
-                                 "error df", "Brown–Forsythe p", "note"], rows))
+    items = [FamilyItem(*_family_name(analysis, base_id), family) for base_id, family in analysis.families.items()]
+    lines.append(markdown_table(*table(FAMILIES_MD, items)))
     return lines
 
 
 def problems_section(analysis: Analysis, root: Path, now: float) -> str:
     """Every job that did not complete, with why, and every repeated seed: nothing is dropped silently."""
-    rows = []
-    for g in analysis.groups:
-        for run in g.runs:
-            if run.state == COMPLETED:
-                continue
-            state = run.state_text + (" (stale)" if run.is_stale(now) else "")
-            detail = run.error or ("planned in multirun.yaml, no run directory" if run.never_started else
-                                   "no summary.json or metrics.jsonl: crashed before writing output"
-                                   if run.state == "missing" else "")
-            rows.append([relative_path(run.path, root), g.label, run.seed, state,
-                         f"{run.steps if run.steps is not None else '–'}/{run.max_steps or '–'}",
-                         age_text(now - run.last_activity), detail])
-    text = "All jobs completed.\n" if not rows else (
-        f"{len(rows)} job(s) did not complete; they are counted per arm in every criterion, never dropped.\n\n"
-        + markdown_table(["run", "group", "seed", "state", "step", "last activity", "error"], rows))
+    items = [ProblemItem(run, g, root, now) for g in analysis.groups for run in g.runs if run.state != COMPLETED]
+    text = "All jobs completed.\n" if not items else (
+        f"{len(items)} job(s) did not complete; they are counted per arm in every criterion, never dropped.\n\n"
+        + markdown_table(*table(PROBLEMS_MD, items)))
     for p in analysis.plans:
         if p.planned is None:
             text += f"\n`{relative_path(p.sweep_dir, root)}`: {p.unknown_because}, so its planned jobs are unknown.\n"
@@ -118,28 +113,49 @@ def problems_section(analysis: Analysis, root: Path, now: float) -> str:
     return text
 
 
+def what_is_claimed(analysis: Analysis, verdicts: list, power_text: list[str]) -> str:
+    """The claims paragraph, after what the runs are (a rehearsal) and every comparison of unlike arms."""
+    rehearsal = ([f"{analysis.rehearsal.label}: these runs rehearse the plan's pipeline; no statement below is a "
+                  "result of the plan."] if analysis.rehearsal else [])
+    return " ".join([*rehearsal, *fairness.claims(analysis.groups), claims_paragraph(analysis, verdicts, power_text)])
+
+
+def verdict_section(analysis: Analysis, phase, verdicts) -> list[str]:
+    status = "INTERIM" if analysis.interim else "final"
+    label = f"{analysis.rehearsal.label}; " if analysis.rehearsal else ""
+    lines = [f"## Verdict ({label}{status}" + (f", phase {phase})" if phase else ")"), ""]
+    if phase and not verdicts:
+        lines.append(f"No pass criteria are defined for phase {phase} (known: {', '.join(criteria.PHASES)}).")
+    elif phase:
+        lines.append(markdown_table(*table(VERDICTS_MD, criterion_items(verdicts, phase, analysis))))
+        lines.append("PASS: the whole interval clears the plan's margin; FAIL: the whole interval is on the wrong "
+                     "side; INCONCLUSIVE otherwise. A diverged or failed seed stops its item from passing; so does "
+                     "a setting the arms differ in that the plan does not declare (`unlike arms`).")
+        unlike = list(dict.fromkeys(c.unlike for c in verdicts if c.unlike))
+        if unlike:
+            lines += ["", "Unlike arms (settings compared arms differ in beyond the comparison's own): "
+                      + "; ".join(unlike) + "."]
+    else:
+        lines.append("No phase set (config `phase` is null and no `--phase`): pass criteria not evaluated.")
+    return lines
+
+
 def render(sweep_dirs: list[Path], root: Path, phase, analysis: Analysis, verdicts, plots, out_dir: Path,
            now: float, power_text: list[str]) -> str:
     n_runs = sum(len(g.replicates) for g in analysis.groups)
     n_done = sum(len(g.completed) for g in analysis.groups)
     status = "INTERIM" if analysis.interim else "final"
+    rehearsal = analysis.rehearsal
     lines = [
-        "# Sweep report: " + ", ".join(f"`{d}`" for d in sweep_dirs), "",
-        (f"Generated {datetime.fromtimestamp(now).isoformat(timespec='seconds')}: {n_runs} jobs "
-         f"({n_done} completed) in {len(analysis.groups)} groups; phase {phase or 'not set'}; {status}. "
-         "How to read this: `docs/report.md`."), "",
-        "## What can be claimed", "", claims_paragraph(analysis, verdicts, power_text), "",
-        f"## Verdict ({status}" + (f", phase {phase})" if phase else ")"), "",
+        ("# REHEARSAL sweep report: " if rehearsal else "# Sweep report: ") + ", ".join(f"`{d}`" for d in sweep_dirs),
+        "",
+        (f"**{rehearsal.label}**: a rehearsal of the plan, not its result. " if rehearsal else "")
+        + (f"Generated {datetime.fromtimestamp(now).isoformat(timespec='seconds')}: {n_runs} jobs "
+           f"({n_done} completed) in {len(analysis.groups)} groups; phase {phase or 'not set'}; {status}. "
+           "How to read this: `docs/report.md`."), "",
+        "## What can be claimed", "", what_is_claimed(analysis, verdicts, power_text), "",
+        *verdict_section(analysis, phase, verdicts),
     ]
-    if phase and not verdicts:
-        lines.append(f"No pass criteria are defined for phase {phase} (known: {', '.join(criteria.PHASES)}).")
-    elif phase:
-        lines.append(markdown_table(["criterion", "verdict", "numbers"],
-                                    [[c.name, f"**{c.verdict}**", c.numbers] for c in verdicts]))
-        lines.append("PASS: the whole interval clears the plan's margin; FAIL: the whole interval is on the wrong "
-                     "side; INCONCLUSIVE otherwise. A diverged or failed seed stops its item from passing.")
-    else:
-        lines.append("No phase set (config `phase` is null and no `--phase`): pass criteria not evaluated.")
     lines.append("")
     if power_text:
         lines += ["## What this sweep can detect", "", "```", *power_text, "```", ""]
@@ -147,7 +163,7 @@ def render(sweep_dirs: list[Path], root: Path, phase, analysis: Analysis, verdic
               ("Seeds counted once each (a repeated seed is one replicate). Δ = (group − baseline) / baseline "
                "from the primary analysis: negative = lower loss = better; brackets: simultaneous 95% interval."),
               "",
-              markdown_table(GROUP_MD_HEADER, group_md_rows(analysis.rows)),
+              markdown_table(*group_table(GROUP_MD, analysis.rows)),
               "Tables: `groups.csv` (with the diagnostics), `groups.md`, `runs.csv`, `runs.md`, `criteria.csv`.",
               "", "## Plots", ""]
     for title, path in plots.items():

@@ -1,56 +1,92 @@
-"""The group and run tables as Markdown and CSV: formatting only (the numbers come from groupstats.py)."""
+"""The report's tables, each declared once as a list of columns: a column is its name and the function that
+reads its value from one item (a `GroupRow` for the group tables, a `RunItem` for the runs table). A new metric
+is one `Column(...)` line in the table that shows it; formatting only (the numbers come from groupstats.py).
+
+A column name may hold `{early}`: the eval step the early-loss columns read (`early_step_name`), so the column
+says the step it really used ("loss @10" in a 10-step rehearsal, "loss @100" in the plan's runs).
+"""
 
 from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from .engine import Comparison
 from .groups import Group
 from .groupstats import GroupRow
+from .measures import EARLY_STEP
 from .stats import Sample
 
-GROUP_CSV_HEADER = [
-    "group", "optimizer", "setting", "baseline", "n_completed", "n_seeds", "n_jobs", "seeds", "seed_states",
-    "primary_analysis", "delta_final_pct_model", "sim95_low_pct", "sim95_high_pct", "adjusted_p",
-    "final_val_loss_mean", "final_val_loss_std", "final_val_loss_ci_low", "final_val_loss_ci_high",
-    "best_val_loss_mean", "best_val_loss_std", "best_val_loss_ci_low", "best_val_loss_ci_high",
-    "delta_final_pct", "delta_best_pct", "welch_t", "welch_p", "paired_t", "paired_p",
-    "loss_step100_mean", "loss_step100_std", "loss_step100_at_steps", "delta_step100_pct",
-    "steps_to_1pct_of_best_mean", "eff_rank_last_mean", "eff_rank_last_std",
-    "tokens_per_s_mean", "gpu_hours_total",
+
+@dataclass(frozen=True)
+class Column:
+    name: str        # may hold {early} (module docstring)
+    value: Callable  # item -> the cell's value (None: empty)
+
+
+@dataclass(frozen=True)
+class RunItem:
+    """One job of the runs table: the run, its group, whether it stands for its seed, and the report's root."""
+    run: object
+    group: Group
+    counted: bool
+    root: Path
+
+
+def _sim_bounds(r: GroupRow) -> tuple[float, float]:
+    return r.comparison.bounds_pct() if r.comparison else (math.nan, math.nan)
+
+
+def _of_comparison(attribute: str) -> Callable:
+    return lambda r: getattr(r.comparison, attribute) if r.comparison else math.nan
+
+
+def _baseline_name(g: Group) -> str:
+    return "(baseline)" if g.is_baseline else (g.baseline.label if g.baseline else "")
+
+
+GROUP_CSV = [
+    Column("group", lambda r: r.group.label),
+    Column("optimizer", lambda r: r.group.kind),
+    Column("setting", lambda r: r.group.setting_label),
+    Column("baseline", lambda r: _baseline_name(r.group)),
+    Column("n_completed", lambda r: len(r.group.completed)),
+    Column("n_seeds", lambda r: len(r.group.replicates)),
+    Column("n_jobs", lambda r: len(r.group.runs)),
+    Column("seeds", lambda r: " ".join(str(run.seed) for run in r.group.completed)),
+    Column("seed_states", lambda r: r.group.seed_counts()),
+    Column("primary_analysis", lambda r: r.method),
+    Column("delta_final_pct_model", _of_comparison("delta_pct")),
+    Column("sim95_low_pct", lambda r: _sim_bounds(r)[0]),
+    Column("sim95_high_pct", lambda r: _sim_bounds(r)[1]),
+    Column("adjusted_p", _of_comparison("p_adjusted")),
+    Column("final_val_loss_mean", lambda r: r.final.mean),
+    Column("final_val_loss_std", lambda r: r.final.std),
+    Column("final_val_loss_ci_low", lambda r: r.final.ci_low),
+    Column("final_val_loss_ci_high", lambda r: r.final.ci_high),
+    Column("best_val_loss_mean", lambda r: r.best.mean),
+    Column("best_val_loss_std", lambda r: r.best.std),
+    Column("best_val_loss_ci_low", lambda r: r.best.ci_low),
+    Column("best_val_loss_ci_high", lambda r: r.best.ci_high),
+    Column("delta_final_pct", lambda r: r.delta_final_pct),
+    Column("delta_best_pct", lambda r: r.delta_best_pct),
+    Column("welch_t", lambda r: r.welch_final.statistic),
+    Column("welch_p", lambda r: r.welch_final.pvalue),
+    Column("paired_t", lambda r: r.paired_final.statistic),
+    Column("paired_p", lambda r: r.paired_final.pvalue),
+    Column("loss_step{early}_mean", lambda r: r.early.mean),
+    Column("loss_step{early}_std", lambda r: r.early.std),
+    Column("loss_step{early}_at_steps", lambda r: " ".join(map(str, r.early_steps))),
+    Column("delta_step{early}_pct", lambda r: r.delta_early_pct),
+    Column("steps_to_1pct_of_best_mean", lambda r: r.steps_to_1pct.mean),
+    Column("eff_rank_last_mean", lambda r: r.eff_rank.mean),
+    Column("eff_rank_last_std", lambda r: r.eff_rank.std),
+    Column("tokens_per_s_mean", lambda r: r.tokens_per_s.mean),
+    Column("gpu_hours_total", lambda r: r.gpu_hours),
 ]
-
-
-def group_csv_rows(rows: list[GroupRow]) -> list[list]:
-    out = []
-    for r in rows:
-        g = r.group
-        comp = r.comparison
-        low, high = comp.bounds_pct() if comp else (math.nan, math.nan)
-        out.append([
-            g.label, g.kind, g.setting_label,
-            "(baseline)" if g.is_baseline else (g.baseline.label if g.baseline else ""),
-            len(g.completed), len(g.replicates), len(g.runs), " ".join(str(run.seed) for run in g.completed),
-            g.seed_counts(), r.method, comp.delta_pct if comp else math.nan, low, high,
-            comp.p_adjusted if comp else math.nan,
-            r.final.mean, r.final.std, r.final.ci_low, r.final.ci_high,
-            r.best.mean, r.best.std, r.best.ci_low, r.best.ci_high,
-            r.delta_final_pct, r.delta_best_pct, r.welch_final.statistic, r.welch_final.pvalue,
-            r.paired_final.statistic, r.paired_final.pvalue,
-            r.early.mean, r.early.std, " ".join(map(str, r.early_steps)), r.delta_early_pct,
-            r.steps_to_1pct.mean, r.eff_rank.mean, r.eff_rank.std,
-            r.tokens_per_s.mean, r.gpu_hours,
-        ])
-    return out
-
-
-GROUP_MD_HEADER = [
-    "group", "seeds", "final val loss (mean ± std)", "Δ final vs base [simultaneous 95%]",
-    "loss @100 (step)", "Δ @100", "steps to 1% of best", "eff. rank (last)", "tokens/s", "GPU-h",
-]
-
 
 def fmt(value, spec: str = ".4f") -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
@@ -85,39 +121,139 @@ def fmt_pct(value: float) -> str:
     return "–" if not math.isfinite(value) else f"{value:+.2f}%"
 
 
-def group_md_rows(rows: list[GroupRow]) -> list[list]:
-    out = []
-    for r in rows:
-        g = r.group
-        name = f"**{g.label}** (baseline)" if g.is_baseline else g.label
-        out.append([
-            name, g.seed_counts() or "–", fmt_sample(r.final),
-            "–" if g.is_baseline else fmt_comparison(r.comparison),
-            f"{fmt(r.early.mean)} ({', '.join(map(str, r.early_steps)) or '–'})",
-            "–" if g.is_baseline else fmt_pct(r.delta_early_pct),
-            fmt(r.steps_to_1pct.mean, ".0f"), fmt(r.eff_rank.mean, ".2f"),
-            fmt(r.tokens_per_s.mean, ".0f"), fmt(r.gpu_hours, ".2f"),
-        ])
-    return out
+GROUP_MD = [
+    Column("group", lambda r: f"**{r.group.label}** (baseline)" if r.group.is_baseline else r.group.label),
+    Column("seeds", lambda r: r.group.seed_counts() or "–"),
+    Column("final val loss (mean ± std)", lambda r: fmt_sample(r.final)),
+    Column("Δ final vs base [simultaneous 95%]",
+           lambda r: "–" if r.group.is_baseline else fmt_comparison(r.comparison)),
+    Column("loss @{early} (step)", lambda r: f"{fmt(r.early.mean)} ({', '.join(map(str, r.early_steps)) or '–'})"),
+    Column("Δ @{early}", lambda r: "–" if r.group.is_baseline else fmt_pct(r.delta_early_pct)),
+    Column("steps to 1% of best", lambda r: fmt(r.steps_to_1pct.mean, ".0f")),
+    Column("eff. rank (last)", lambda r: fmt(r.eff_rank.mean, ".2f")),
+    Column("tokens/s", lambda r: fmt(r.tokens_per_s.mean, ".0f")),
+    Column("GPU-h", lambda r: fmt(r.gpu_hours, ".2f")),
+]
 
 
-RUN_HEADER = ["run", "group", "seed", "state", "counted", "steps", "max_steps", "final_val_loss", "best_val_loss",
-              "final_alpha", "eff_rank_last", "gpu_hours", "error"]
+# Every job, the repeats of a seed too (`counted` says which one stands for the seed).
+RUNS = [
+    Column("run", lambda i: relative_path(i.run.path, i.root)),
+    Column("group", lambda i: i.group.label),
+    Column("seed", lambda i: i.run.seed),
+    Column("state", lambda i: i.run.state_text),
+    Column("counted", lambda i: "yes" if i.counted else "no (repeated seed)"),
+    Column("steps", lambda i: i.run.steps),
+    Column("max_steps", lambda i: i.run.max_steps),
+    Column("final_val_loss", lambda i: i.run.final_val_loss),
+    Column("best_val_loss", lambda i: i.run.best_val_loss),
+    Column("final_alpha", lambda i: None if i.run.final_alpha is None else f"{i.run.final_alpha:g}"),
+    Column("eff_rank_last", lambda i: i.run.last_eff_rank),
+    Column("gpu_hours", lambda i: i.run.gpu_hours),
+    Column("error", lambda i: i.run.error or ""),
+]
 
 
-def run_rows(groups: list[Group], root: Path) -> list[list]:
-    """Every job, the repeats of a seed too (`counted` says which one stands for the seed)."""
-    rows = []
+@dataclass(frozen=True)
+class CriterionItem:
+    """One pass criterion of the report, with what the whole report is: its phase, interim or final, rehearsal."""
+    criterion: object  # criteria.Criterion
+    phase: str | None
+    interim: bool
+    rehearsal: str  # the rehearsal's label (rehearsal.py), empty for runs of the plan
+
+
+CRITERIA = [
+    Column("phase", lambda i: i.phase),
+    Column("criterion", lambda i: i.criterion.name),
+    Column("verdict", lambda i: i.criterion.verdict),
+    Column("interim", lambda i: i.interim),
+    Column("rehearsal", lambda i: i.rehearsal),
+    Column("unlike_settings", lambda i: i.criterion.unlike),
+    Column("numbers", lambda i: i.criterion.numbers),
+]
+
+VERDICTS_MD = [
+    Column("criterion", lambda i: i.criterion.name),
+    Column("verdict", lambda i: f"**{i.criterion.verdict}**"),
+    Column("numbers", lambda i: i.criterion.numbers),
+]
+
+
+def criterion_items(verdicts: list, phase: str | None, analysis) -> list[CriterionItem]:
+    label = analysis.rehearsal.label if analysis.rehearsal else ""
+    return [CriterionItem(c, phase, analysis.interim, label) for c in verdicts]
+
+
+@dataclass(frozen=True)
+class FamilyItem:
+    """One baseline's primary analysis: its label, the groups compared with it, the engine's family."""
+    baseline: str
+    members: list
+    family: object  # engine.Family
+
+
+FAMILIES_MD = [
+    Column("baseline", lambda i: i.baseline),
+    Column("analysis", lambda i: i.family.method),
+    Column("configs", lambda i: len(i.members)),
+    Column("σ̂ (seed std, % of loss)", lambda i: fmt(i.family.sigma_pct, ".2f") + "%"),
+    Column("ρ̂ (seed-block share)", lambda i: fmt(i.family.rho, ".2f")),
+    Column("error df", lambda i: fmt(i.family.df, ".0f")),
+    Column("Brown–Forsythe p", lambda i: fmt(i.family.homogeneity_p, ".3g")),
+    Column("note", lambda i: i.family.note or "–"),
+]
+
+
+@dataclass(frozen=True)
+class ProblemItem:
+    """A job that did not complete, as of `now`."""
+    run: object
+    group: Group
+    root: Path
+    now: float
+
+
+def _why_not_completed(run) -> str:
+    return run.error or ("planned in multirun.yaml, no run directory" if run.never_started else
+                         "no summary.json or metrics.jsonl: crashed before writing output"
+                         if run.state == "missing" else "")
+
+
+PROBLEMS_MD = [
+    Column("run", lambda i: relative_path(i.run.path, i.root)),
+    Column("group", lambda i: i.group.label),
+    Column("seed", lambda i: i.run.seed),
+    Column("state", lambda i: i.run.state_text + (" (stale)" if i.run.is_stale(i.now) else "")),
+    Column("step", lambda i: f"{i.run.steps if i.run.steps is not None else '–'}/{i.run.max_steps or '–'}"),
+    Column("last activity", lambda i: age_text(i.now - i.run.last_activity)),
+    Column("error", lambda i: _why_not_completed(i.run)),
+]
+
+
+def run_items(groups: list[Group], root: Path) -> list[RunItem]:
+    items = []
     for g in groups:
         kept = {id(run) for run in g.replicates.values()}
-        for run in g.runs:
-            rows.append([
-                relative_path(run.path, root), g.label, run.seed, run.state_text,
-                "yes" if id(run) in kept else "no (repeated seed)", run.steps, run.max_steps,
-                run.final_val_loss, run.best_val_loss, None if run.final_alpha is None else f"{run.final_alpha:g}",
-                run.last_eff_rank, run.gpu_hours, run.error or "",
-            ])
-    return rows
+        items += [RunItem(run, g, id(run) in kept, root) for run in g.runs]
+    return items
+
+
+def early_step_name(rows: list[GroupRow]) -> str:
+    """The eval step the early-loss columns read: "100", "10" when every run's last eval at or before step 100 was
+    step 10, "≤100" when the runs read different steps (the step column lists them)."""
+    steps = {step for r in rows for step in r.early_steps}
+    return str(steps.pop()) if len(steps) == 1 else f"≤{EARLY_STEP}"
+
+
+def table(columns: list[Column], items: list, **names) -> tuple[list[str], list[list]]:
+    """(header, rows) of a declared table; `names` fill the column names' placeholders."""
+    return [c.name.format(**names) for c in columns], [[c.value(item) for c in columns] for item in items]
+
+
+def group_table(columns: list[Column], rows: list[GroupRow]) -> tuple[list[str], list[list]]:
+    """A group table, its early-loss columns named by the step they read."""
+    return table(columns, rows, early=early_step_name(rows))
 
 
 def relative_path(path: Path, root: Path) -> str:

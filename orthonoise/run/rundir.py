@@ -13,8 +13,10 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
 from omegaconf import OmegaConf
 
 from orthonoise.run.atomic import write_text_atomic
@@ -54,6 +56,20 @@ HYDRA_DIR = ".hydra"
 HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")  # what Hydra writes into HYDRA_DIR at every launch
 IDENTITY_FILE = "identity.json"
 LOCK_FILE = "run.lock"
+
+# The keys of a metrics.jsonl row and of summary.json that readers compute with: every reader names them through
+# these constants, so a renamed metric is one edit here.
+STEP = "step"
+VAL_LOSS = "val_loss"            # a row's validation loss (eval steps only)
+EFF_RANK = "eff_rank"            # a row's mean effective rank of the Muon-family momenta (eval steps only)
+TOKENS_PER_S = "tokens_per_s"    # a row's throughput, and the summary's whole-run throughput
+STATUS = "status"                # summary: a Status word
+STEPS, MAX_STEPS = "steps", "max_steps"
+FINAL_VAL_LOSS, BEST_VAL_LOSS, BEST_STEP = "final_val_loss", "best_val_loss", "best_step"
+WALL_TIME_S, GPU_HOURS, WORLD_SIZE = "wall_time_s", "gpu_hours", "world_size"
+FINAL_ALPHA = "final_alpha"      # summary: the noise scale a noise variant ended at
+WHY_FAILED, WHY_DIVERGED = "error", "diverged"  # summary: why a run failed, what made it diverge
+PROVENANCE, CONFIG_CHANGES = "provenance", "config_changes"
 
 
 class Status(str, enum.Enum):
@@ -103,10 +119,10 @@ def read_summary(run_dir: Path) -> dict | None:
 
 # The summary fields a reader computes with, and the JSON types they must have (null is always allowed).
 _INTEGER, _NUMBER, _TEXT = ((int,), "an integer"), ((int, float), "a number"), ((str,), "a string")
-SUMMARY_TYPES = {"status": _TEXT, "steps": _INTEGER, "max_steps": _INTEGER, "best_step": _INTEGER,
-                 "final_val_loss": _NUMBER, "best_val_loss": _NUMBER, "wall_time_s": _NUMBER,
-                 "tokens_per_s": _NUMBER, "gpu_hours": _NUMBER, "error": _TEXT, "diverged": _TEXT,
-                 "final_alpha": _NUMBER}
+SUMMARY_TYPES = {STATUS: _TEXT, STEPS: _INTEGER, MAX_STEPS: _INTEGER, BEST_STEP: _INTEGER,
+                 FINAL_VAL_LOSS: _NUMBER, BEST_VAL_LOSS: _NUMBER, WALL_TIME_S: _NUMBER,
+                 TOKENS_PER_S: _NUMBER, GPU_HOURS: _NUMBER, WHY_FAILED: _TEXT, WHY_DIVERGED: _TEXT,
+                 FINAL_ALPHA: _NUMBER}
 
 
 def inspect_summary(run_dir: Path) -> tuple[dict | None, str | None]:
@@ -140,8 +156,8 @@ def read_metrics(run_dir: Path) -> list[dict]:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue  # a half-written last line of a live or killed job
-        if isinstance(record, dict) and isinstance(record.get("step"), int):
-            by_step[record["step"]] = record
+        if isinstance(record, dict) and isinstance(record.get(STEP), int):
+            by_step[record[STEP]] = record
     return [by_step[step] for step in sorted(by_step)]
 
 
@@ -159,3 +175,40 @@ def append_metrics(run_dir: Path, row: dict) -> int:
 
 def is_run_dir(path: Path) -> bool:
     return (Path(path) / HYDRA_DIR).is_dir() or (Path(path) / SUMMARY_FILE).is_file()
+
+
+@dataclass
+class HydraRecord:
+    """What Hydra wrote into a run's `.hydra/`: the composed config, the config-group choices
+    (hydra.runtime.choices: group -> option, e.g. {"optimizer": "orthonoise", "preset": "tiny"}) and the
+    command line's overrides. A missing file reads as empty; a malformed one as empty with why in `problems`."""
+    config: dict = field(default_factory=dict)
+    choices: dict = field(default_factory=dict)
+    overrides: list = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def read_hydra_record(run_dir: Path) -> HydraRecord:
+    """The one reader of a run's `.hydra/` files (the report, the sweep tools and `status` read runs through it)."""
+    hydra_dir = Path(run_dir) / HYDRA_DIR
+    (config, *_), (hydra, *_), (overrides, *_) = read = [
+        _read_yaml(hydra_dir / name, kind) for name, kind in zip(HYDRA_FILES, (dict, dict, list))]
+    choices = hydra
+    for key in ("hydra", "runtime", "choices"):
+        choices = choices.get(key) if isinstance(choices, dict) else None
+    return HydraRecord(config=config, overrides=overrides,
+                       choices={str(k): v for k, v in choices.items()} if isinstance(choices, dict) else {},
+                       problems=[problem for _, problem in read if problem])
+
+
+def _read_yaml(path: Path, kind: type) -> tuple:
+    """(the file's value, None), (kind(), why it is unusable), or (kind(), None) when there is no such file."""
+    if not path.is_file():
+        return kind(), None
+    try:
+        value = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as err:
+        return kind(), f"{HYDRA_DIR}/{path.name} cannot be read: {type(err).__name__}"
+    if value is not None and not isinstance(value, kind):
+        return kind(), f"{HYDRA_DIR}/{path.name} holds a {type(value).__name__}, not a {kind.__name__}"
+    return value or kind(), None

@@ -32,9 +32,12 @@ def linear_curve(final: float, max_steps: int = 200, every: int = 50, early: flo
 
 
 def make_config(*, seed: int, optimizer: str = "muon", alpha=None, schedule: str = "constant",
-                rank_threshold=None, preset: str = "tiny", pretrained: bool = False,
-                max_steps: int = 200, phase=None) -> tuple[dict, dict]:
-    optim = {"_target_": TARGETS[optimizer], "_partial_": True, "lr": 0.02}
+                rank_threshold=None, preset: str = "granite-350m", pretrained: bool = False,
+                max_steps: int = 200, phase=None, lr: float = 0.02, declared: list | None = None,
+                sweep_preset: str | None = None, final_eval_batches: int = 0) -> tuple[dict, dict]:
+    """A run's composed config and choices: the plan's model by default; `declared` is the sweep file's
+    plan.declared_differences, `sweep_preset` a `+preset=` choice (tiny: a rehearsal)."""
+    optim = {"_target_": TARGETS[optimizer], "_partial_": True, "lr": lr}
     if optimizer != "adamw":  # conf/optimizer/muon.yaml and the optimizers built on it
         optim.update(momentum=0.95)
     if optimizer in ("orthonoise", "isotropic"):
@@ -46,15 +49,20 @@ def make_config(*, seed: int, optimizer: str = "muon", alpha=None, schedule: str
         "data": {"name": "local", "seq_len": 128, "cache_dir": ".cache/data"},
         "optimizer": optim,
         "noise": {"schedule": schedule, "end_factor": END_FACTOR, "steps": "${trainer.max_steps}"},  # conf/noise/*.yaml
-        "hardware": {"name": "cpu", "world_size": 1},
+        "hardware": {"name": "cpu", "world_size": 1, "batch_size": 4},
         "logger": {"mode": "disabled", "group": phase},
         "seed": seed,
         "phase": phase,
         "tags": [],
-        "trainer": {"max_steps": max_steps, "eval_every": 50, "progress_bar": False},
+        "trainer": {"max_steps": max_steps, "eval_every": 50, "progress_bar": False,
+                    "final_eval_batches": final_eval_batches},
     }
+    if declared is not None:
+        config["plan"] = {"declared_differences": list(declared)}
     choices = {"model": preset, "data": "local", "optimizer": optimizer, "noise": schedule,
                "hardware": "cpu", "logger": "disabled", "hydra/launcher": "basic"}
+    if sweep_preset is not None:
+        choices["preset"] = sweep_preset
     return config, choices
 
 
@@ -64,11 +72,12 @@ def write_run(root: Path, name: str, *, seed: int = 1, val: dict[int, float] | N
               error: str | None = None, diverged: str | None = None, gpu_hours: float = 0.0,
               tokens_per_s: float = 1000.0, wall_time_s: float = 60.0, hydra_yaml: bool = True, metrics: bool = True,
               final_alpha: float | None = None, provenance: dict | None = PROVENANCE, config_changes: list = (),
-              **config_kwargs) -> Path:
+              overrides: list = (), **config_kwargs) -> Path:
     """One run dir. `val` maps eval step -> val loss, `logged` any other metric key -> {eval step: value};
     status None writes no summary.json. A completed noise run records the alpha it ended at as the trainer does
     (the schedule spans the run: alpha * end_factor unless constant); `final_alpha` says another. `provenance` and
-    `config_changes` are the summary's (None: no provenance, as in a run from before it was recorded)."""
+    `config_changes` are the summary's (None: no provenance, as in a run from before it was recorded); `overrides`
+    the command line's, before the seed."""
     run = Path(root) / name
     hydra_dir = run / HYDRA_DIR
     hydra_dir.mkdir(parents=True)
@@ -76,7 +85,7 @@ def write_run(root: Path, name: str, *, seed: int = 1, val: dict[int, float] | N
     (hydra_dir / "config.yaml").write_text(yaml.safe_dump(config))
     if hydra_yaml:
         (hydra_dir / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"choices": choices}}}))
-    (hydra_dir / "overrides.yaml").write_text(yaml.safe_dump([f"seed={seed}"]))
+    (hydra_dir / "overrides.yaml").write_text(yaml.safe_dump([*overrides, f"seed={seed}"]))
     val = val or {}
     if metrics and val:
         for step in range(10, max(val) + 1, 10):

@@ -5,7 +5,7 @@ import os
 import time
 
 from orthonoise.report.collect import find_run_dirs, load_run, load_runs
-from orthonoise.run.rundir import read_metrics
+from orthonoise.run.rundir import HydraRecord, read_hydra_record, read_metrics
 
 from .fake_runs import linear_curve, write_run
 
@@ -101,3 +101,15 @@ def test_any_logged_key_reads_as_an_eval_series(tmp_path):
     """A metric the report does not know yet (a new optimizer's, say) is readable by its key alone."""
     run = load_run(write_run(tmp_path, "r", val={50: 2.5, 100: 2.4}, logged={"noise_frac": {50: 0.5, 100: 0.25}}))
     assert run.evals("noise_frac") == [(50, 0.5), (100, 0.25)] and run.evals("not_logged") == []
+
+
+def test_one_reader_of_the_hydra_record(tmp_path):
+    path = write_run(tmp_path, "r", seed=5, sweep_preset="tiny", overrides=["+preset=tiny"], val={10: 2.0})
+    record = read_hydra_record(path)
+    assert record.config["seed"] == 5 and record.choices["preset"] == "tiny" and record.problems == []
+    assert record.overrides == ["+preset=tiny", "seed=5"]
+    (path / ".hydra" / "hydra.yaml").write_text("hydra: [unclosed")
+    broken = read_hydra_record(path)
+    assert broken.choices == {} and broken.config["seed"] == 5
+    assert broken.problems == [".hydra/hydra.yaml cannot be read: ParserError"]
+    assert read_hydra_record(tmp_path / "nothing") == HydraRecord()

@@ -25,7 +25,11 @@ def test_rehearsal_sweep_gives_a_phase_31_verdict(tmp_path):
 
     assert main([str(sweep)]) == 0
     with open(sweep / "criteria.csv") as handle:
-        verdicts = {row["criterion"]: row["verdict"] for row in csv.DictReader(handle)}
+        rows = list(csv.DictReader(handle))
+    verdicts = {row["criterion"]: row["verdict"] for row in rows}
+    # the tiny model in a phase, 20 steps from the command line: labelled a rehearsal, with what it was
+    assert {row["rehearsal"] for row in rows} == {"REHEARSAL, tiny model and trainer.max_steps=20 on the command "
+                                                  "line: tiny model, 20 steps, the whole validation split"}
     assert verdicts["No crashes"] == "PASS"
     assert verdicts["Effective rank logged"] == "PASS"
     # TOST with 2 seeds: decidable when the tiny model's seeds agree, else honestly INCONCLUSIVE
