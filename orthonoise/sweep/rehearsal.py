@@ -35,7 +35,7 @@ import torch
 
 from orthonoise import REPO_ROOT
 from orthonoise.run.checkpoint import checkpoint_paths
-from orthonoise.sweep.winners import DEFAULT_PATH as WINNERS_PATH
+from orthonoise.sweep.winners import CONFIRMATION, FILE, SCREENING
 
 DEFAULT_OUT = Path("outputs")
 LABEL = "-tiny"  # the tiny preset's sweep-dir suffix (sweeps/preset/tiny.yaml)
@@ -81,6 +81,13 @@ PLAN = (
     Phase("3.3", "3.3", ("phase33_finetune", "phase33_scratch")),
     Phase("4", "4", ("phase4_350m", "phase4_1b")),
 )
+
+
+# The winners a later step composes, as `make phase32-confirm` / `phase33` / `phase4` hand them on: the stage of the
+# winners file, the step whose report wrote it, and the generated arm dir (<out>/arms-tiny/<name>, hydra.searchpath).
+HANDOVER = {"3.2 confirmation": (SCREENING, "3.2", "confirmation"),
+            "3.3": (CONFIRMATION, "3.2 confirmation", "carried"),
+            "4": (CONFIRMATION, "3.2 confirmation", "carried")}
 
 
 @dataclass
@@ -139,8 +146,7 @@ def report_command(out: Path, sweeps: tuple[str, ...], *args: str, tiny: bool = 
 
 def winners_file(out: Path, title: str) -> Path:
     """Where a step's report writes its winners: beside its report.md (orthonoise/sweep/winners.py)."""
-    phase = next(p for p in PLAN if p.title == title)
-    return sweep_dir(out, phase.report_sweeps[0]) / WINNERS_PATH.name
+    return sweep_dir(out, step_named(title).report_sweeps[0]) / FILE
 
 
 def run_dirs(directory: Path) -> list[Path]:
@@ -237,21 +243,37 @@ def preemption_check(out: Path, logs: Path) -> StepRecord:
 
 # ---- the steps -------------------------------------------------------------------------------------------------
 
-def handover(out: Path, phase: Phase) -> tuple[str, ...]:
-    """The overrides that carry the winners into a later phase's launch: none yet (the sweep files' own arms)."""
-    return ()
+def step_named(title: str) -> Phase:
+    return next(p for p in PLAN if p.title == title)
+
+
+def arms_dir(out: Path, phase: Phase) -> Path | None:
+    """The generated arm configs a step composes (None: the sweep files' own arms)."""
+    return out / f"arms{LABEL}" / HANDOVER[phase.title][2] if phase.title in HANDOVER else None
+
+
+def hand_over(out: Path, logs: Path, phase: Phase) -> int:
+    """Generate the step's arms from the winners an earlier step's report wrote (orthonoise/sweep/winners.py)."""
+    stage, source, _ = HANDOVER[phase.title]
+    cmd = [sys.executable, "-m", "orthonoise.sweep.winners", "arms", "--stage", stage, "--out",
+           str(arms_dir(out, phase)), "--made-by", "python -m orthonoise.sweep.rehearsal",
+           *(str(sweep_dir(out, s)) for s in step_named(source).sweeps)]
+    return run_logged(cmd, logs / f"arms-{phase.title.replace(' ', '_')}.log")
 
 
 def run_phase(out: Path, logs: Path, phase: Phase) -> StepRecord:
-    """Launch the phase's sweep files one after another, then its report; a failed launch does not stop the rest."""
-    codes = {s: run_logged(train_command(out, s, *CUTS[s], *handover(out, phase)), logs / f"{s}.log")
-             for s in phase.sweeps}
+    """Launch the phase's sweep files one after another (with the winners handed on), then its report; a failed
+    launch does not stop the rest."""
+    arms = arms_dir(out, phase)
+    codes = {"winners → arms": hand_over(out, logs, phase)} if arms else {}
+    extra = (f"hydra.searchpath=[file://{arms}]",) if arms else ()
+    codes |= {s: run_logged(train_command(out, s, *CUTS[s], *extra), logs / f"{s}.log") for s in phase.sweeps}
     home = sweep_dir(out, phase.report_sweeps[0])
     report_code = run_logged(report_command(out, phase.report_sweeps, "--phase", phase.phase),
                              logs / f"report-{home.name}.log")
-    notes = [f"{s}: exit {code} ({logs / (s + '.log')})" for s, code in codes.items() if code]
+    notes = [f"{s}: exit {code} (logs in {logs})" for s, code in codes.items() if code]
     notes += [f"report: exit {report_code}"] if report_code else []
-    return StepRecord(phase.title, sum(len(run_dirs(sweep_dir(out, s))) for s in codes),
+    return StepRecord(phase.title, sum(len(run_dirs(sweep_dir(out, s))) for s in phase.sweeps),
                       ok=not notes and (home / "report.md").exists(), verdicts=verdicts(home), notes=notes)
 
 
