@@ -123,11 +123,22 @@ def sweep_dir(out: Path, sweep: str, tiny: bool = True) -> Path:
     return out / "sweeps" / (sweep + LABEL if tiny else sweep)
 
 
-def train_command(out: Path, sweep: str, *overrides: str, tiny: bool = True, launcher=LAUNCHER) -> list[str]:
-    """`train.py -m` of one sweep file as the Makefile runs it under PRESET=tiny, into this rehearsal's out dir."""
+def sweep_overrides(out: Path, sweep: str, *overrides: str, tiny: bool = True, launcher=LAUNCHER) -> list[str]:
+    """One sweep file's overrides as the Makefile gives them under PRESET=tiny, into this rehearsal's out dir."""
     common = TINY if tiny else ("logger=disabled",)
-    return [sys.executable, "train.py", "-m", "-cd", "sweeps", "-cn", sweep, *common, *launcher, *overrides,
-            f"hydra.sweep.dir={sweep_dir(out, sweep, tiny)}"]
+    return [*common, *launcher, *overrides, f"hydra.sweep.dir={sweep_dir(out, sweep, tiny)}"]
+
+
+def train_command(out: Path, sweep: str, *overrides: str, tiny: bool = True, launcher=LAUNCHER) -> list[str]:
+    return [sys.executable, "train.py", "-m", "-cd", "sweeps", "-cn", sweep,
+            *sweep_overrides(out, sweep, *overrides, tiny=tiny, launcher=launcher)]
+
+
+def preflight_command(out: Path, sweep: str, *overrides: str) -> list[str]:
+    """The preflight `make phase*` runs before each launch: the jobs priced, and a job whose config and seed already
+    completed in another sweep under <out> (3.1's arms in 3.2) linked to that run instead of run twice."""
+    return [sys.executable, "-m", "orthonoise.sweep.plan", "--summary", "--link-reused", "--history", str(out), sweep,
+            *sweep_overrides(out, sweep, *overrides)]
 
 
 def run_logged(cmd: list[str], log_path: Path) -> int:
@@ -267,7 +278,9 @@ def run_phase(out: Path, logs: Path, phase: Phase) -> StepRecord:
     arms = arms_dir(out, phase)
     codes = {"winners → arms": hand_over(out, logs, phase)} if arms else {}
     extra = (f"hydra.searchpath=[file://{arms}]",) if arms else ()
-    codes |= {s: run_logged(train_command(out, s, *CUTS[s], *extra), logs / f"{s}.log") for s in phase.sweeps}
+    for s in phase.sweeps:
+        codes[f"{s} preflight"] = run_logged(preflight_command(out, s, *CUTS[s], *extra), logs / f"{s}.log")
+        codes[s] = run_logged(train_command(out, s, *CUTS[s], *extra), logs / f"{s}.log")
     home = sweep_dir(out, phase.report_sweeps[0])
     report_code = run_logged(report_command(out, phase.report_sweeps, "--phase", phase.phase),
                              logs / f"report-{home.name}.log")
