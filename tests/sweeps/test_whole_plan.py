@@ -67,9 +67,10 @@ def test_the_winners_flow_into_the_later_phases_configs(rehearsed):
     _, winners, baseline, _ = read_winners(rehearsal.winners_file(out, "3.2"))
     confirmation = arms_run(sweep_dir(out, "phase32_confirm"))
     assert all(ran(arm, confirmation) for arm in [*winners, baseline]), (winners, baseline, confirmation)
-    _, confirmed, _, _ = read_winners(rehearsal.winners_file(out, "3.2 confirmation"))
+    _, confirmed, confirmed_baseline, _ = read_winners(rehearsal.winners_file(out, "3.2 confirmation"))
     for sweep in ("phase33_finetune", "phase33_scratch", "phase4_350m", "phase4_1b"):
-        assert ran(confirmed[0], arms_run(sweep_dir(out, sweep))), (sweep, confirmed[0])
+        carried = arms_run(sweep_dir(out, sweep))
+        assert ran(confirmed[0], carried) and ran(confirmed_baseline, carried), (sweep, confirmed, confirmed_baseline)
 
 
 def test_no_tracked_file_changed(rehearsed):
