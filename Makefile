@@ -49,7 +49,7 @@ clean: ## remove caches (keeps outputs/ and .venv)
 REHEARSAL_OUT ?= outputs
 .PHONY: rehearsal rehearsal-test
 
-rehearsal: $(STAMP) ## the whole plan on the tiny preset, in order, with the controls (~20 min; REHEARSAL_OUT=dir)
+rehearsal: $(STAMP) ## the whole plan on the tiny preset, in order, with the controls (13 CPU-min; REHEARSAL_OUT=dir)
 	$(PY) -m orthonoise.sweep.rehearsal --out $(REHEARSAL_OUT)
 
 rehearsal-test: $(STAMP) ## CI: the rehearsal into a temporary dir, then checked (tests/sweeps/test_whole_plan.py)

@@ -3,7 +3,8 @@ what it left on disk: every phase's report, the winners carried into the later p
 file touched, the reports labelled REHEARSAL, the twice-preempted job completed and bit-identical to an uninterrupted
 run, the positive control called better and the A/A control not different.
 
-About 20 minutes on 2 free cores: marked `rehearsal`, left out of `make test`; .ci/run runs it (`make rehearsal-test`).
+13 CPU-minutes (about 10 minutes on 2 free cores): marked `rehearsal`, left out of `make test`; .ci/run runs it
+(`make rehearsal-test`).
 """
 import json
 import subprocess
