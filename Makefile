@@ -43,6 +43,18 @@ clean: ## remove caches (keeps outputs/ and .venv)
 	rm -rf .cache .pytest_cache
 	find . -name __pycache__ -prune -exec rm -rf {} +
 
+# ---- The whole plan rehearsed (orthonoise/sweep/rehearsal.py; docs/sweeps.md) ----
+# Every phase in order on the tiny preset (3.1 → 3.2 → winners → confirmation → 3.3 → 4, each with its report; grids
+# and seeds cut), one job preempted twice, then the positive and the A/A control, into REHEARSAL_OUT/sweeps/<sweep>-tiny.
+REHEARSAL_OUT ?= outputs
+.PHONY: rehearsal rehearsal-test
+
+rehearsal: $(STAMP) ## the whole plan on the tiny preset, in order, with the controls (13 CPU-min; REHEARSAL_OUT=dir)
+	$(PY) -m orthonoise.sweep.rehearsal --out $(REHEARSAL_OUT)
+
+rehearsal-test: $(STAMP) ## CI: the rehearsal into a temporary dir, then checked (tests/sweeps/test_whole_plan.py)
+	$(PY) -m pytest -q -m rehearsal tests/sweeps/test_whole_plan.py
+
 # ---- The experiment plan as sweeps (sweeps/*.yaml; docs/sweeps.md) ----
 # PRESET=tiny: rehearse a sweep on this CPU (tiny model, local corpus, a few steps) into outputs/sweeps/<sweep>-tiny:
 # 2 jobs at a time here, or with CLUSTER=slurm as one job array on a SLURM CPU partition (conf/hydra/launcher/

@@ -18,6 +18,11 @@ class Dist:
         return self.rank == 0
 
 
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a DistributedDataParallel wrapper (its weights, its lm_head), or the model itself."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
 def env_ranks() -> Dist:
     """Ranks from torchrun's variables, else submitit's task (local or SLURM), else SLURM's, else one process."""
     if "WORLD_SIZE" in os.environ and "RANK" in os.environ:

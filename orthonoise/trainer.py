@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from orthonoise import distributed
+from orthonoise.distributed import unwrap
 from orthonoise.errors import RunRefused
 from orthonoise.lm.data import Batches, Corpus, PreparationStopped, load_corpus
 from orthonoise.lm.loss import causal_lm_loss
@@ -183,12 +184,21 @@ class TrainState:
         """Raises (ValueError, KeyError, RuntimeError, ...) where `saved` came from another model or optimizer."""
         optimizers = saved["optimizers"]
         if [len(o["param_groups"]) for o in optimizers] != [len(o.param_groups) for o in self.optimizers] or any(
-                set(g) != set(mine) for o, opt in zip(optimizers, self.optimizers)
+                setting_names(g) != setting_names(mine) for o, opt in zip(optimizers, self.optimizers)
                 for g, mine in zip(o["param_groups"], opt.param_groups)):
             raise ValueError("its optimizers have other parameter groups or settings")
         unwrap(self.model).load_state_dict(saved["model"])
-        for obj, state in zip([*self.optimizers, *self.schedulers], optimizers + saved["schedulers"]):
-            obj.load_state_dict(state)
+        for opt, sched, opt_state, sched_state in zip(self.optimizers, self.schedulers, optimizers,
+                                                      saved["schedulers"]):
+            settings = [{k: v for k, v in g.items() if k not in GROUP_STATE} for g in opt.param_groups]
+            opt.load_state_dict(opt_state)
+            for group, own in zip(opt.param_groups, settings):  # this run's settings, and only those
+                for key in set(group) - GROUP_STATE:
+                    del group[key]
+                group.update(own)
+            sched.load_state_dict(_at_own_base_lrs(sched, sched_state))
+            for group, base, lr in zip(opt.param_groups, sched.base_lrs, sched.get_last_lr()):
+                group.update(initial_lr=base, lr=lr)
         self.batches.load_state_dict(saved["batches"])
         self.record.load_state_dict(saved["record"])
         self.checks.load_state_dict(saved.get("divergence",  # a checkpoint from before the divergence state
@@ -322,6 +332,22 @@ def _set_up(cfg: DictConfig, run_dir: Path, corpus: Corpus, ranks: distributed.D
 
 # Param-group entries that are training state, not settings: a resume keeps the checkpoint's.
 GROUP_STATE = {"params", "lr", "initial_lr", "step", "seed"}
+# Entries torch's Optimizer adds to a group by itself: `load_state_dict` puts `differentiable` into the defaults,
+# which the Muon family copies into its groups. Not a setting of the run; a checkpoint may or may not hold it.
+TORCH_OWN = {"differentiable"}
+
+
+def setting_names(group: dict) -> set:
+    """The settings a param group declares (what tells one optimizer from another), not its state."""
+    return set(group) - GROUP_STATE - TORCH_OWN
+
+
+def _at_own_base_lrs(sched, saved: dict) -> dict:
+    """A scheduler's saved state at its saved position, with this run's base learning rates: equal to the saved
+    ones unless trainer.allow_config_change accepted another lr, from which the schedule then continues."""
+    epoch = saved["last_epoch"]
+    return {**saved, "base_lrs": list(sched.base_lrs),
+            "_last_lr": [base * factor(epoch) for base, factor in zip(sched.base_lrs, sched.lr_lambdas)]}
 
 
 def _resume(state: TrainState, run_dir: Path, claim: Claim | None) -> Path | None:
@@ -331,9 +357,6 @@ def _resume(state: TrainState, run_dir: Path, claim: Claim | None) -> Path | Non
     checkpoint, path = load_checkpoint(run_dir)
     if not checkpoint:
         return None
-    settings = [[{k: v for k, v in g.items() if k not in GROUP_STATE} for g in o.param_groups]
-                for o in state.optimizers]
-    base_lrs = [list(sched.base_lrs) for sched in state.schedulers]
     try:
         state.load_state_dict(checkpoint)
     except (RuntimeError, KeyError, ValueError, IndexError, TypeError) as err:
@@ -341,14 +364,6 @@ def _resume(state: TrainState, run_dir: Path, claim: Claim | None) -> Path | Non
         raise RunRefused(f"{path} does not fit this run's model or optimizers ({str(err).splitlines()[0][:200]}): it "
                          f"was made by another model size or optimizer{changed}. Use another run directory for these "
                          f"settings (change an override, set hydra.run.dir=..., or delete that one)") from None
-    for opt, sched, groups, bases in zip(state.optimizers, state.schedulers, settings, base_lrs):
-        for group, own in zip(opt.param_groups, groups):
-            group.update(own)
-        if sched.base_lrs != bases:  # trainer.allow_config_change with another lr: the schedule continues from it
-            sched.base_lrs = bases
-            for group, base, factor in zip(opt.param_groups, bases, sched.lr_lambdas):
-                group["initial_lr"], group["lr"] = base, base * factor(sched.last_epoch)
-            sched._last_lr = [group["lr"] for group in opt.param_groups]
     return path
 
 
@@ -497,10 +512,6 @@ def gradient_norm(model, clip: float | None) -> torch.Tensor:
 
 def _finite_or_none(x: float) -> float | None:
     return x if math.isfinite(x) else None  # JSON has no NaN
-
-
-def unwrap(model):
-    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
 def one_line(summary: dict, start_val: float | None, run_dir: Path) -> str:

@@ -1,13 +1,16 @@
 """USR2 (SLURM's time-out / preemption warning), SIGTERM (kill, scancel) and Ctrl-C checkpoint and end cleanly."""
 import json
+import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import torch
 
 from orthonoise.run.checkpoint import checkpoint_paths
-from tests.conftest import ROOT, wait_for_step
+from tests.conftest import ROOT, read_metrics, wait_for_step, without_timing
 
 
 @pytest.mark.parametrize("signum", [signal.SIGUSR2, signal.SIGTERM, signal.SIGINT], ids=["USR2", "TERM", "INT"])
@@ -74,3 +77,129 @@ def test_the_usual_signal_handlers_are_back_after_a_run_even_after_a_crash(compo
     with pytest.raises(RuntimeError, match="out of memory"):
         trainer.train(compose_cfg(*FAST), tmp_path / "crashed")
     assert {sig: signal.getsignal(sig) for sig in before} == before
+
+
+# ------------------------------------------------ any number of interruptions -----------------------------------
+# One driver process imports the training stack once and forks every launch of a run from it (it runs no torch op
+# itself, so the forks are clean): the straight run, then the interrupted one, relaunched after each interruption.
+# Each interruption is a real signal to the training process at a chosen step: SIGKILL (nothing gets to clean up),
+# SIGTERM and USR2 (checkpoint at the step's end, status interrupted).
+SHORT = ["trainer.max_steps=6", "trainer.warmup_steps=1", "trainer.eval_every=3", "trainer.eval_batches=1",
+         "trainer.final_eval_batches=1", "trainer.log_every=1", "trainer.checkpoint_every=2",
+         "trainer.progress_bar=false", "hardware.batch_size=2", "hardware.num_threads=1", "logger=disabled"]
+INTERRUPTIONS = [("SIGKILL", 3), ("SIGTERM", 4), ("SIGUSR2", 5)]  # (signal, the step it arrives in)
+
+
+def _signal_at(signum: int, step: int) -> None:
+    """Make this process receive `signum` while it trains step `step` (after the step, before its row)."""
+    from orthonoise import trainer
+
+    real = trainer._advance_schedule
+
+    def advance(schedulers):
+        real(schedulers)
+        if schedulers[0].last_epoch == step:
+            os.kill(os.getpid(), signum)
+
+    trainer._advance_schedule = advance
+
+
+def _launch(ranks: int, body) -> list[int]:
+    """Fork `ranks` processes running body(rank) (a DDP run when ranks > 1); their exit codes (-9: SIGKILLed)."""
+    port = 29000 + os.getpid() % 1000
+    pids = []
+    for rank in range(ranks):
+        pid = os.fork()
+        if pid == 0:
+            if ranks > 1:
+                os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(ranks),
+                                  MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+            code = 1
+            try:
+                body(rank)
+                code = 0
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    return [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]
+
+
+def drive(out_dir: str, ranks: int, interruptions: list, *overrides: str) -> None:
+    """The straight run into out_dir/straight, the interrupted one into out_dir/run; prints each launch's exit."""
+    from hydra import compose, initialize_config_dir
+
+    from orthonoise.trainer import train
+    from tests.conftest import CONF
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[*SHORT, *overrides])
+    print("straight", _launch(ranks, lambda rank: train(cfg, Path(out_dir) / "straight")), flush=True)
+
+    def interrupted(name: str, step: int):
+        def body(rank: int) -> None:
+            if rank == 0:
+                _signal_at(getattr(signal, name), step)
+            train(cfg, Path(out_dir) / "run")
+        return body
+
+    for name, step in interruptions:
+        print(name, _launch(ranks, interrupted(name, step)), flush=True)
+    print("final", _launch(ranks, lambda rank: train(cfg, Path(out_dir) / "run")), flush=True)
+
+
+def _same(a, b, where: str = "") -> None:
+    if torch.is_tensor(a):
+        assert torch.is_tensor(b) and a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), f"{where}: keys {sorted(a)} != {sorted(b)}"
+        for key in a:
+            _same(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert type(a) is type(b) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+def _resume_state(path) -> dict:
+    """A checkpoint minus what no two runs share: wall-clock time in the record and in its rows, and the python
+    and numpy generators, which a run never seeds nor draws from (each process starts them from the OS)."""
+    saved = torch.load(path, weights_only=True)
+    saved["record"] = {**saved["record"], "wall_time_s": None, "rows": without_timing(saved["record"]["rows"])}
+    saved["rng"] = {k: v for k, v in saved["rng"].items() if k in ("torch", "cuda")}
+    return saved
+
+
+def assert_interrupted_run_ends_like_the_straight_one(tmp_path, ranks: int, interruptions: list, *overrides: str):
+    out = subprocess.run([sys.executable, "-c", "import sys, json; from tests.test_preemption import drive; "
+                          "drive(sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), *sys.argv[4:])",
+                          str(tmp_path), str(ranks), json.dumps(interruptions), *overrides],
+                         cwd=ROOT, capture_output=True, text=True, timeout=900)
+    exits = dict(line.split(" ", 1) for line in out.stdout.splitlines() if line.split(" ")[0] in
+                 {"straight", "final", *(name for name, _ in interruptions)})
+    killed = str([-9] + [0] * (ranks - 1))  # a SIGKILLed rank 0 (no rank runs on without it)
+    assert exits == {"straight": str([0] * ranks), "final": str([0] * ranks),
+                     **{name: killed if name == "SIGKILL" else str([0] * ranks) for name, _ in interruptions}}, \
+        out.stdout[-2000:] + out.stderr[-5000:]
+    straight, run = tmp_path / "straight", tmp_path / "run"
+    assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+    assert without_timing(read_metrics(run)) == without_timing(read_metrics(straight))  # no row lost or repeated
+    # weights, optimizer states and param groups (keys included), schedules, data position, RNGs, records
+    _same(_resume_state(checkpoint_paths(run)[-1]), _resume_state(checkpoint_paths(straight)[-1]))
+
+
+def test_a_run_interrupted_three_times_ends_bit_identical_to_an_unbroken_one(tmp_path):
+    assert_interrupted_run_ends_like_the_straight_one(tmp_path, 1, INTERRUPTIONS, "optimizer=orthonoise")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("optimizer", ["muon", "isotropic", "nolah", "adamw"])
+def test_every_optimizer_survives_three_interruptions_bit_identically(tmp_path, optimizer):
+    assert_interrupted_run_ends_like_the_straight_one(tmp_path, 1, INTERRUPTIONS, f"optimizer={optimizer}")
+
+
+@pytest.mark.slow
+def test_a_ddp_run_interrupted_twice_ends_bit_identical_to_an_unbroken_one(tmp_path):
+    assert_interrupted_run_ends_like_the_straight_one(tmp_path, 2, [("SIGTERM", 2), ("SIGUSR2", 4)],
+                                                      "optimizer=orthonoise", "hardware.world_size=2")

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from orthonoise.distributed import unwrap
+
 DEFAULT_CHUNK_ROWS = 1024  # 1024 × 100,352 fp32 logits = 0.4 GB per chunk
 
 
@@ -100,7 +102,7 @@ def _lm_head_bypassed(inner: nn.Module):
 
 def supports_fused_loss(model: nn.Module) -> bool:
     """The bypass needs a plain Linear lm_head without bias whose output is only divided by logits_scaling."""
-    inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    inner = unwrap(model)
     head = getattr(inner, "lm_head", None)
     return (type(inner).__name__ == "GraniteMoeHybridForCausalLM" and isinstance(head, nn.Linear)
             and head.bias is None)
@@ -120,7 +122,7 @@ def causal_lm_loss(model: nn.Module, windows: Tensor, fused: bool = True,
     if not (fused and supports_fused_loss(model)):
         logits = model(input_ids=inputs, use_cache=False).logits
         return F.cross_entropy(logits.float().flatten(0, 1), targets)
-    inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    inner = unwrap(model)
     with _lm_head_bypassed(inner) as head:
         hidden = model(input_ids=inputs, use_cache=False).logits  # = last hidden state / logits_scaling
     return linear_cross_entropy(hidden.flatten(0, 1), head.weight, targets, chunk_rows=chunk_rows)

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import torch
 
+from orthonoise.distributed import unwrap
+
 
 def compile_blocks(model: torch.nn.Module, parts: tuple[str, ...] = ("norms", "mlp", "attention")) -> int:
     """torch.compile the per-layer blocks around the Mamba2 mixer (whole-model compile fails in Inductor on the
     Mamba2 scan). Same-class modules share one compiled graph. Returns the number of modules compiled."""
-    inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    inner = unwrap(model)
     layers = inner.model.layers
     n = 0
     for layer in layers:

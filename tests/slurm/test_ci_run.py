@@ -16,9 +16,11 @@ echo "$1" >> "$(dirname "$0")/../slurm.calls"
 [[ $1 == answers ]] && exit "${FAKE_CLUSTER_ANSWERS:-1}"
 exit 0
 """
-# `make test` stands in as a Python process that writes its pid and sleeps (as pytest would run)
+# `make test` stands in as a Python process that writes its pid and sleeps (as pytest would run); `make
+# rehearsal-test`, which .ci/run runs after it, records that it ran
 MAKEFILE = ("test:\n\tpython3 -c 'import os, time; open(\"tests.pid\", \"w\").write(str(os.getpid())); "
-            "time.sleep(float(os.environ[\"NAP\"]))'\n")
+            "time.sleep(float(os.environ[\"NAP\"]))'\n"
+            "rehearsal-test:\n\ttouch rehearsal.ran\n")
 
 
 @pytest.fixture
@@ -52,6 +54,7 @@ def test_a_cluster_it_started_is_stopped(checkout):
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
     assert calls(checkout) == ["answers", "start", "stop"]
+    assert (checkout / "rehearsal.ran").exists()  # the whole-plan rehearsal runs after the test suite
 
 
 def test_sigterm_stops_the_tests_and_the_cluster_it_started(checkout):
