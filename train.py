@@ -56,6 +56,9 @@ def main(cfg: DictConfig) -> str | float:
     from orthonoise.run.rundir import SKIPPED
     from orthonoise.run.runlock import RunDirBusy
     from orthonoise.trainer import train
+    from orthonoise.validate import clamp_warmup
+
+    clamp_warmup(cfg)  # before hydra_files: the run's .hydra/config.yaml holds the warmup it runs with
 
     try:
         if cfg.get("objective"):  # an Optuna trial (sweeps/optuna.yaml): returns the number it minimises

@@ -34,7 +34,7 @@ from orthonoise.run.metrics import RunRecord, mark_status
 from orthonoise.run.preemption import Preemption, stopped_by
 from orthonoise.run.rundir import Status, read_summary
 from orthonoise.run.wandb_run import start_wandb
-from orthonoise.validate import validate
+from orthonoise.validate import clamp_warmup, validate
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict | None = None, hydra_fil
 
     hydra_files: this launch's `.hydra/*.yaml` texts (train.py passes them), kept in the run's identity record."""
     run_dir = Path(run_dir)
+    clamp_warmup(cfg)  # before the run's settings are compared or recorded
     ranks = distributed.env_ranks()
     previous = read_summary(run_dir)
     if previous and previous.get("status") == Status.COMPLETED:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
+import logging
 import math
 import os
 import sys
@@ -378,6 +379,19 @@ def check_value_types(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={value!r} is out of range: must be a number")
 
 
+def clamp_warmup(cfg: DictConfig) -> None:
+    """A run shorter than its warmup (a smoke test: `trainer.max_steps=5` alone) warms up over all its steps,
+    with one warning line, instead of being refused. Changes `cfg` in place, so the run's record (identity,
+    `.hydra/config.yaml`) holds the warmup it ran with; a second call changes nothing."""
+    trainer = cfg.trainer
+    warmup, steps = trainer.get("warmup_steps"), trainer.get("max_steps")
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in (warmup, steps)) and warmup > steps >= 1:
+        logging.getLogger(__name__).warning(
+            "trainer.warmup_steps=%d is more than trainer.max_steps=%d: the learning rate warms up over all %d "
+            "steps (trainer.warmup_steps=%d)", warmup, steps, steps, steps)
+        trainer.warmup_steps = steps
+
+
 def check_finite(cfg: DictConfig) -> None:
     """NaN and ±inf are no setting's meaning; reported where they are set, not where they are interpolated to."""
     for key, value in _leaves(OmegaConf.to_container(cfg, resolve=False), ""):
@@ -388,10 +402,6 @@ def check_finite(cfg: DictConfig) -> None:
 
 def check_consistency(cfg: DictConfig) -> None:
     """Settings that are each fine alone but contradict another, or are only sometimes present."""
-    trainer = cfg.trainer
-    if trainer.warmup_steps > trainer.max_steps:
-        raise ConfigError(f"trainer.warmup_steps={trainer.warmup_steps} is out of range: must be ≤ "
-                          f"trainer.max_steps={trainer.max_steps} (the learning rate would never reach its peak)")
     for node in ("optimizer", "adamw"):
         betas = cfg[node].get("betas")
         if betas is not None and not (len(betas) == 2 and all(_is_number(b) and 0 <= b < 1 for b in betas)):
@@ -433,6 +443,8 @@ def _unwritable(path: Path) -> str | None:
     permission bits, and only a read-only file system (or /proc) stops it."""
     existing = path
     while not existing.exists() and existing != existing.parent:
+        if existing.is_symlink():  # mkdir would stop at it with FileExistsError
+            return f"cannot be a folder: {existing} is a symbolic link to {os.readlink(existing)}, which does not exist"
         existing = existing.parent
     if not existing.is_dir():
         return f"cannot be a folder: {existing} is a file"
