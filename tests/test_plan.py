@@ -14,7 +14,7 @@ from orthonoise.sweep.plan import format_plan, main, plan, step_time_table
 BENCH = "bench/results/train_step_h100.md"
 
 
-def fake_run(run_dir, model, optimizer, hardware, steps, wall_time_s, status="completed", final_val_loss=None,
+def fake_run(run_dir, model, optimizer, hardware, steps, wall_time_s, status="completed", final_val_loss=3.0,
              **config):
     (run_dir / ".hydra").mkdir(parents=True)
     cfg = {"model": {"preset": model, "pretrained": True}, "hardware": {"name": hardware},

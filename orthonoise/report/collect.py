@@ -18,12 +18,14 @@ import yaml
 
 from orthonoise.run.rundir import (
     HYDRA_DIR,
+    MAX_CONFIG_BYTES,
     METRICS_FILE,
     SUMMARY_FILE,
     Status,
+    inspect_metrics,
     inspect_summary,
     is_run_dir,
-    read_metrics,
+    read_regular,
 )
 
 # The trainer's status words, the one vocabulary (orthonoise/run/rundir.py); MISSING = a job that wrote neither
@@ -205,12 +207,13 @@ def find_run_dirs(root: Path) -> list[Path]:
 
 def _read_yaml(path: Path, kind: type) -> tuple:
     """(the file's value, None), (kind(), why it is unusable), or (kind(), None) when there is no such file."""
-    if not path.is_file():
-        return kind(), None
     try:
-        value = yaml.safe_load(path.read_bytes().decode("utf-8"))
+        data = read_regular(path, MAX_CONFIG_BYTES)  # a FIFO or a device: unreadable, never a hang
+        if data is None:
+            return kind(), None
+        value = yaml.safe_load(data.decode("utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError, OSError) as err:
-        return kind(), f"{HYDRA_DIR}/{path.name} cannot be read: {type(err).__name__}"
+        return kind(), f"{HYDRA_DIR}/{path.name} cannot be read: {type(err).__name__}: {str(err).splitlines()[0][:80]}"
     if value is not None and not isinstance(value, kind):
         return kind(), f"{HYDRA_DIR}/{path.name} holds a {type(value).__name__}, not a {kind.__name__}"
     return value or kind(), None
@@ -228,7 +231,8 @@ def load_run(path: Path) -> Run:
     path = Path(path)
     hydra_dir = path / HYDRA_DIR
     summary, problem = inspect_summary(path)
-    problems = [problem] if problem else []
+    metrics, metrics_problem = inspect_metrics(path)
+    problems = [p for p in (problem, metrics_problem) if p]
     parts = {}
     for name, kind in (("config.yaml", dict), ("hydra.yaml", dict), ("overrides.yaml", list)):
         parts[name], problem = _read_yaml(hydra_dir / name, kind)
@@ -241,7 +245,7 @@ def load_run(path: Path) -> Run:
         config=parts["config.yaml"],
         choices={str(k): v for k, v in choices.items()} if isinstance(choices, dict) else {},
         overrides=parts["overrides.yaml"],
-        metrics=read_metrics(path),
+        metrics=metrics,
         summary=summary,
         last_activity=_last_activity(path),
         unreadable="; ".join(problems) or None,
@@ -254,9 +258,10 @@ def trial_seed_runs(trial: Run) -> list[Run]:
     for seed in (trial.config.get("objective") or {}).get("seeds") or []:
         path = trial.path / f"seed={seed}"
         summary, problem = inspect_summary(path)
+        metrics, metrics_problem = inspect_metrics(path)
         runs.append(Run(path=path, config={**trial.config, "seed": seed}, choices=trial.choices,
-                        overrides=[*trial.overrides, f"seed={seed}"], metrics=read_metrics(path),
-                        summary=summary, unreadable=problem,
+                        overrides=[*trial.overrides, f"seed={seed}"], metrics=metrics,
+                        summary=summary, unreadable="; ".join(p for p in (problem, metrics_problem) if p) or None,
                         last_activity=_last_activity(path) if path.exists() else trial.last_activity))
     return runs
 

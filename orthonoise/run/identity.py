@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from orthonoise import REPO_ROOT
 from orthonoise.errors import RunRefused
-from orthonoise.run.rundir import HYDRA_DIR, IDENTITY_FILE, write_json_atomic
+from orthonoise.run.rundir import HYDRA_DIR, IDENTITY_FILE, MAX_BYTES, read_regular, write_json_atomic
 
 OVERRIDE = "trainer.allow_config_change"
 # Keys that do not change what is computed, only how it is shown, mirrored, saved or paid for:
@@ -149,10 +149,11 @@ def read_record(run_dir: Path) -> dict | None:
     """identity.json; None when the run has none (new, or from before identity records). An unreadable one is
     refused: without it the run's origin cannot be checked."""
     path = Path(run_dir) / IDENTITY_FILE
-    if not path.exists():
-        return None
     try:
-        record = json.loads(path.read_text())
+        data = read_regular(path, MAX_BYTES[IDENTITY_FILE])
+        if data is None:
+            return None
+        record = json.loads(data)
         if isinstance(record, dict) and isinstance(record.get("settings"), dict):
             return record
     except (OSError, ValueError):
