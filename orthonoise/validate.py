@@ -482,7 +482,10 @@ class OutputDirCheck(Callback):
     Hydra creates it and writes .hydra/ there; otherwise one `error:` line and exit status 1."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        from orthonoise.run.identity import remember_hydra_files
+
         self._check(lambda: check_run_dir(config.hydra.run.dir))
+        remember_hydra_files(config.hydra.run.dir)  # before Hydra overwrites them: a run without identity.json
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         self._check(lambda: check_writable_dir("hydra.sweep.dir", config.hydra.sweep.dir))
