@@ -7,6 +7,7 @@ options never get here: Hydra refuses them with its own message.
 from __future__ import annotations
 
 import difflib
+import errno
 import functools
 import inspect
 import logging
@@ -449,16 +450,31 @@ def _unwritable(path: Path) -> str | None:
     if not existing.is_dir():
         return f"cannot be a folder: {existing} is a file"
     try:
-        with tempfile.TemporaryFile(dir=existing):
-            return None
+        _probe_write(existing)
     except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"{FULL_DISK} ({existing}: {err.strerror}): free space there, or choose a folder on another disk"
         return f"is not writable ({existing}: {err.strerror})"
+    return None
+
+
+FULL_DISK = "is on a full disk"
+
+
+def _probe_write(folder: Path) -> None:
+    """Write and sync as much as Hydra's `.hydra/*.yaml` take, in a file that vanishes: creating a file succeeds on
+    a full disk, writing to it does not."""
+    with tempfile.TemporaryFile(dir=folder) as f:
+        f.write(b"\0" * (64 << 10))
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def check_writable_dir(key: str, path) -> None:
     path = Path(str(path)).expanduser()
     if why := _unwritable(path):
-        raise ConfigError(f"{key}={str(path)!r} {why}; choose a folder this user can write to")
+        remedy = "" if why.startswith(FULL_DISK) else "; choose a folder this user can write to"
+        raise ConfigError(f"{key}={str(path)!r} {why}{remedy}")
 
 
 def check_run_dir(run_dir, key: str = "hydra.run.dir") -> None:

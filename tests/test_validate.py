@@ -330,3 +330,17 @@ def test_a_smoke_test_needs_only_max_steps(tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text())["status"] == "completed"
     assert "warmup_steps: 2" in (tmp_path / ".hydra" / "config.yaml").read_text()  # what it ran with
     assert sum("trainer.warmup_steps=20 is more than" in line for line in (out.stdout + out.stderr).splitlines()) == 1
+
+
+def test_a_run_directory_on_a_full_disk_is_one_error_line_before_hydra_writes(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    def full(folder):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(validate_module, "_probe_write", full)
+    with pytest.raises(ConfigError, match=rf"^hydra.run.dir='{tmp_path / 'run'}' is on a full disk \({tmp_path}: No "
+                                          r"space left on device\): free space there, or choose a folder on another "
+                                          r"disk$"):
+        validate_module.check_run_dir(tmp_path / "run")
