@@ -352,3 +352,21 @@ def test_a_completed_runs_deleted_metrics_come_back_from_its_checkpoint_at_relau
     assert read_metrics(tmp_path) == logged
     assert f"its metrics.jsonl was missing: restored from {tmp_path / 'checkpoints' / 'step-00000002.pt'} (3 rows)" \
         in capsys.readouterr().out
+
+
+def test_a_checkpoint_written_with_torchs_extra_group_key_still_loads(compose_cfg, crashed):
+    """Checkpoints written by resumed runs before the fix carry `differentiable` in the Muon family's groups."""
+    import hashlib
+
+    from orthonoise.run.checkpoint import checkpoint_paths
+
+    path = checkpoint_paths(crashed)[-1]
+    saved = torch.load(path, weights_only=True)
+    for group in saved["optimizers"][0]["param_groups"]:
+        group["differentiable"] = False
+    torch.save(saved, path)
+    path.with_suffix(".sha256").write_text(hashlib.sha256(path.read_bytes()).hexdigest())
+    summary = train(compose_cfg(*FAST, "optimizer=orthonoise"), crashed)
+    assert summary["status"] == "completed" and summary["steps"] == 6
+    final = torch.load(checkpoint_paths(crashed)[-1], weights_only=True)
+    assert not any("differentiable" in group for group in final["optimizers"][0]["param_groups"])
