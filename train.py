@@ -4,19 +4,33 @@
     python train.py optimizer=orthonoise optimizer.alpha=5e-3
     python train.py -m optimizer.alpha=1e-4,1e-3,5e-3 seed=1,2
 """
-import logging
 import sys
-import traceback
-from pathlib import Path
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
 
-from orthonoise.errors import ConfigError, RunRefused
-from orthonoise.lm.hub import use_local_cache_if_offline
-from orthonoise.run.rundir import register_resolvers
+def interrupted_by_ctrl_c() -> None:
+    """Ctrl-C before the run's own handler is in place (imports, config checks) or a second one that aborts a run:
+    one line and the shell's status for it, not a traceback."""
+    print("interrupted (Ctrl-C): stopped at once; launch the same command again (a run resumes from its newest "
+          "checkpoint)", file=sys.stderr)
+    sys.exit(130)
+
+
+try:
+    import errno
+    import logging
+    import traceback
+    from pathlib import Path
+
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import DictConfig, OmegaConf
+
+    from orthonoise.errors import ConfigError, RunRefused
+    from orthonoise.lm.hub import use_local_cache_if_offline
+    from orthonoise.run.rundir import Status, register_resolvers
+except KeyboardInterrupt:
+    interrupted_by_ctrl_c()
 
 log = logging.getLogger("orthonoise")
 register_resolvers()  # before Hydra composes conf/: the run directory's name uses one
@@ -34,10 +48,27 @@ def hydra_files(cfg: DictConfig) -> dict[str, str] | None:
             "overrides.yaml": OmegaConf.to_yaml(hydra_cfg.hydra.overrides.task)}
 
 
+# What to do about a write that failed, by its cause.
+WRITE_REMEDIES = {
+    errno.ENOSPC: "the disk is full: free space there (or set hydra.run.dir to another disk)",
+    errno.EDQUOT: "the disk quota is used up: free space there (or set hydra.run.dir to another disk)",
+    errno.EACCES: "the run directory is not writable: make it writable",
+    errno.EROFS: "the file system is read-only: set hydra.run.dir to a writable folder",
+}
+
+
+def write_failure(err: OSError) -> str:
+    """One line for a write that failed mid-run: the file, the cause and what to do."""
+    if not err.filename:
+        return f"{type(err).__name__}: {err}"
+    remedy = WRITE_REMEDIES.get(err.errno, "fix the cause")
+    return (f"cannot write {err.filename}: {err.strerror}; {remedy}, then launch the same command again: it resumes "
+            f"from the newest checkpoint")
+
+
 def record_failure(run_dir: Path, message: str) -> str:
     """Mark the run failed; returns what to add to the error line when even that could not be written."""
     from orthonoise.run.metrics import mark_status
-    from orthonoise.run.rundir import Status
 
     try:
         mark_status(run_dir, Status.FAILED, error=message)
@@ -56,6 +87,9 @@ def main(cfg: DictConfig) -> str | float:
     from orthonoise.run.rundir import RUNNING_ELSEWHERE
     from orthonoise.run.runlock import RunDirBusy
     from orthonoise.trainer import train
+    from orthonoise.validate import clamp_warmup
+
+    clamp_warmup(cfg)  # before hydra_files: the run's .hydra/config.yaml holds the warmup it runs with
 
     try:
         if cfg.get("objective"):  # an Optuna trial (sweeps/optuna.yaml): returns the number it minimises
@@ -69,20 +103,23 @@ def main(cfg: DictConfig) -> str | float:
             return RUNNING_ELSEWHERE
         log.error("error: %s", err)
         if multirun:
-            return "failed"
+            return Status.FAILED
         sys.exit(1)
     except ConfigError as err:
         message = str(err)
     except OSError as err:  # a write that failed mid-run (disk full, run dir read-only or gone): its own line says it
-        message = f"{type(err).__name__}: {err}"
+        message = write_failure(err)
     except Exception as err:  # a crash is recorded in the run directory, then reported
         traceback.print_exc()
         message = f"{type(err).__name__}: {err}"
     log.error("error: %s", message + record_failure(run_dir, message))
     if multirun:
-        return "failed"  # one failed job must not stop the rest of the sweep
+        return Status.FAILED  # one failed job must not stop the rest of the sweep
     sys.exit(1)
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        interrupted_by_ctrl_c()

@@ -14,9 +14,29 @@ from pathlib import Path
 
 from .report.collect import STALE_AFTER_S, Run, age_text, load_runs, relative_path
 from .report.design import SWEEP_RECORD, plan_of
+from .run import runlock
+from .run.rundir import LOCK_FILE, METRICS_FILE, Status
+
+
+def process_gone(run: Run) -> bool:
+    """A run whose summary says running but whose lock no process holds: killed without a word (SIGKILL, a lost
+    node). The lock tells at once, where the age of its files tells only after --stale-after."""
+    return (run.state == Status.RUNNING and (run.path / LOCK_FILE).exists()
+            and not runlock.held_elsewhere(run.path))
+
+
+def note(run: Run) -> str:
+    """The error column: why the run did not complete, or what its directory lacks."""
+    if process_gone(run):
+        return "its process is gone (run.lock is free): launch the same command again to resume it"
+    if run.state == Status.COMPLETED and not (run.path / METRICS_FILE).exists():
+        return f"{METRICS_FILE} is missing: launch the same command again to restore it from the checkpoint"
+    return run.error.splitlines()[0][:60] if run.error else ""
 
 
 def state_text(run: Run, now: float, stale_after_s: float) -> str:
+    if process_gone(run):
+        return f"{Status.INTERRUPTED} (process gone)"
     if run.is_stale(now, stale_after_s):
         # No write for a long while: the process most likely died without saying so.
         return f"{run.state} (stale)"
@@ -36,7 +56,7 @@ def status_rows(root: Path, now: float, stale_after_s: float = STALE_AFTER_S,
             "–" if val_loss is None else f"{val_loss:.4f}",
             age_text(now - run.last_activity),
             run.optimizer_name or "–",
-            run.error.splitlines()[0][:60] if run.error else "",
+            note(run),
             relative_path(run.path, root),  # last: sweep paths are long
         ])
     return rows

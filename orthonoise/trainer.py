@@ -27,14 +27,15 @@ from orthonoise.perf.compilation import compile_blocks
 from orthonoise.perf.cuda_graph import try_cuda_graph
 from orthonoise.perf.meter import PerfMeter
 from orthonoise.run import runlock
+from orthonoise.run.atomic import write_text_atomic
 from orthonoise.run.checkpoint import load_checkpoint, remove_stale_tmp, rng_state, save_checkpoint, set_rng_state
 from orthonoise.run.divergence import Divergence
-from orthonoise.run.identity import Claim, Identity, describe, provenance, read_record, restore_hydra_files
+from orthonoise.run.identity import Claim, Identity, describe, provenance, recorded_identity, restore_hydra_files
 from orthonoise.run.metrics import RunRecord, mark_status
 from orthonoise.run.preemption import Preemption, stopped_by
-from orthonoise.run.rundir import Status, read_summary
+from orthonoise.run.rundir import METRICS_FILE, Status, inspect_summary, metrics_line
 from orthonoise.run.wandb_run import start_wandb
-from orthonoise.validate import validate
+from orthonoise.validate import clamp_warmup, validate
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +98,11 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict | None = None, hydra_fil
 
     hydra_files: this launch's `.hydra/*.yaml` texts (train.py passes them), kept in the run's identity record."""
     run_dir = Path(run_dir)
+    clamp_warmup(cfg)  # before the run's settings are compared or recorded
     ranks = distributed.env_ranks()
-    previous = read_summary(run_dir)
+    previous, why = inspect_summary(run_dir)
+    if why and ranks.is_main:
+        log.warning("%s: %s", run_dir, why)
     if previous and previous.get("status") == Status.COMPLETED:
         return _skip_completed(cfg, run_dir, previous, ranks.is_main)
     if previous and previous.get("status") == Status.DIVERGED and ranks.is_main:
@@ -126,7 +130,7 @@ def _skip_completed(cfg: DictConfig, run_dir: Path, previous: dict, is_main: boo
     """A completed run is never trained or relabelled again: say so in one line, naming any changed settings."""
     if is_main:
         try:
-            recorded = read_record(run_dir)
+            recorded = recorded_identity(run_dir)
         except RunRefused:
             recorded = None
         restore_hydra_files(run_dir, recorded)  # this launch's Hydra overwrote them
@@ -135,8 +139,25 @@ def _skip_completed(cfg: DictConfig, run_dir: Path, previous: dict, is_main: boo
                f"with; to run these settings use another run directory" if diff else
                " (the same command finds the same run; delete that directory, or change the seed, to run again)")
         print(f"skipped: {run_dir} already completed {previous.get('steps')} steps, final val_loss "
-              f"{previous.get('final_val_loss')}{why}")
+              f"{previous.get('final_val_loss')}{_restore_metrics(run_dir)}{why}")
     return previous
+
+
+def _restore_metrics(run_dir: Path) -> str:
+    """A completed run's metrics.jsonl, deleted since, written again from its newest checkpoint, which holds every
+    row; returns what to add to the skip line."""
+    if (run_dir / METRICS_FILE).exists():
+        return ""
+    try:
+        with runlock.hold(run_dir):
+            checkpoint, path = load_checkpoint(run_dir)
+            rows = ((checkpoint or {}).get("record") or {}).get("rows")
+            if not rows:
+                return f"; its {METRICS_FILE} is missing and no checkpoint holds its rows"
+            write_text_atomic(run_dir / METRICS_FILE, "".join(metrics_line(row) for row in rows))
+    except RunRefused as err:
+        return f"; its {METRICS_FILE} is missing and was not restored ({err})"
+    return f"; its {METRICS_FILE} was missing: restored from {path} ({len(rows)} rows)"
 
 
 @contextlib.contextmanager
@@ -284,7 +305,7 @@ def _train_checked(cfg: DictConfig, run_dir: Path, choices: dict | None, preempt
     """The run itself, once its config has passed every check and this process holds the run directory."""
     torch.manual_seed(cfg.seed)
     run, state = _set_up(cfg, run_dir, load_corpus(cfg.data), ranks, device, checks)
-    resumed = _resume(state, run_dir, claim)
+    resumed = _resume(state, run_dir, claim, cfg.trainer.max_steps)
     if resumed:
         run.say("resumed from %s at step %d", resumed, state.step)
     if claim:  # rank 0: the run's identity record now names this launch (and any change it was allowed)
@@ -350,7 +371,7 @@ def _at_own_base_lrs(sched, saved: dict) -> dict:
             "_last_lr": [base * factor(epoch) for base, factor in zip(sched.base_lrs, sched.lr_lambdas)]}
 
 
-def _resume(state: TrainState, run_dir: Path, claim: Claim | None) -> Path | None:
+def _resume(state: TrainState, run_dir: Path, claim: Claim | None, max_steps: int) -> Path | None:
     """Load the newest intact checkpoint, if any, into the freshly built run; returns its path. The config's
     settings stay in force (equal to the checkpoint's, unless trainer.allow_config_change accepted a change); a
     checkpoint of another model size or optimizer is refused with one line instead of a traceback."""
@@ -364,6 +385,10 @@ def _resume(state: TrainState, run_dir: Path, claim: Claim | None) -> Path | Non
         raise RunRefused(f"{path} does not fit this run's model or optimizers ({str(err).splitlines()[0][:200]}): it "
                          f"was made by another model size or optimizer{changed}. Use another run directory for these "
                          f"settings (change an override, set hydra.run.dir=..., or delete that one)") from None
+    if state.step > max_steps:
+        raise RunRefused(f"trainer.max_steps={max_steps} is below step {state.step}, where {path} left this run: a "
+                         f"run cannot be shortened; set trainer.max_steps ≥ {state.step}, or use another run "
+                         f"directory for the shorter run")
     return path
 
 
@@ -471,6 +496,7 @@ def _evaluate_start(run: Run, state: TrainState) -> str | None:
 
 
 def _log_row(run: Run, state: TrainState, row: dict) -> None:
+    runlock.check_still_held(run.run_dir)  # a deleted run.lock: stop before a second process's rows mix in
     state.record.log(row)
     if run.wandb:
         run.wandb.log({k: v for k, v in row.items() if k != "step"}, step=row["step"])
@@ -478,6 +504,7 @@ def _log_row(run: Run, state: TrainState, row: dict) -> None:
 
 def _checkpoint(run: Run, state: TrainState) -> None:
     if run.ranks.is_main:
+        runlock.check_still_held(run.run_dir)
         save_checkpoint(run.run_dir, state.state_dict(), state.step, keep=run.cfg.trainer.keep_checkpoints)
 
 

@@ -7,8 +7,10 @@ options never get here: Hydra refuses them with its own message.
 from __future__ import annotations
 
 import difflib
+import errno
 import functools
 import inspect
+import logging
 import math
 import os
 import sys
@@ -378,6 +380,19 @@ def check_value_types(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={value!r} is out of range: must be a number")
 
 
+def clamp_warmup(cfg: DictConfig) -> None:
+    """A run shorter than its warmup (a smoke test: `trainer.max_steps=5` alone) warms up over all its steps,
+    with one warning line, instead of being refused. Changes `cfg` in place, so the run's record (identity,
+    `.hydra/config.yaml`) holds the warmup it ran with; a second call changes nothing."""
+    trainer = cfg.trainer
+    warmup, steps = trainer.get("warmup_steps"), trainer.get("max_steps")
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in (warmup, steps)) and warmup > steps >= 1:
+        logging.getLogger(__name__).warning(
+            "trainer.warmup_steps=%d is more than trainer.max_steps=%d: the learning rate warms up over all %d "
+            "steps (trainer.warmup_steps=%d)", warmup, steps, steps, steps)
+        trainer.warmup_steps = steps
+
+
 def check_finite(cfg: DictConfig) -> None:
     """NaN and ±inf are no setting's meaning; reported where they are set, not where they are interpolated to."""
     for key, value in _leaves(OmegaConf.to_container(cfg, resolve=False), ""):
@@ -388,10 +403,6 @@ def check_finite(cfg: DictConfig) -> None:
 
 def check_consistency(cfg: DictConfig) -> None:
     """Settings that are each fine alone but contradict another, or are only sometimes present."""
-    trainer = cfg.trainer
-    if trainer.warmup_steps > trainer.max_steps:
-        raise ConfigError(f"trainer.warmup_steps={trainer.warmup_steps} is out of range: must be ≤ "
-                          f"trainer.max_steps={trainer.max_steps} (the learning rate would never reach its peak)")
     for node in ("optimizer", "adamw"):
         betas = cfg[node].get("betas")
         if betas is not None and not (len(betas) == 2 and all(_is_number(b) and 0 <= b < 1 for b in betas)):
@@ -433,20 +444,37 @@ def _unwritable(path: Path) -> str | None:
     permission bits, and only a read-only file system (or /proc) stops it."""
     existing = path
     while not existing.exists() and existing != existing.parent:
+        if existing.is_symlink():  # mkdir would stop at it with FileExistsError
+            return f"cannot be a folder: {existing} is a symbolic link to {os.readlink(existing)}, which does not exist"
         existing = existing.parent
     if not existing.is_dir():
         return f"cannot be a folder: {existing} is a file"
     try:
-        with tempfile.TemporaryFile(dir=existing):
-            return None
+        _probe_write(existing)
     except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"{FULL_DISK} ({existing}: {err.strerror}): free space there, or choose a folder on another disk"
         return f"is not writable ({existing}: {err.strerror})"
+    return None
+
+
+FULL_DISK = "is on a full disk"
+
+
+def _probe_write(folder: Path) -> None:
+    """Write and sync as much as Hydra's `.hydra/*.yaml` take, in a file that vanishes: creating a file succeeds on
+    a full disk, writing to it does not."""
+    with tempfile.TemporaryFile(dir=folder) as f:
+        f.write(b"\0" * (64 << 10))
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def check_writable_dir(key: str, path) -> None:
     path = Path(str(path)).expanduser()
     if why := _unwritable(path):
-        raise ConfigError(f"{key}={str(path)!r} {why}; choose a folder this user can write to")
+        remedy = "" if why.startswith(FULL_DISK) else "; choose a folder this user can write to"
+        raise ConfigError(f"{key}={str(path)!r} {why}{remedy}")
 
 
 def check_run_dir(run_dir, key: str = "hydra.run.dir") -> None:
@@ -470,7 +498,10 @@ class OutputDirCheck(Callback):
     Hydra creates it and writes .hydra/ there; otherwise one `error:` line and exit status 1."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        from orthonoise.run.identity import remember_hydra_files
+
         self._check(lambda: check_run_dir(config.hydra.run.dir))
+        remember_hydra_files(config.hydra.run.dir)  # before Hydra overwrites them: a run without identity.json
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         self._check(lambda: check_writable_dir("hydra.sweep.dir", config.hydra.sweep.dir))

@@ -119,3 +119,47 @@ def test_rng_state_survives_the_weights_only_round_trip(tmp_path):
     set_rng_state(load_checkpoint(tmp_path)[0]["rng"])
     got = (random.random(), np.random.rand(), torch.rand(3))
     assert expected[0] == got[0] and expected[1] == got[1] and torch.equal(expected[2], got[2])
+
+
+class _FullDisk:
+    """A file on a disk that fills up after `room` bytes: write() raises ENOSPC, as the OS does."""
+
+    def __init__(self, f, room: int):
+        self.f, self.room = f, room
+
+    def write(self, data) -> int:
+        if len(data) > self.room:
+            import errno
+
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= len(data)
+        return self.f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+def test_a_full_disk_while_a_checkpoint_is_written_names_the_file_and_leaves_no_tmp(tmp_path, monkeypatch):
+    import errno
+
+    from orthonoise.run import atomic
+
+    state = {"w": torch.randn(256, 256)}
+    save_checkpoint(tmp_path, state, 1)
+    real_open = open
+    monkeypatch.setattr(atomic, "open", lambda path, mode: _FullDisk(real_open(path, mode), room=4096),
+                        raising=False)
+    with pytest.raises(OSError) as full:
+        save_checkpoint(tmp_path, state, 2)
+    target = tmp_path / "checkpoints" / "step-00000002.pt"
+    assert full.value.errno == errno.ENOSPC and full.value.filename == str(target)
+    assert "No space left on device" in str(full.value)  # not torch's "enforce fail at inline_container.cc"
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-00000001.pt", "step-00000001.sha256"]
+    monkeypatch.undo()
+    assert torch.equal(load_checkpoint(tmp_path)[0]["w"], state["w"])  # the one before is intact

@@ -21,7 +21,7 @@ TINY = ["+preset=tiny", "model=tiny", "data=local", "hardware=cpu", "logger=disa
 SLURM = "hydra/launcher=slurm"  # the cluster decides about devices: what else is checked is what a test tests
 
 
-def fake_run(run_dir, model, optimizer, hardware, steps, wall_time_s, status="completed", final_val_loss=None,
+def fake_run(run_dir, model, optimizer, hardware, steps, wall_time_s, status="completed", final_val_loss=3.0,
              hardware_extra=None, **config):
     (run_dir / ".hydra").mkdir(parents=True)
     cfg = {"model": {"preset": model, "pretrained": True}, "hardware": {"name": hardware, **(hardware_extra or {})},
@@ -169,7 +169,8 @@ def test_phase31_runs_that_32_repeats_are_reused_not_run_twice(tmp_path):
     (earlier / ".hydra").mkdir(parents=True)
     OmegaConf.save(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), earlier / ".hydra" / "config.yaml")
     OmegaConf.save({"hydra": {"runtime": {"choices": {"optimizer": "muon"}}}}, earlier / ".hydra" / "hydra.yaml")
-    (earlier / "summary.json").write_text(json.dumps({"status": "completed", "steps": 10, "wall_time_s": 5}))
+    (earlier / "summary.json").write_text(json.dumps({"status": "completed", "steps": 10, "max_steps": 10,
+                                                      "final_val_loss": 3.0, "wall_time_s": 5}))
     args = ["phase32_baseline", *TINY, f"hydra.sweep.dir={tmp_path}/phase32_baseline", "seed=1,2"]
     jobs = plan(args[0], args[1:], history=tmp_path)
     reused = [j for j in jobs if j.reused_from]

@@ -276,3 +276,98 @@ def test_under_ddp_a_refusal_of_rank_0_ends_every_rank(tmp_path, holder):
     mp.spawn(refused_rank, args=(free_port(), str(tmp_path / "run"), str(tmp_path)), nprocs=2, join=True)
     assert f"RunDirBusy: {tmp_path / 'run'} is in use by pid {proc.pid}" in (tmp_path / "rank0.txt").read_text()
     assert "rank 0 could not take" in (tmp_path / "rank1.txt").read_text()
+
+
+# ------------------------------------------------ a run's record is checked, never rewritten silently -------------
+
+def test_deleting_run_lock_mid_run_stops_the_run_in_one_line(compose_cfg, tmp_path, monkeypatch):
+    from orthonoise import trainer
+
+    real, calls = trainer.gradient_norm, []
+
+    def delete_lock_at_step_2(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            (tmp_path / LOCK_FILE).unlink()  # a clean-up script; a second launch could now lock a new file
+        return real(*args)
+
+    monkeypatch.setattr(trainer, "gradient_norm", delete_lock_at_step_2)
+    with pytest.raises(runlock.LockLost, match=f"{tmp_path / LOCK_FILE} was deleted while this process held it"
+                                               ) as stopped:
+        train(compose_cfg(*FAST), tmp_path)
+    assert "\n" not in str(stopped.value) and read_metrics(tmp_path)[-1]["step"] == 1  # nothing after the check
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_run_without_identity_json_is_rebuilt_from_its_hydra_config_before_any_comparison(tmp_path):
+    run_dir = tmp_path / "run"
+    args = [*FAST, "trainer.max_steps=2", "optimizer=orthonoise", f"hydra.run.dir={run_dir}"]
+    assert run_train(*args).returncode == 0
+    summary = read_summary(run_dir)
+    (run_dir / SUMMARY_FILE).write_text(json.dumps({**summary, "status": "interrupted"}))  # as SIGTERM leaves it
+    (run_dir / IDENTITY_FILE).unlink()
+    config = (run_dir / HYDRA_DIR / "config.yaml").read_bytes()
+    out = run_train(*args, "optimizer.alpha=0.05")
+    errors = [line for line in (out.stdout + out.stderr).splitlines() if "error:" in line]
+    assert out.returncode == 1 and len(errors) == 1 and "optimizer.alpha 0.001 → 0.05" in errors[0], out.stderr
+    assert (run_dir / HYDRA_DIR / "config.yaml").read_bytes() == config  # its record, not this launch's
+    out = run_train(*args, "optimizer.alpha=0.05", "trainer.max_steps=3", "trainer.allow_config_change=true")
+    assert out.returncode == 0, out.stderr[-3000:]
+    (change,) = read_summary(run_dir)["config_changes"]
+    assert change["step"] == 2 and change["keys"]["optimizer.alpha"] == [0.001, 0.05]
+
+
+def test_a_run_without_any_record_of_its_settings_is_adopted_as_a_recorded_change(compose_cfg, crashed):
+    (crashed / IDENTITY_FILE).unlink()  # and no .hydra/ seen before this launch (the trainer called directly)
+    summary = train(compose_cfg(*FAST, "optimizer=orthonoise", "optimizer.alpha=0.05"), crashed)
+    assert summary["status"] == "completed"
+    assert [c["keys"] for c in summary["config_changes"]] == [{IDENTITY_FILE: ["missing", "this launch's settings"]}]
+
+
+def test_max_steps_below_the_runs_step_is_one_error_line(compose_cfg, crashed):
+    before = snapshot(crashed)
+    with pytest.raises(RunRefused, match=r"^trainer.max_steps=2 is below step 3, where .*step-00000003.pt left this "
+                                         r"run: a run cannot be shortened; set trainer.max_steps ≥ 3") as refused:
+        train(compose_cfg(*FAST, "optimizer=orthonoise", "trainer.max_steps=2", "trainer.allow_config_change=true"),
+              crashed)
+    assert "\n" not in str(refused.value) and snapshot(crashed) == before
+
+
+@pytest.mark.parametrize("edit", [{"final_val_loss": float("nan")}, {"steps": 1}, {"final_val_loss": None}],
+                         ids=["nan_loss", "short", "no_loss"])
+def test_a_completed_record_that_is_no_completed_seed_is_resumed_not_skipped(compose_cfg, tmp_path, edit):
+    cfg = compose_cfg(*FAST, "trainer.max_steps=2")
+    done = train(cfg, tmp_path)
+    (tmp_path / SUMMARY_FILE).write_text(json.dumps({**done, **edit}))
+    again = train(cfg, tmp_path)  # resumes from its step-2 checkpoint, trains nothing, writes a true summary
+    assert again["status"] == "completed" and again["steps"] == 2
+    assert again["final_val_loss"] == done["final_val_loss"] and read_summary(tmp_path) is not None
+
+
+def test_a_completed_runs_deleted_metrics_come_back_from_its_checkpoint_at_relaunch(compose_cfg, tmp_path, capsys):
+    cfg = compose_cfg(*FAST, "trainer.max_steps=2")
+    train(cfg, tmp_path)
+    logged = read_metrics(tmp_path)
+    (tmp_path / METRICS_FILE).unlink()
+    train(cfg, tmp_path)
+    assert read_metrics(tmp_path) == logged
+    assert f"its metrics.jsonl was missing: restored from {tmp_path / 'checkpoints' / 'step-00000002.pt'} (3 rows)" \
+        in capsys.readouterr().out
+
+
+def test_a_checkpoint_written_with_torchs_extra_group_key_still_loads(compose_cfg, crashed):
+    """Checkpoints written by resumed runs before the fix carry `differentiable` in the Muon family's groups."""
+    import hashlib
+
+    from orthonoise.run.checkpoint import checkpoint_paths
+
+    path = checkpoint_paths(crashed)[-1]
+    saved = torch.load(path, weights_only=True)
+    for group in saved["optimizers"][0]["param_groups"]:
+        group["differentiable"] = False
+    torch.save(saved, path)
+    path.with_suffix(".sha256").write_text(hashlib.sha256(path.read_bytes()).hexdigest())
+    summary = train(compose_cfg(*FAST, "optimizer=orthonoise"), crashed)
+    assert summary["status"] == "completed" and summary["steps"] == 6
+    final = torch.load(checkpoint_paths(crashed)[-1], weights_only=True)
+    assert not any("differentiable" in group for group in final["optimizers"][0]["param_groups"])

@@ -58,7 +58,30 @@ MALFORMED = [
     ("bad_yaml", lambda r: (r / ".hydra" / "config.yaml").write_text("a: [\n"), ".hydra/config.yaml cannot be read"),
     ("list_overrides", lambda r: (r / ".hydra" / "overrides.yaml").write_text("a: 1\n"),
      ".hydra/overrides.yaml holds a dict, not a list"),
+    # not a regular file, or too large: read, they would hang status and report (a FIFO) or fill the memory
+    ("fifo_summary", lambda r: _replace(r / "summary.json", os.mkfifo),
+     "summary.json cannot be read: UnreadableFile: it is a FIFO (named pipe), not a regular file"),
+    ("fifo_metrics", lambda r: _replace(r / "metrics.jsonl", os.mkfifo),
+     "metrics.jsonl cannot be read: UnreadableFile: it is a FIFO (named pipe), not a regular file"),
+    ("fifo_config", lambda r: _replace(r / ".hydra" / "config.yaml", os.mkfifo),
+     ".hydra/config.yaml cannot be read: UnreadableFile: it is a FIFO (named pipe)"),
+    ("zero_summary", lambda r: _replace(r / "summary.json", lambda p: p.symlink_to("/dev/zero")),
+     "summary.json cannot be read: UnreadableFile: it is a character device, not a regular file"),
+    ("zero_metrics", lambda r: _replace(r / "metrics.jsonl", lambda p: p.symlink_to("/dev/zero")),
+     "metrics.jsonl cannot be read: UnreadableFile: it is a character device, not a regular file"),
+    ("huge_summary", lambda r: (r / "summary.json").write_text(" " * (2 << 20) + "{}"),
+     "summary.json cannot be read: UnreadableFile: it holds 2097154 bytes, more than"),
+    # a completed record that is no completed seed
+    ("nan_final_loss", lambda r: _edit_summary(r, final_val_loss=float("nan")),
+     "summary.json says completed but final_val_loss=nan is not a finite number: not a completed seed"),
+    ("short_completed", lambda r: _edit_summary(r, steps=5),
+     "summary.json says completed but steps=5 of max_steps=200: not a completed seed"),
 ]
+
+
+def _replace(path, make):
+    path.unlink()
+    make(path)
 
 
 def _edit_summary(run, **fields):
@@ -108,3 +131,34 @@ def test_status_reads_optuna_trials_as_seed_runs_and_counts_planned_jobs(tmp_pat
     out = capsys.readouterr().out
     assert "2 completed" in out and "missing" not in out.split("\n\n")[-1].split(",")[0]
     assert "sweeps/optuna: 3 trials planned, 2 not started" in out
+
+
+def test_status_tells_a_killed_run_at_once_by_its_free_lock(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from tests.test_run_lifecycle import HOLD
+
+    dead = write_run(tmp_path, "dead", status="running", val={50: 2.7})
+    live = write_run(tmp_path, "live", seed=2, status="running", val={50: 2.5})
+    write_run(tmp_path, "unlocked", seed=3, status="running", val={50: 2.6})
+    (dead / "run.lock").write_text('{"pid": 1}')  # left by a process killed with SIGKILL: no one holds it
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(live), "60"], cwd=ROOT, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        rows = {row[-1]: row for row in status_rows(tmp_path, time.time())}
+    finally:
+        holder.kill()
+        holder.wait()
+    assert rows["dead"][0] == "interrupted (process gone)" and "run.lock is free" in rows["dead"][5]
+    assert rows["live"][0] == "running"
+    assert rows["unlocked"][0] == "running"  # no lock file (a run from before locks): only the age can tell
+
+
+def test_status_says_a_completed_run_lost_its_metrics(tmp_path):
+    run = write_run(tmp_path, "done", val=linear_curve(2.0))
+    (run / "metrics.jsonl").unlink()
+    (row,) = status_rows(tmp_path, time.time())
+    assert row[0] == "completed" and row[5].startswith("metrics.jsonl is missing: launch the same command again")

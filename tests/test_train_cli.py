@@ -152,3 +152,66 @@ def test_a_write_failing_mid_run_marks_it_failed_with_one_error_line(tmp_path):
     assert "Permission denied" in errors[0] and "step-00000003.pt" in errors[0]
     summary = json.loads((tmp_path / "summary.json").read_text())  # rewritten in place: the file itself is writable
     assert summary["status"] == "failed" and "Permission denied" in summary["error"]
+
+
+DISK_FULL_AT_STEP_3 = """
+import builtins, errno, os, runpy, sys
+from orthonoise.run import atomic
+
+class FullDisk:  # the disk fills up while the step-3 checkpoint is written
+    def __init__(self, f):
+        self.f, self.room = f, 4096
+    def write(self, data):
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= len(data)
+        return self.f.write(data)
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+    def __enter__(self):
+        return self
+    def __exit__(self, *exc):
+        self.f.close()
+
+def filling_open(path, *args, **kwargs):
+    f = builtins.open(path, *args, **kwargs)
+    return FullDisk(f) if "step-00000003.pt" in str(path) else f
+
+atomic.open = filling_open
+sys.argv = ["train.py", *sys.argv[1:]]
+runpy.run_path("train.py", run_name="__main__")
+"""
+
+
+def test_a_full_disk_at_a_checkpoint_is_one_error_line_naming_file_cause_and_remedy(tmp_path):
+    out = subprocess.run([sys.executable, "-c", DISK_FULL_AT_STEP_3, *FAST, f"hydra.run.dir={tmp_path}"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    output = out.stdout + out.stderr
+    errors = [line for line in output.splitlines() if "error:" in line]
+    assert out.returncode == 1 and "Traceback" not in output and len(errors) == 1, output[-3000:]
+    assert (f"cannot write {tmp_path / 'checkpoints' / 'step-00000003.pt'}: No space left on device; the disk is "
+            f"full: free space there") in errors[0] and "launch the same command again" in errors[0]
+    assert not list(tmp_path.rglob("*.tmp"))  # the half-written checkpoint is gone
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "failed"
+
+
+CTRL_C_WHILE_IMPORTING = """
+import runpy, sys
+
+class CtrlC:  # Ctrl-C arrives while torch is imported, before any handler of ours is in place
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            raise KeyboardInterrupt
+
+sys.meta_path.insert(0, CtrlC())
+sys.argv = ["train.py", *sys.argv[1:]]
+runpy.run_path("train.py", run_name="__main__")
+"""
+
+
+def test_ctrl_c_during_start_up_is_one_line_and_exit_status_130(tmp_path):
+    out = subprocess.run([sys.executable, "-c", CTRL_C_WHILE_IMPORTING, *FAST, f"hydra.run.dir={tmp_path}"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    output = (out.stdout + out.stderr).strip()
+    assert out.returncode == 130 and "Traceback" not in output, output[-3000:]
+    assert output.splitlines()[-1].startswith("interrupted (Ctrl-C): stopped at once")

@@ -104,7 +104,6 @@ BAD_INPUTS = [  # (overrides, what the message must say)
     (["hardware.device=tpu"], "hardware.device='tpu' is out of range: must be one of cpu, cuda"),
     (["logger.mode=bogus"], "logger.mode='bogus' is out of range: must be one of online, offline, disabled"),
     (["data.name=bogus"], "data.name='bogus' is out of range: must be one of fineweb-edu, local"),
-    (["trainer.warmup_steps=500"], "trainer.warmup_steps=500 is out of range: must be ≤ trainer.max_steps=200"),
     (["trainer.progress_bar=maybe"], "trainer.progress_bar='maybe' is out of range: must be true or false"),
     (["hardware.compile=yes please"], "hardware.compile='yes please' is out of range: must be true or false"),
     (["model.pretrained=maybe"], "model.pretrained='maybe' is out of range: must be true or false"),
@@ -258,6 +257,7 @@ def _entry_point_cases(tmp: Path) -> list[tuple[list[str], str, Path]]:
     run = tmp / "run"
     (tmp / "garbage-run").mkdir()
     (tmp / "garbage-run" / "summary.json").write_text("[1, 2]")  # a relaunch into a hand-edited run directory
+    (tmp / "dangling").symlink_to(tmp / "gone")  # a run directory linked to a folder since removed
     return [
         (["optimizer.lr=inf", f"hydra.run.dir={tmp / 'garbage-run'}"], "error: optimizer.lr=inf is out of range: "
          "must be a finite number", tmp / "garbage-run"),
@@ -270,10 +270,12 @@ def _entry_point_cases(tmp: Path) -> list[tuple[list[str], str, Path]]:
         ([f"data.path={tmp / 'binary.txt'}", f"hydra.run.dir={run}"], "is binary (a NUL byte at offset 0)", run),
         ([f"data.path={tmp / 'small.txt'}", f"data.cache_dir={tmp / 'cache'}", f"hydra.run.dir={run}"],
          "error: data.seq_len=128 is out of range for this corpus", run),
+        ([f"hydra.run.dir={tmp / 'dangling' / 'run'}"],
+         f"cannot be a folder: {tmp / 'dangling'} is a symbolic link to {tmp / 'gone'}, which does not exist", tmp),
     ]
 
 
-@pytest.mark.parametrize("case", range(9))
+@pytest.mark.parametrize("case", range(10))
 def test_bad_input_through_train_py(tmp_path, case):
     overrides, message, output_dir = _entry_point_cases(tmp_path)[case]
     out = run_train(*overrides)
@@ -308,3 +310,39 @@ def test_the_suggested_key_of_a_typo_is_valid(compose_cfg):
         validate(compose_cfg("+trainer.max_stepz=50"))
     suggested = re.search(r"did you mean (\S+)\?", str(err.value)).group(1)
     validate(compose_cfg(f"{suggested}=50"))
+
+
+def test_a_warmup_longer_than_the_run_is_clamped_with_one_warning(compose_cfg, caplog):
+    from orthonoise.validate import clamp_warmup
+
+    cfg = compose_cfg("trainer.max_steps=5")  # the default warmup is 20 steps
+    clamp_warmup(cfg)
+    clamp_warmup(cfg)  # the trainer calls it again after train.py: nothing more to say
+    assert cfg.trainer.warmup_steps == 5
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["trainer.warmup_steps=20 is more than trainer.max_steps=5: the learning rate warms up over "
+                        "all 5 steps (trainer.warmup_steps=5)"]
+    validate_settings(cfg)
+
+
+def test_a_smoke_test_needs_only_max_steps(tmp_path):
+    fast = [o for o in FAST if not o.startswith("trainer.warmup_steps")]
+    out = run_train(*fast, "trainer.max_steps=2", f"hydra.run.dir={tmp_path}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "completed"
+    assert "warmup_steps: 2" in (tmp_path / ".hydra" / "config.yaml").read_text()  # what it ran with
+    assert sum("trainer.warmup_steps=20 is more than" in line for line in (out.stdout + out.stderr).splitlines()) == 1
+
+
+def test_a_run_directory_on_a_full_disk_is_one_error_line_before_hydra_writes(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    def full(folder):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(validate_module, "_probe_write", full)
+    with pytest.raises(ConfigError, match=rf"^hydra.run.dir='{tmp_path / 'run'}' is on a full disk \({tmp_path}: No "
+                                          r"space left on device\): free space there, or choose a folder on another "
+                                          r"disk$"):
+        validate_module.check_run_dir(tmp_path / "run")

@@ -38,6 +38,7 @@ from orthonoise.run.rundir import (
     Status,
     inspect_summary,
     is_run_dir,
+    metrics_problem,
     read_hydra_record,
     read_metrics,
 )
@@ -256,7 +257,7 @@ def load_run(path: Path) -> Run:
     path = Path(path)
     summary, problem = inspect_summary(path)
     hydra = read_hydra_record(path)
-    problems = ([problem] if problem else []) + hydra.problems
+    problems = [p for p in (problem, metrics_problem(path)) if p] + hydra.problems
     return Run(
         path=path,
         config=hydra.config,
@@ -274,8 +275,10 @@ def trial_seed_runs(trial: Run) -> list[Run]:
     for seed in (trial.config.get("objective") or {}).get("seeds") or []:
         path = trial.path / f"seed={seed}"
         summary, problem = inspect_summary(path)
+        problems = [p for p in (problem, metrics_problem(path)) if p]
         runs.append(Run(path=path, config={**trial.config, "seed": seed}, choices=trial.choices,
-                        overrides=[*trial.overrides, f"seed={seed}"], summary=summary, unreadable=problem,
+                        overrides=[*trial.overrides, f"seed={seed}"], summary=summary,
+                        unreadable="; ".join(problems) or None,
                         last_activity=_last_activity(path) if path.exists() else trial.last_activity))
     return runs
 

@@ -13,11 +13,17 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], T]) -> T:
     """
     path = Path(path)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # parallel jobs writing one cache file don't collide
-    with open(tmp, "wb") as f:
-        result = write(f)
-        f.flush()
-        os.fsync(f.fileno())  # on disk before the rename makes it visible
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            result = write(f)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename makes it visible
+        os.replace(tmp, path)
+    except BaseException as err:  # a full disk, Ctrl-C: no half file left behind
+        tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError) and not err.filename:  # a write() error names no file: name the target
+            raise OSError(err.errno, err.strerror or str(err), str(path)) from err
+        raise
     return result
 
 

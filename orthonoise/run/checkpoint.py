@@ -26,10 +26,15 @@ class _HashingFile:
 
     def __init__(self, f):
         self.f, self.sha256 = f, hashlib.sha256()
+        self.error: OSError | None = None  # torch.save reports a failed write as a RuntimeError naming neither
 
     def write(self, data) -> int:
         self.sha256.update(data)
-        return self.f.write(data)
+        try:
+            return self.f.write(data)
+        except OSError as err:
+            self.error = err
+            raise
 
     def flush(self) -> None:
         self.f.flush()
@@ -56,7 +61,12 @@ def save_checkpoint(run_dir: Path, state: dict, step: int, keep: int = 2) -> Pat
 
     def write(f) -> str:
         hashing = _HashingFile(f)
-        torch.save(state, hashing)
+        try:
+            torch.save(state, hashing)
+        except RuntimeError:
+            if hashing.error:  # the file's own error (a full disk): it names the cause
+                raise hashing.error from None
+            raise
         return hashing.sha256.hexdigest()
 
     write_text_atomic(path.with_suffix(".sha256"), write_atomic(path, write))

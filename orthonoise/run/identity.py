@@ -29,7 +29,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from orthonoise import REPO_ROOT
 from orthonoise.errors import RunRefused
-from orthonoise.run.rundir import HYDRA_DIR, IDENTITY_FILE, write_json_atomic
+from orthonoise.run.rundir import (
+    HYDRA_DIR,
+    HYDRA_FILES,
+    IDENTITY_FILE,
+    MAX_BYTES,
+    MAX_CONFIG_BYTES,
+    read_regular,
+    write_json_atomic,
+)
 
 OVERRIDE = "trainer.allow_config_change"
 # Keys that do not change what is computed, only how it is shown, mirrored, saved or paid for:
@@ -126,8 +134,10 @@ class Identity:
     def differences(self, record: dict) -> dict[str, tuple]:
         """{key: (recorded value, this value)} for settings and code (code keys as `code.<name>`)."""
         diff = {}
-        for prefix, mine, theirs in (("", self.settings, record.get("settings", {})),
-                                     ("code.", self.code, record.get("code", {}))):
+        compared = [("", self.settings, record.get("settings", {}))]
+        if record.get("code"):  # a record rebuilt from .hydra/config.yaml does not know the code
+            compared.append(("code.", self.code, record["code"]))
+        for prefix, mine, theirs in compared:
             for key in sorted(mine.keys() | theirs.keys()):
                 if mine.get(key, "<absent>") != theirs.get(key, "<absent>"):
                     diff[prefix + key] = (theirs.get(key, "<absent>"), mine.get(key, "<absent>"))
@@ -149,16 +159,62 @@ def read_record(run_dir: Path) -> dict | None:
     """identity.json; None when the run has none (new, or from before identity records). An unreadable one is
     refused: without it the run's origin cannot be checked."""
     path = Path(run_dir) / IDENTITY_FILE
-    if not path.exists():
-        return None
     try:
-        record = json.loads(path.read_text())
+        data = read_regular(path, MAX_BYTES[IDENTITY_FILE])
+        if data is None:
+            return None
+        record = json.loads(data)
         if isinstance(record, dict) and isinstance(record.get("settings"), dict):
             return record
     except (OSError, ValueError):
         pass
     raise RunRefused(f"{path} cannot be read, so what produced this run cannot be checked; to continue it with this "
                      f"launch's settings add {OVERRIDE}=true (recorded), or use another run directory")
+
+
+# A run's `.hydra/*.yaml` as found before this launch's Hydra rewrote them (orthonoise.validate.OutputDirCheck calls
+# remember_hydra_files first), for the runs that have no identity.json: their only record of what they ran with.
+_before_launch: dict[Path, dict[str, str]] = {}
+
+
+def remember_hydra_files(run_dir: Path) -> None:
+    """Keep the `.hydra/*.yaml` texts of a run directory without identity.json, before Hydra overwrites them."""
+    run_dir = Path(str(run_dir)).expanduser().resolve()
+    if (run_dir / IDENTITY_FILE).exists():
+        return
+    texts = {}
+    for name in HYDRA_FILES:
+        try:
+            data = read_regular(run_dir / HYDRA_DIR / name, MAX_CONFIG_BYTES)
+        except OSError:
+            data = None
+        if data is not None:
+            texts[name] = data.decode(errors="replace")
+    if "config.yaml" in texts:
+        _before_launch[run_dir] = texts
+
+
+def rebuilt_record(run_dir: Path) -> dict | None:
+    """The identity record of a run whose identity.json is gone, rebuilt from the `.hydra/config.yaml` it had before
+    this launch: its settings (its code is not known); None when that file was not seen or cannot be composed."""
+    texts = _before_launch.get(Path(run_dir).resolve())
+    if not texts:
+        return None
+    try:
+        settings = computation_settings(OmegaConf.create(texts["config.yaml"]))
+    except Exception:  # noqa: BLE001 - a hand-edited or foreign file: nothing to rebuild from
+        return None
+    return {"settings": settings, "code": {}, "changes": [], "hydra_files": texts,
+            "rebuilt_from": f"{HYDRA_DIR}/config.yaml"}
+
+
+def recorded_identity(run_dir: Path) -> dict | None:
+    """identity.json, or the record rebuilt from `.hydra/config.yaml` when it is missing (rebuilt_record)."""
+    record = read_record(run_dir)
+    if record is None and (record := rebuilt_record(run_dir)):
+        log.warning("%s has no %s: what the run was made with is read from the %s/config.yaml it had before this "
+                    "launch", run_dir, IDENTITY_FILE, HYDRA_DIR)
+    return record
 
 
 def restore_hydra_files(run_dir: Path, record: dict | None) -> None:
@@ -179,7 +235,7 @@ class Claim:
     def __init__(self, run_dir: Path, identity: Identity, allow_change: bool, hydra_files: dict | None):
         self.run_dir, self.identity, self.hydra_files = Path(run_dir), identity, hydra_files
         try:
-            self.record = read_record(run_dir)
+            self.record = recorded_identity(run_dir)
         except RunRefused:
             if not allow_change:
                 raise
@@ -194,12 +250,14 @@ class Claim:
 
     def commit(self, step: int) -> dict:
         """Record this launch's identity (and the accepted change, from `step` on); returns the record."""
-        if self.record is None and step > 0:
-            log.warning("%s has checkpoints but no %s (made before runs recorded one): its settings cannot be "
-                        "checked; recording this launch's", self.run_dir, IDENTITY_FILE)
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         previous = self.record or {}
         changes = previous.get("changes", [])
+        if self.record is None and step > 0:  # never silent: the adoption is one of the run's config_changes
+            log.warning("%s has checkpoints but no %s and no earlier %s/config.yaml: its settings cannot be "
+                        "checked; recording this launch's as a change from step %d", self.run_dir, IDENTITY_FILE,
+                        HYDRA_DIR, step)
+            changes = [{"step": step, "at": now, "keys": {IDENTITY_FILE: ["missing", "this launch's settings"]}}]
         if self.diff:
             changes = [*changes, {"step": step, "at": now, "keys": {k: list(v) for k, v in self.diff.items()}}]
             print(f"config change accepted ({OVERRIDE}=true) from step {step}: {describe(self.diff)}", file=sys.stderr)

@@ -14,11 +14,13 @@ from pathlib import Path
 
 from orthonoise.run.atomic import write_text_atomic
 from orthonoise.run.rundir import (
+    MAX_BYTES,
     METRICS_FILE,
     SUMMARY_FILE,
     Status,
     append_metrics,
     metrics_line,
+    read_regular,
     read_summary,
     write_json_atomic,
 )
@@ -89,8 +91,9 @@ class RunRecord:
             self._write_all(self.rows)
 
     def _lines_up_to(self, step: int) -> list[str]:
-        path, kept = self.run_dir / METRICS_FILE, []
-        for line in (path.read_text(errors="replace").splitlines() if path.exists() else []):
+        kept = []  # a FIFO or a device in its place: UnreadableFile, an error line, never a hang
+        for line in (read_regular(self.run_dir / METRICS_FILE, MAX_BYTES[METRICS_FILE]) or b"").decode(
+                errors="replace").splitlines():
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:

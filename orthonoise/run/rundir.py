@@ -13,6 +13,9 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import math
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,40 +134,123 @@ SUMMARY_TYPES = {STATUS: _TEXT, STEPS: _INTEGER, MAX_STEPS: _INTEGER, BEST_STEP:
                  FINAL_ALPHA: _NUMBER, SLURM_STATE: _TEXT}
 
 
-def inspect_summary(run_dir: Path) -> tuple[dict | None, str | None]:
-    """(summary.json, None) when it is usable; (None, why not) when it is there but malformed; (None, None)
-    when there is none."""
-    path = Path(run_dir) / SUMMARY_FILE
-    if not path.exists():
-        return None, None
+# The most a reader reads of each file of a run directory: a record that large is not one the trainer wrote.
+MAX_BYTES = {SUMMARY_FILE: 1 << 20, IDENTITY_FILE: 16 << 20, METRICS_FILE: 256 << 20}
+MAX_CONFIG_BYTES = 16 << 20  # each of .hydra/*.yaml
+
+
+class UnreadableFile(OSError):
+    """A run-directory file that is not a regular file (a FIFO, a device, a folder) or is larger than a record."""
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder"), (stat.S_ISSOCK, "a socket"))
+    return next((what for test, what in kinds if test(mode)), "not a regular file")
+
+
+def check_regular(path: Path, limit: int) -> bool:
+    """Whether there is a file at `path`; UnreadableFile, saying what it is, when it is not a regular file of at
+    most `limit` bytes. A stat only: what `status` asks of every run's metrics before reading any."""
     try:
-        summary = json.loads(path.read_bytes().decode("utf-8"))
+        info = os.stat(path)
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(info.st_mode):
+        raise UnreadableFile(f"it is {_file_kind(info.st_mode)}, not a regular file")
+    if info.st_size > limit:
+        raise UnreadableFile(f"it holds {info.st_size} bytes, more than the {limit} a run's record can have")
+    return True
+
+
+def read_regular(path: Path, limit: int) -> bytes | None:
+    """The bytes of the regular file at `path` (None when nothing is there); UnreadableFile, saying what it is,
+    for anything else or anything over `limit` bytes: a reader never blocks on a FIFO nor reads /dev/zero."""
+    if not check_regular(path, limit):
+        return None
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # replaced by a FIFO since the stat: the open still returns
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UnreadableFile("it is not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise UnreadableFile(f"it holds more than the {limit} bytes a run's record can have")
+    return data
+
+
+def _cannot_read(name: str, err: Exception) -> str:
+    return f"{name} cannot be read: {type(err).__name__}: {str(err).splitlines()[0][:80]}"
+
+
+def inspect_summary(run_dir: Path) -> tuple[dict | None, str | None]:
+    """(summary.json, None) when it is usable; (None, why not) when it is there but malformed, or says completed
+    of a run that is not a completed seed (incomplete_record); (None, None) when there is none."""
+    try:
+        data = read_regular(Path(run_dir) / SUMMARY_FILE, MAX_BYTES[SUMMARY_FILE])
+        if data is None:
+            return None, None
+        summary = json.loads(data.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError, OSError) as err:
-        return None, f"{SUMMARY_FILE} cannot be read: {type(err).__name__}: {str(err).splitlines()[0][:80]}"
+        return None, _cannot_read(SUMMARY_FILE, err)
     if not isinstance(summary, dict):
         return None, f"{SUMMARY_FILE} holds a JSON {type(summary).__name__}, not an object"
     for key, (types, what) in SUMMARY_TYPES.items():
         value = summary.get(key)
         if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
             return None, f"{SUMMARY_FILE}: {key}={value!r} is not {what}"
-    return summary, None
+    why = incomplete_record(summary)
+    return (None, why) if why else (summary, None)
+
+
+def incomplete_record(summary: dict) -> str | None:
+    """Why a summary that says completed is no completed seed (no finite final loss, or fewer steps than the run
+    was set to train), or None. Such a run is not counted, and launching it again resumes it."""
+    if summary.get("status") != Status.COMPLETED:
+        return None
+    loss, steps, max_steps = summary.get("final_val_loss"), summary.get("steps"), summary.get("max_steps")
+    if loss is None or not math.isfinite(loss):
+        problem = f"final_val_loss={loss} is not a finite number"
+    elif steps is None or (max_steps is not None and steps < max_steps):
+        problem = f"steps={steps} of max_steps={max_steps}"
+    else:
+        return None
+    return (f"{SUMMARY_FILE} says completed but {problem}: not a completed seed; launch the same command again "
+            f"to finish it from its newest checkpoint")
+
+
+def metrics_problem(run_dir: Path) -> str | None:
+    """Why metrics.jsonl cannot be read (check_regular), without reading it: readers load the rows only when used."""
+    try:
+        check_regular(Path(run_dir) / METRICS_FILE, MAX_BYTES[METRICS_FILE])
+    except OSError as err:
+        return _cannot_read(METRICS_FILE, err)
+    return None
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    """metrics.jsonl as a step-sorted list; a resumed run repeats steps, the last line wins; a half-written or
-    foreign line is skipped."""
-    path = Path(run_dir) / METRICS_FILE
+    """metrics.jsonl as a step-sorted list (inspect_metrics without the why)."""
+    return inspect_metrics(run_dir)[0]
+
+
+def inspect_metrics(run_dir: Path) -> tuple[list[dict], str | None]:
+    """(metrics.jsonl as a step-sorted list, None); a resumed run repeats steps, the last line wins; a
+    half-written or foreign line is skipped. ([], why) when it is there but cannot be read (read_regular)."""
+    try:
+        data = read_regular(Path(run_dir) / METRICS_FILE, MAX_BYTES[METRICS_FILE])
+    except OSError as err:
+        return [], _cannot_read(METRICS_FILE, err)
     by_step = {}
-    if not path.is_file():
-        return []
-    for line in path.read_text(errors="replace").splitlines():
+    for line in (data or b"").decode(errors="replace").splitlines():
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue  # a half-written last line of a live or killed job
         if isinstance(record, dict) and isinstance(record.get(STEP), int):
             by_step[record[STEP]] = record
-    return [by_step[step] for step in sorted(by_step)]
+    return [by_step[step] for step in sorted(by_step)], None
 
 
 def metrics_line(row: dict) -> str:
@@ -209,12 +295,13 @@ def read_hydra_record(run_dir: Path) -> HydraRecord:
 
 def _read_yaml(path: Path, kind: type) -> tuple:
     """(the file's value, None), (kind(), why it is unusable), or (kind(), None) when there is no such file."""
-    if not path.is_file():
-        return kind(), None
     try:
-        value = yaml.load(path.read_bytes().decode("utf-8"), Loader=YAML_LOADER)
+        data = read_regular(path, MAX_CONFIG_BYTES)  # a FIFO or a device: unreadable, never a hang
+        if data is None:
+            return kind(), None
+        value = yaml.load(data.decode("utf-8"), Loader=YAML_LOADER)
     except (yaml.YAMLError, UnicodeDecodeError, OSError) as err:
-        return kind(), f"{HYDRA_DIR}/{path.name} cannot be read: {type(err).__name__}"
+        return kind(), _cannot_read(f"{HYDRA_DIR}/{path.name}", err)
     if value is not None and not isinstance(value, kind):
         return kind(), f"{HYDRA_DIR}/{path.name} holds a {type(value).__name__}, not a {kind.__name__}"
     return value or kind(), None

@@ -23,11 +23,15 @@ from pathlib import Path
 from orthonoise.errors import RunRefused
 from orthonoise.run.rundir import LOCK_FILE
 
-_held: set[Path] = set()  # run dirs this process holds: a probe from this process must not see itself
+_held: dict[Path, int] = {}  # run dirs this process holds, with the lock's fd: a probe from here must not see itself
 
 
 class RunDirBusy(RunRefused):
     """Another live process holds the run directory."""
+
+
+class LockLost(RunRefused):
+    """The lock file this process holds was deleted or replaced: another process may hold the directory now."""
 
 
 def _holder_text(fd: int) -> str:
@@ -66,12 +70,31 @@ def hold(run_dir: Path):
           "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(me).encode(), 0)
-    _held.add(run_dir)
+    _held[run_dir] = fd
     try:
         yield
     finally:
-        _held.discard(run_dir)
+        _held.pop(run_dir, None)
         os.close(fd)  # releases the lock; the kernel does the same if this process dies first
+
+
+def check_still_held(run_dir: Path) -> None:
+    """LockLost when `run_dir`'s lock file is no longer the file this process locked: deleting run.lock (by hand,
+    by a clean-up script) would otherwise let a second process lock a new one and train here too. Called before
+    each write of the run's records; a no-op in a process that does not hold `run_dir` (DDP ranks other than 0)."""
+    run_dir = Path(run_dir).resolve()
+    if (fd := _held.get(run_dir)) is None:
+        return
+    try:
+        on_disk = os.stat(run_dir / LOCK_FILE)
+    except FileNotFoundError:
+        on_disk = None
+    mine = os.fstat(fd)
+    if on_disk is None or (on_disk.st_dev, on_disk.st_ino) != (mine.st_dev, mine.st_ino):
+        raise LockLost(f"{run_dir / LOCK_FILE} was {'deleted' if on_disk is None else 'replaced'} while this process "
+                       f"held it: another launch may be training in {run_dir} now, so this one stops without "
+                       f"writing more. Make sure no other process uses that directory, then launch again: it resumes "
+                       f"from the newest checkpoint")
 
 
 def held_elsewhere(run_dir: Path) -> bool:

@@ -344,7 +344,7 @@ def slowest_step_s(configs: list[DictConfig]) -> float | None:
     """The longest measured step time among the jobs (model preset, optimizer, hardware); None when none is known."""
     from omegaconf import OmegaConf
 
-    from orthonoise.sweep.plan import step_time, step_time_table
+    from orthonoise.sweep.cost import step_time, step_time_table
 
     table = step_time_table()
     keys = {(OmegaConf.select(c, "model.preset"), OmegaConf.select(c, "hydra.runtime.choices.optimizer"),

@@ -100,7 +100,9 @@ def write_run(root: Path, name: str, *, seed: int = 1, val: dict[int, float] | N
         status = Status(status)
         losses = list(val.values())
         summary = {
-            "status": status.value, "steps": max(val) if val else 0, "max_steps": config["trainer"]["max_steps"],
+            # a completed run trained every step; any other stopped at its last eval
+            "status": status.value, "max_steps": config["trainer"]["max_steps"],
+            "steps": config["trainer"]["max_steps"] if status == Status.COMPLETED else max(val) if val else 0,
             "final_val_loss": losses[-1] if losses and status == Status.COMPLETED else None,
             "best_val_loss": min(losses) if losses else None,
             "best_step": min(val, key=val.get) if val else None, "wall_time_s": wall_time_s,

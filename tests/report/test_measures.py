@@ -39,8 +39,9 @@ def test_group_row_statistics_and_costs(tmp_path):
 
 
 def test_gpu_seconds_to_target_use_the_cost_per_step(tmp_path):
-    run = load_run(write_run(tmp_path, "a", val={50: 2.5, 100: 2.0}, wall_time_s=50.0))  # 0.5 s per step, CPU
+    # 100 steps: 0.5 s per step on a CPU, 3.6 GPU-s per step on a GPU
+    run = load_run(write_run(tmp_path, "a", val={50: 2.5, 100: 2.0}, wall_time_s=50.0, max_steps=100))
     assert measures.steps_to_reach(run, 2.25) == pytest.approx(75)
     assert measures.device_seconds_to_reach(run, 2.25) == pytest.approx(37.5)
-    gpu = load_run(write_run(tmp_path, "b", val={50: 2.5, 100: 2.0}, gpu_hours=0.1))  # 3.6 GPU-s per step
+    gpu = load_run(write_run(tmp_path, "b", val={50: 2.5, 100: 2.0}, gpu_hours=0.1, max_steps=100))
     assert measures.device_seconds_to_reach(gpu, 2.25) == pytest.approx(75 * 3.6)
