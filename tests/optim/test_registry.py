@@ -1,19 +1,28 @@
 """The registry of optimizer kinds is the one list: every config option of the optimizer group is in it, with
 the class that option builds, and the matching rule for controls finds the right run."""
+import shutil
 from pathlib import Path
 
 import pytest
-from hydra.utils import get_class
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import get_class, instantiate
 
-from orthonoise.optim import REGISTRY, Muon, NoisyMuon, Role, kind_of
+from orthonoise.optim import REGISTRY, Kind, Muon, NoisyMuon, Role, kind_of, noise
 from orthonoise.optim.noise import DISTRIBUTIONS
-from orthonoise.optim.registry import kinds, matches
+from orthonoise.optim.registry import GENERIC_NOISE_TARGET, kinds, matches
 
-CONF = Path(__file__).resolve().parents[2] / "conf" / "optimizer"
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+
+def optimizer_options(conf: Path = CONF) -> list[str]:
+    """The `optimizer` group's options: its yaml files but the shared parts (a leading underscore, as _noise.yaml)."""
+    return sorted(p.stem for p in (conf / "optimizer").glob("*.yaml") if not p.stem.startswith("_"))
 
 
 def test_every_optimizer_config_is_a_registered_kind_with_its_class(compose_cfg):
-    options = sorted(p.stem for p in CONF.glob("*.yaml"))
+    options = optimizer_options()
     assert options == sorted(REGISTRY)
     for name in options:
         cfg = compose_cfg(f"optimizer={name}")
@@ -34,6 +43,12 @@ def test_roles_and_comparisons_are_consistent():
     assert REGISTRY["isotropic"].matched_to == "orthonoise" and REGISTRY["isotropic"].compared_with == "muon"
     assert kind_of("torch.optim.SGD") is None
     assert kind_of("orthonoise.optim.NoisyMuon", "isotropic") is REGISTRY["isotropic"]
+    assert kind_of("orthonoise.optim.NoisyMuon") is REGISTRY["orthonoise"]  # NoisyMuon's default distribution
+    assert kind_of("orthonoise.optim.NoisyMuon", "cauchy") is None
+    # a kind is a (class, distribution) pair, and a NoisyMuon run's distribution names one kind
+    assert len({(k.target, k.distribution) for k in REGISTRY.values()}) == len(REGISTRY)
+    noisy = [k.distribution for k in REGISTRY.values() if k.distribution is not None]
+    assert len(set(noisy)) == len(noisy)
     # a class named by its defining module is the kind the configs name by the package
     assert kind_of("orthonoise.optim.noisy.OrthoNoise") is REGISTRY["orthonoise"]
     assert kind_of("orthonoise.optim.muon.Muon") is REGISTRY["muon"]
@@ -62,3 +77,39 @@ def test_matching_compares_numbers_as_numbers():
     control, method = {**ISO, "optimizer.weight_decay": 0}, {**ORTHO, "optimizer.weight_decay": 0.0}
     assert matches(REGISTRY["isotropic"], control, method)
     assert not matches(REGISTRY["isotropic"], control, {**method, "optimizer.weight_decay": 0.1})
+
+
+def rademacher(shape, *, generator=None, device=None, seeds=None):
+    """A scratch distribution: random signs with ‖N‖_F = sqrt(min(m, n)), as every distribution's."""
+    return noise.gaussian(shape, generator=generator, device=device, seeds=seeds).sign() / max(shape[-2:]) ** 0.5
+
+
+def test_a_distribution_added_as_documented_gets_its_kind_and_every_kind_keeps_its_label(tmp_path, monkeypatch):
+    """docs/where-to-change-what.md, "Add a noise distribution", made in a scratch copy: the sampler and its
+    DISTRIBUTIONS entry, conf/optimizer/<name>.yaml composing _noise.yaml, and its Kind. Its runs get its kind;
+    every shipped option, and a NoisyMuon run of each existing distribution, keep theirs."""
+    monkeypatch.setitem(noise.DISTRIBUTIONS, "rademacher", noise.Distribution(rademacher))
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    yaml = "defaults: [muon, _noise, _self_]\n_target_: orthonoise.optim.NoisyMuon\ndistribution: rademacher\n"
+    (conf / "optimizer" / "rademacher.yaml").write_text(yaml)
+    monkeypatch.setitem(REGISTRY, "rademacher", Kind("rademacher", GENERIC_NOISE_TARGET, Role.CONTROL,
+                                                     muon_family=True, compared_with="muon",
+                                                     distribution="rademacher", matched_to="orthonoise"))
+    labels = {}
+    for name in optimizer_options(conf):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+            cfg = compose("config", overrides=[f"optimizer={name}"])
+        labels[name] = kind_of(cfg.optimizer._target_, cfg.optimizer.get("distribution")).name
+        if name == "rademacher":
+            (p,) = params = [torch.nn.Parameter(torch.randn(6, 4))]
+            opt = instantiate(cfg.optimizer, _convert_="all")(params)
+            p.grad = torch.randn(6, 4)
+            opt.step()
+            assert type(opt) is NoisyMuon and opt.noise.distribution.sample is rademacher
+    assert labels == {name: name for name in optimizer_options(conf)}
+    for kind in REGISTRY.values():
+        if kind.distribution is not None:
+            assert kind_of(GENERIC_NOISE_TARGET, kind.distribution) is kind
+    assert kind_of(GENERIC_NOISE_TARGET) is REGISTRY["orthonoise"]
