@@ -59,15 +59,19 @@ def kind_of(target: str, distribution: str | None = None) -> Kind | None:
     pair. A named noise class (OrthoNoise) fixes its distribution, so the class alone decides. The generic
     NoisyMuon reads the distribution (none named: NoisyMuon's default) and is the kind registered for that pair,
     else the named class drawing that noise (NoisyMuon with distribution: isotropic is an isotropic run). A class
-    named by its defining module (orthonoise.optim.noisy.OrthoNoise) is the kind configs name
-    orthonoise.optim.OrthoNoise."""
-    package, _, name = target.rpartition(".")
-    if package.startswith("orthonoise.optim."):
-        target = f"orthonoise.optim.{name}"
+    named by its defining module (orthonoise.optim.noisy.OrthoNoise) is the one named by the package
+    (orthonoise.optim.OrthoNoise), in a run's config and in a Kind alike."""
+    target = _package_name(target)
     if target != GENERIC_NOISE_TARGET:
-        return next((kind for kind in REGISTRY.values() if kind.target == target), None)
+        return next((kind for kind in REGISTRY.values() if _package_name(kind.target) == target), None)
     same_noise = [kind for kind in REGISTRY.values() if kind.distribution == (distribution or DEFAULT_DISTRIBUTION)]
     return next((kind for kind in same_noise if kind.target == target), next(iter(same_noise), None))
+
+
+def _package_name(target: str) -> str:
+    """A class of orthonoise.optim by the package's name, whether spelled so or by its module's."""
+    package, _, name = target.rpartition(".")
+    return f"orthonoise.optim.{name}" if package.startswith("orthonoise.optim.") else target
 
 
 def kinds(role: Role) -> list[Kind]:

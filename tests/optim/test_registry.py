@@ -34,7 +34,7 @@ def test_every_optimizer_config_is_a_registered_kind_with_its_class(compose_cfg)
 
 
 def test_roles_and_comparisons_are_consistent():
-    assert [k.name for k in kinds(Role.BASELINE)] == ["muon"] and [k.name for k in kinds(Role.METHOD)] == ["orthonoise"]
+    assert [k.name for k in kinds(Role.BASELINE)] == ["muon"] and REGISTRY["orthonoise"] in kinds(Role.METHOD)
     for kind in REGISTRY.values():
         assert kind.compared_with is None or kind.compared_with in REGISTRY
         assert kind.distribution is None or kind.distribution in DISTRIBUTIONS
@@ -113,3 +113,13 @@ def test_a_distribution_added_as_documented_gets_its_kind_and_every_kind_keeps_i
         if kind.distribution is not None:
             assert kind_of(GENERIC_NOISE_TARGET, kind.distribution) is kind
     assert kind_of(GENERIC_NOISE_TARGET) is REGISTRY["orthonoise"]
+
+
+def test_a_kind_may_name_its_class_by_its_module(monkeypatch):
+    """A new variant's yaml and Kind may spell `orthonoise.optim.<module>.<Class>` (no export needed)."""
+    variant = Kind("scratch", "orthonoise.optim.scratch.ScratchMuon", Role.METHOD, muon_family=True,
+                   compared_with="muon")
+    monkeypatch.setitem(REGISTRY, "scratch", variant)
+    assert kind_of("orthonoise.optim.scratch.ScratchMuon") is variant
+    assert kind_of("orthonoise.optim.ScratchMuon") is variant
+    assert kind_of("orthonoise.optim.Muon") is REGISTRY["muon"]
