@@ -125,7 +125,8 @@ class Muon(Optimizer, TrainerHooks):
         return None
 
     def _after_shape_momentum(self, group, members: list, plan) -> None:
-        pass
+        """Per shape, before U is formed: a change to the momentum buffers of every member (on every rank, so that
+        the buffers stay identical)."""
 
     def _before_orthogonalize(self, group, keys: list[int], U: Tensor, plan) -> Tensor:
         return U
