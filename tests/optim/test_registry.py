@@ -9,9 +9,12 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import get_class, instantiate
 
-from orthonoise.optim import REGISTRY, Kind, Muon, NoisyMuon, Role, kind_of, noise
+from orthonoise.errors import ConfigError
+from orthonoise.optim import REGISTRY, Kind, Muon, NoisyMuon, Role, build_optimizers, kind_of, noise
+from orthonoise.optim.muon import check
 from orthonoise.optim.noise import DISTRIBUTIONS
 from orthonoise.optim.registry import GENERIC_NOISE_TARGET, kinds, matches
+from orthonoise.validate import validate_settings
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
@@ -84,35 +87,76 @@ def rademacher(shape, *, generator=None, device=None, seeds=None):
     return noise.gaussian(shape, generator=generator, device=device, seeds=seeds).sign() / max(shape[-2:]) ** 0.5
 
 
+def scratch_conf(tmp_path: Path, option: str, yaml: str) -> Path:
+    """A copy of conf/ with one more optimizer option, as the walk-through's step writes it."""
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    (conf / "optimizer" / f"{option}.yaml").write_text(yaml)
+    return conf
+
+
+def compose_from(conf: Path, *overrides: str):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def labels(conf: Path) -> dict[str, str]:
+    """Every optimizer option of `conf` → the kind its runs are labelled with."""
+    configs = {name: compose_from(conf, f"optimizer={name}").optimizer for name in optimizer_options(conf)}
+    return {name: kind_of(c._target_, c.get("distribution")).name for name, c in configs.items()}
+
+
 def test_a_distribution_added_as_documented_gets_its_kind_and_every_kind_keeps_its_label(tmp_path, monkeypatch):
     """docs/where-to-change-what.md, "Add a noise distribution", made in a scratch copy: the sampler and its
     DISTRIBUTIONS entry, conf/optimizer/<name>.yaml composing _noise.yaml, and its Kind. Its runs get its kind;
     every shipped option, and a NoisyMuon run of each existing distribution, keep theirs."""
     monkeypatch.setitem(noise.DISTRIBUTIONS, "rademacher", noise.Distribution(rademacher))
-    conf = tmp_path / "conf"
-    shutil.copytree(CONF, conf)
-    yaml = "defaults: [muon, _noise, _self_]\n_target_: orthonoise.optim.NoisyMuon\ndistribution: rademacher\n"
-    (conf / "optimizer" / "rademacher.yaml").write_text(yaml)
+    conf = scratch_conf(tmp_path, "rademacher", "defaults: [muon, _noise, _self_]\n"
+                                                "_target_: orthonoise.optim.NoisyMuon\ndistribution: rademacher\n")
     monkeypatch.setitem(REGISTRY, "rademacher", Kind("rademacher", GENERIC_NOISE_TARGET, Role.CONTROL,
                                                      muon_family=True, compared_with="muon",
                                                      distribution="rademacher", matched_to="orthonoise"))
-    labels = {}
-    for name in optimizer_options(conf):
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-            cfg = compose("config", overrides=[f"optimizer={name}"])
-        labels[name] = kind_of(cfg.optimizer._target_, cfg.optimizer.get("distribution")).name
-        if name == "rademacher":
-            (p,) = params = [torch.nn.Parameter(torch.randn(6, 4))]
-            opt = instantiate(cfg.optimizer, _convert_="all")(params)
-            p.grad = torch.randn(6, 4)
-            opt.step()
-            assert type(opt) is NoisyMuon and opt.noise.distribution.sample is rademacher
-    assert labels == {name: name for name in optimizer_options(conf)}
+    assert labels(conf) == {name: name for name in optimizer_options(conf)}
+    (p,) = params = [torch.nn.Parameter(torch.randn(6, 4))]
+    opt = instantiate(compose_from(conf, "optimizer=rademacher").optimizer, _convert_="all")(params)
+    p.grad = torch.randn(6, 4)
+    opt.step()
+    assert type(opt) is NoisyMuon and opt.noise.distribution.sample is rademacher
     for kind in REGISTRY.values():
         if kind.distribution is not None:
             assert kind_of(GENERIC_NOISE_TARGET, kind.distribution) is kind
     assert kind_of(GENERIC_NOISE_TARGET) is REGISTRY["orthonoise"]
+
+
+class ScratchMuon(Muon):
+    """The walk-through's scratch variant: Muon on g/‖g‖_F (normalize: false is Muon)."""
+
+    def __init__(self, params, *args, normalize: bool = True, **kwargs):
+        check(isinstance(normalize, bool), "normalize", normalize, "true or false")
+        super().__init__(params, *args, **kwargs)
+        self._set_defaults(normalize=normalize)
+
+    def _gradient(self, group, g):
+        return g / g.norm() if group["normalize"] else g
+
+
+def test_a_muon_variant_added_as_documented_is_checked_built_and_labelled(tmp_path, monkeypatch):
+    """docs/where-to-change-what.md, "Add a Muon variant", steps 2–4 in a scratch copy: the config check knows its
+    settings, build_optimizers gives it the hidden matrices, its runs get its kind and every other kind keeps its."""
+    target = f"{__name__}.ScratchMuon"
+    conf = scratch_conf(tmp_path, "scratch", f"defaults: [muon, _self_]\n_target_: {target}\nnormalize: true\n")
+    monkeypatch.setitem(REGISTRY, "scratch", Kind("scratch", target, Role.METHOD, muon_family=True,
+                                                  compared_with="muon"))
+    assert labels(conf) == {name: name for name in optimizer_options(conf)}
+    cfg = compose_from(conf, "optimizer=scratch")
+    validate_settings(cfg)
+    with pytest.raises(ConfigError, match="optimizer.normalise"):
+        validate_settings(compose_from(conf, "optimizer=scratch", "+optimizer.normalise=false"))
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 2))
+    optimizers = build_optimizers(model, cfg, log=lambda line: None)
+    assert type(optimizers[0]) is ScratchMuon and optimizers.hooked == [optimizers[0]]
+    assert {id(p) for p in optimizers[0].param_groups[0]["params"]} == {id(m.weight) for m in model}
 
 
 def test_a_kind_may_name_its_class_by_its_module(monkeypatch):
