@@ -23,6 +23,7 @@ from orthonoise.lm.data import Batches, Corpus, PreparationStopped, load_corpus
 from orthonoise.lm.loss import causal_lm_loss
 from orthonoise.lm.model import build_model, count_parameters, mamba_kernel_path
 from orthonoise.optim import Optimizers, build_optimizers
+from orthonoise.optim.schedules import warmup_decay
 from orthonoise.perf.compilation import compile_blocks
 from orthonoise.perf.cuda_graph import try_cuda_graph
 from orthonoise.perf.meter import PerfMeter
@@ -53,18 +54,11 @@ def set_up_device(hw: DictConfig, ranks: distributed.Dist) -> torch.device:
 
 
 def lr_multiplier(trainer: DictConfig):
-    """Linear warmup, then constant / linear / cosine decay to min_lr_ratio."""
-    warmup, total, floor = trainer.warmup_steps, trainer.max_steps, trainer.min_lr_ratio
+    """Linear warmup, then constant / linear / cosine decay to min_lr_ratio: the ramp alpha follows too."""
+    warmup, total, floor, decay = trainer.warmup_steps, trainer.max_steps, trainer.min_lr_ratio, trainer.lr_decay
 
     def multiplier(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        if trainer.lr_decay == "linear":
-            return 1.0 - (1.0 - floor) * progress
-        if trainer.lr_decay == "cosine":
-            return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-        return 1.0
+        return warmup_decay(step, warmup, total, floor, decay)
 
     return multiplier
 

@@ -3,8 +3,9 @@
 Per step, for every 2-D parameter (same arithmetic as torch.optim.Muon):
     g  ← grad                                  hook _gradient                (NOLAH: gate)
     B  ← lerp(B, g, 1 − μ)                     then hook _after_momentum     (NOLAH: damping)
-    U  ← lerp(g, B, μ) if nesterov else B      per shape: hook _shape_context, then _before_orthogonalize
-    O  ← orthogonalise(U)                      hook _ns_steps, then _after_orthogonalize
+    per shape:                                 hook _plan_shape, then _after_shape_momentum (noise into B)
+    U  ← lerp(g, B, μ) if nesterov else B      then hook _before_orthogonalize (NOLAH: projection; noise into U)
+    O  ← orthogonalise(U)                      hook _ns_steps, then _after_orthogonalize (noise into O)
     W  ← W·(1 − lr·wd) − lr·adjust(shape)·O
 The EMA convention keeps ‖B‖ on the scale of ‖g‖ (the classical μB + g is up to 1/(1 − μ) = 20× larger).
 Same-shape matrices are stacked and orthogonalised in one batched call; under torch.distributed each rank
@@ -118,17 +119,22 @@ class Muon(Optimizer, TrainerHooks):
     def _after_momentum(self, group, g: Tensor, buf: Tensor) -> None:
         pass
 
-    def _shape_context(self, group, shape, members: list, own: list):
-        """Per shape, after the momentum update: what the later hooks of this shape need (None here)."""
+    def _plan_shape(self, group, shape, members: list, own: list):
+        """Per shape, after the momentum update: what this shape's later hooks need (the `plan` they take; None
+        here). `members` are the shape's (key, parameter) pairs, `own` those this rank orthogonalises."""
         return None
 
-    def _before_orthogonalize(self, group, keys: list[int], U: Tensor, context) -> Tensor:
+    def _after_shape_momentum(self, group, members: list, plan) -> None:
+        """Per shape, before U is formed: a change to the momentum buffers of every member (on every rank, so that
+        the buffers stay identical)."""
+
+    def _before_orthogonalize(self, group, keys: list[int], U: Tensor, plan) -> Tensor:
         return U
 
-    def _ns_steps(self, group, keys: list[int], context) -> list[int]:
+    def _ns_steps(self, group, keys: list[int], plan) -> list[int]:
         return [group["ns_steps"]] * len(keys)
 
-    def _after_orthogonalize(self, group, keys: list[int], U: Tensor, O: Tensor, context) -> Tensor:
+    def _after_orthogonalize(self, group, keys: list[int], U: Tensor, O: Tensor, plan) -> Tensor:
         return O
 
     @torch.no_grad()
@@ -164,21 +170,22 @@ class Muon(Optimizer, TrainerHooks):
     def _step_shape(self, group, shape, members: list, grads: dict) -> None:
         rank, world = rank_world()
         size, own = share(members, rank, world)
-        context = self._shape_context(group, shape, members, own)
-        O = self._orthogonalize_own(group, own, grads, context) if own else None
+        plan = self._plan_shape(group, shape, members, own)
+        self._after_shape_momentum(group, members, plan)
+        O = self._orthogonalize_own(group, own, grads, plan) if own else None
         if world > 1:
             O = self._all_gather(O, size, shape, group, members[0][1])[:len(members)]
         apply_update([p for _, p in members], O, group["lr"], group["weight_decay"],
                      adjust_lr(group["lr"], group["adjust_lr_fn"], shape))
 
-    def _orthogonalize_own(self, group, own, grads, context) -> Tensor:
+    def _orthogonalize_own(self, group, own, grads, plan) -> Tensor:
         keys = [key for key, _ in own]
         bufs = [self.state[p]["momentum_buffer"] for _, p in own]
         U = torch.stack(momentum_direction([grads[key] for key in keys], bufs, group["momentum"], group["nesterov"]))
-        U = self._before_orthogonalize(group, keys, U, context)
-        O = orthogonalize(U, self._ns_steps(group, keys, context), group["orthogonalizer"],
+        U = self._before_orthogonalize(group, keys, U, plan)
+        O = orthogonalize(U, self._ns_steps(group, keys, plan), group["orthogonalizer"],
                           group["ns_coefficients"], group["eps"])
-        return self._after_orthogonalize(group, keys, U, O, context)
+        return self._after_orthogonalize(group, keys, U, O, plan)
 
     def _all_gather(self, O, size, shape, group, like: Tensor) -> Tensor:
         """Every rank sends its `size` orthogonalised matrices (zero-padded) and receives everyone's."""

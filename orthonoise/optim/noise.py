@@ -67,11 +67,12 @@ class Distribution:
     options: tuple[tuple[str, str], ...] = ()
 
 
-# name → distribution; the noise variants' `distribution` argument (docs/optimizers.md: adding one)
+# name → distribution; the noise variants' `distribution` argument (docs/where-to-change-what.md: adding one)
 DISTRIBUTIONS = {
     "orthogonal": Distribution(orthogonal_noise, options=(("method", "sampler"),)),
     "isotropic": Distribution(isotropic_noise),
 }
+DEFAULT_DISTRIBUTION = "orthogonal"  # NoisyMuon's, when a config names none
 
 
 def rescale_isotropic(G: Tensor) -> Tensor:

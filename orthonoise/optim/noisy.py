@@ -1,4 +1,12 @@
-"""The noise variants: Muon plus a Perturbation (perturbation.py), OrthoNoise and the isotropic control."""
+"""The noise variants: Muon plus a random perturbation (perturbation.py), OrthoNoise and the isotropic control.
+
+Per step and shape the noise is decided, drawn, then applied where it enters, each a named step:
+    decide    _decide: which matrices get noise (the rank gate) and its size ε = α(t)·‖g‖_F, recorded for metrics()
+    draw      _plan_shape: ε·N for those of them that this rank perturbs (Perturbation.take)
+    apply     one of: into the momentum buffer B (_after_shape_momentum, noise_into_buffer), into this step's copy U
+              (_before_orthogonalize, perturb="momentum"), into the orthogonal update O (_after_orthogonalize,
+              perturb="update")
+"""
 import math
 from dataclasses import dataclass, field
 
@@ -6,17 +14,28 @@ import torch
 from torch import Tensor
 
 from orthonoise.optim.muon import Muon, check, rank_world
-from orthonoise.optim.noise import DISTRIBUTIONS, SAMPLERS
-from orthonoise.optim.perturbation import ENTRIES, Perturbation
+from orthonoise.optim.noise import DEFAULT_DISTRIBUTION, DISTRIBUTIONS, SAMPLERS
+from orthonoise.optim.perturbation import (
+    ENTRIES,
+    Perturbation,
+    entry_point,
+    noise_scale,
+    rank_gate,
+    scheduled_alpha,
+)
 from orthonoise.optim.schedules import check_schedule
-from orthonoise.optim.update import perturb_orthogonal
+from orthonoise.optim.update import add_noise, perturb_update
+
+# perturb="update" with ns_steps_noise: null: the re-orthogonalisation's steps (3 reach float32 precision from
+# Muon's update plus noise: docs/optimizers.md)
+REORTHOGONALIZE_STEPS = 3
 
 
 @dataclass
 class ShapeNoise:
-    """One shape's noise at this step: the keys whose matrix got noise, and ε·N still to add to U or O."""
-    perturbed: set = field(default_factory=set)
-    added: dict = field(default_factory=dict)
+    """One shape's noise at this step: where it enters, and ε·N by the key of each matrix it goes to."""
+    enters: str
+    added: dict[int, Tensor] = field(default_factory=dict)
 
 
 class NoisyMuon(Muon):
@@ -24,11 +43,11 @@ class NoisyMuon(Muon):
     has ‖N‖_F = sqrt(min(m, n)), so variants differ only in N's direction).
 
     perturb: where the noise enters. "momentum" (default): U + ε·N, then orthogonalise as Muon does.
-        "update": orthogonalise U as Muon does, add the noise at the same relative size to the orthogonal update,
-        then re-orthogonalise it (update.perturb_orthogonal, ns_steps_noise steps).
+        "update": orthogonalise U as Muon does (O), add the noise at the same relative size, re-orthogonalise, and
+        keep Muon's own singular values (update.perturb_update): α → 0 is Muon's update.
     ns_steps_noise: "momentum": None (default) orthogonalises a perturbed matrix exactly like Muon (ns_steps), so
         the noise is the only difference; an integer (the plan's 3) changes the Newton–Schulz steps too.
-        "update": the re-orthogonalisation's steps (None = 3).
+        "update": the re-orthogonalisation's steps (None = REORTHOGONALIZE_STEPS).
     noise_into_buffer: False (default) adds ε·N to this step's copy U (independent noise every step, the momentum
         state stays the true gradient average); True adds it to the momentum buffer B, where it accumulates and
         decays with μ (and enters U as μ·ε·N with Nesterov). Only with perturb="momentum".
@@ -39,7 +58,7 @@ class NoisyMuon(Muon):
     The unit noise does not depend on the gradient, so `prepare()` draws the next step's before it.
     """
 
-    def __init__(self, params, *args, distribution: str = "orthogonal", alpha: float = 1e-3,
+    def __init__(self, params, *args, distribution: str = DEFAULT_DISTRIBUTION, alpha: float = 1e-3,
                  schedule: str = "constant", end_factor: float = 0.1, schedule_steps: int = 1000,
                  rank_threshold: float | None = None, rank_every: int = 10, ns_steps_noise: int | None = None,
                  noise_into_buffer: bool = False, perturb: str = "momentum", seed: int | None = None, **kwargs):
@@ -68,54 +87,61 @@ class NoisyMuon(Muon):
     def _begin_group(self, group) -> None:
         group["step"] += 1
 
-    def _shape_context(self, group, shape, members: list, own: list) -> ShapeNoise:
-        alpha = self.noise.alpha(group)
+    def _plan_shape(self, group, shape, members: list, own: list) -> ShapeNoise:
+        """Decide, then draw ε·N for the matrices that get it: on a buffer every rank perturbs every matrix (so the
+        buffers stay identical), otherwise each rank its own share."""
+        noise = ShapeNoise(entry_point(group))
+        eps = self._decide(group, shape, members)
+        chosen = [(key, p) for key, p in (members if noise.enters == "buffer" else own) if key in eps]
+        if chosen:
+            keys = [key for key, _ in chosen]
+            unit = self.noise.take(group, shape, keys, chosen[0][1].device)
+            noise.added = dict(zip(keys, unit * torch.stack([eps[key] for key in keys])[:, None, None]))
+        return noise
+
+    def _decide(self, group, shape, members: list) -> dict[int, Tensor]:
+        """ε by the key of each matrix that gets noise at this step; every member's `noised` and `noise_ratio`
+        (‖ε·N‖_F/‖B‖_F, known without drawing N: ‖ε·N‖_F = ε·sqrt(min(m, n))) recorded for metrics()."""
+        alpha = scheduled_alpha(group)
         if alpha == 0:
             for _, p in members:
                 self.state[p]["noised"] = False
-            return ShapeNoise()
-        gated = self.noise.gated(group, shape, members, self.state)
-        eps = self.noise.scale(alpha, [p.grad for _, p in members])
-        self._record(shape, members, gated, eps)
-        where = self.noise.enters(group)
-        index = {key: i for i, (key, _) in enumerate(members)}
-        chosen = [(key, p) for key, p in (members if where == "buffer" else own) if gated[index[key]]]
-        if not chosen:
-            return ShapeNoise()
-        keys = [key for key, _ in chosen]
-        N = self.noise.take(group, shape, keys, chosen[0][1].device) * eps[[index[k] for k in keys]][:, None, None]
-        if where == "buffer":  # every rank perturbs every buffer, so that the buffers stay identical
-            for (_, p), n in zip(chosen, N):
-                self.state[p]["momentum_buffer"].add_(n.to(p.grad.dtype))
-            return ShapeNoise(perturbed=set(keys))
-        return ShapeNoise(perturbed=set(keys), added=dict(zip(keys, N)))
-
-    def _record(self, shape, members: list, gated: list[bool], eps: Tensor) -> None:
-        """Which matrices got noise, and ‖ε·N‖_F/‖B‖_F (known without drawing N: ‖ε·N‖_F = ε·sqrt(min(m, n)))."""
+            return {}
+        gated = rank_gate(group, shape, members, self.state)
+        eps = noise_scale(alpha, [p.grad for _, p in members])
         bufs = [self.state[p]["momentum_buffer"] for _, p in members]
         ratio = eps * math.sqrt(min(shape)) / torch.stack(torch._foreach_norm(bufs)).float().clamp(
             min=torch.finfo(torch.float32).tiny)
         for (_, p), hit, r in zip(members, gated, ratio):
             self.state[p]["noised"] = hit
             self.state[p]["noise_ratio"] = r
+        return {key: e for (key, _), hit, e in zip(members, gated, eps) if hit}
 
-    def _before_orthogonalize(self, group, keys, U: Tensor, context: ShapeNoise) -> Tensor:
-        rows = [i for i, key in enumerate(keys) if key in context.added]
-        if self.noise.enters(group) == "momentum" and rows:
-            U[rows] = U[rows] + torch.stack([context.added[keys[i]] for i in rows])
-        return U
+    def _after_shape_momentum(self, group, members: list, noise: ShapeNoise) -> None:
+        if noise.enters == "buffer":
+            for key, p in members:
+                if key in noise.added:
+                    self.state[p]["momentum_buffer"].add_(noise.added[key].to(p.grad.dtype))
 
-    def _ns_steps(self, group, keys, context: ShapeNoise) -> list[int]:
-        fewer = group["ns_steps_noise"] if self.noise.enters(group) != "update" else None
-        return [fewer or group["ns_steps"] if key in context.perturbed else group["ns_steps"] for key in keys]
+    def _before_orthogonalize(self, group, keys, U: Tensor, noise: ShapeNoise) -> Tensor:
+        return add_noise(U, keys, noise.added) if noise.enters == "momentum" else U
 
-    def _after_orthogonalize(self, group, keys, U: Tensor, O: Tensor, context: ShapeNoise) -> Tensor:
-        rows = [i for i, key in enumerate(keys) if key in context.added]
-        if self.noise.enters(group) != "update" or not rows:
+    def _ns_steps(self, group, keys, noise: ShapeNoise) -> list[int]:
+        """Muon's ns_steps, except a perturbed matrix's when ns_steps_noise is set (momentum and buffer readings;
+        in the update reading ns_steps_noise counts the re-orthogonalisation's steps)."""
+        steps, perturbed_steps = group["ns_steps"], group["ns_steps_noise"]
+        if noise.enters == "update" or perturbed_steps is None:
+            return [steps] * len(keys)
+        return [perturbed_steps if key in noise.added else steps for key in keys]
+
+    def _after_orthogonalize(self, group, keys, U: Tensor, O: Tensor, noise: ShapeNoise) -> Tensor:
+        rows = [i for i, key in enumerate(keys) if key in noise.added]
+        if noise.enters != "update" or not rows:
             return O
-        N = torch.stack([context.added[keys[i]] for i in rows])
+        N = torch.stack([noise.added[keys[i]] for i in rows])
         O = O.clone()
-        O[rows] = perturb_orthogonal(O[rows], U[rows], N, group["ns_steps_noise"] or 3).to(O.dtype)
+        steps = group["ns_steps_noise"] or REORTHOGONALIZE_STEPS
+        O[rows] = perturb_update(O[rows], U[rows], N, steps).to(O.dtype)
         return O
 
     @torch.no_grad()
@@ -134,12 +160,12 @@ class NoisyMuon(Muon):
         ratios = [s["noise_ratio"] for s in states if s["noised"]]
         out["noise_frac"] = sum(s["noised"] for s in states) / len(states) if states else 0.0
         out["noise_ratio"] = torch.stack(ratios).mean().item() if ratios else 0.0
-        out["alpha"] = self.noise.alpha(self.param_groups[0])
+        out["alpha"] = scheduled_alpha(self.param_groups[0])
         return out
 
     def summary(self) -> dict:
         """The alpha the run ended at (after its schedule), for labelling runs."""
-        return {"final_alpha": self.noise.alpha(self.param_groups[0])}
+        return {"final_alpha": scheduled_alpha(self.param_groups[0])}
 
 
 class OrthoNoise(NoisyMuon):
@@ -160,5 +186,3 @@ class IsotropicNoise(NoisyMuon):
 
     def __init__(self, params, *args, **kwargs):
         super().__init__(params, *args, distribution="isotropic", **kwargs)
-
-

@@ -27,5 +27,5 @@ class NOLAH(Muon):
         if group["momentum_scaling"]:
             damp_large_gradients(buf, g, group["percentile"], group["scale"])
 
-    def _before_orthogonalize(self, group, keys, U: Tensor, context) -> Tensor:
+    def _before_orthogonalize(self, group, keys, U: Tensor, plan) -> Tensor:
         return sigmoid_projection(U) if group["projection"] else U

@@ -1,17 +1,18 @@
-"""The noise component of the noise variants (OrthoNoise, the isotropic control), with a declared interface:
+"""The noise of the noise variants (OrthoNoise, the isotropic control): what decides it, as free functions of a
+param group, and `Perturbation`, which draws it.
 
-    unit(group, shape, keys, step, device)  the unit noise of matrices `keys` at `step`, each drawn from its own
+    scheduled_alpha(group, step)            the scheduled noise scale α(t)
+    noise_scale(alpha, grads)               ε = α·‖g‖_F, per matrix
+    entry_point(group)                      where ε·N is added: "momentum" (this step's copy U), "buffer" (the
+                                            stored momentum) or "update" (the orthogonal update)
+    rank_gate(group, shape, members, state) which matrices get noise (the effective-rank gate)
+    Perturbation.unit / prepare / take      the unit noise of matrix `key` at `step`, each drawn from its own
                                             generator seeded with (seed, step, key): the same on every rank and
-                                            after a resume, whatever else is drawn with it
-    alpha(group, step)                      the scheduled noise scale α(t)
-    scale(alpha, grads)                     ε = α·‖g‖_F, per matrix
-    enters(group)                           where ε·N is added: "momentum" (this step's copy U), "buffer" (the
-                                            stored momentum) or "update" (the orthogonal update, re-orthogonalised)
-    gated(group, shape, members, state)     which matrices get noise (the effective-rank gate)
-    prepare(...) / take(...)                the next step's unit noise drawn ahead (on a GPU on a side stream)
+                                            after a resume, whatever else is drawn with it; drawn ahead of the
+                                            step (on a GPU on a side stream)
 
-Its settings live in the optimizer's param groups (so in its state_dict); its own state is only the noise drawn
-ahead, which `clear()` drops (it is redrawn from (seed, step, key)). The optimizer (noisy.py) only calls it.
+The settings live in the optimizer's param groups (so in its state_dict); `Perturbation`'s own state is only the
+noise drawn ahead, which `clear()` drops (it is redrawn from (seed, step, key)). The optimizer (noisy.py) calls these.
 """
 import contextlib
 
@@ -29,7 +30,35 @@ def noise_seed(seed: int, step: int, key: int) -> int:
     return ((seed * 1_000_003 + step) * 1_000_033 + key) % 2**63
 
 
+def scheduled_alpha(group, step: int | None = None) -> float:
+    """α at `step` (default: the step last taken) under the group's schedule."""
+    step = group["step"] if step is None else step
+    return alpha_at(step, group["alpha"], group["schedule"], group["end_factor"], group["schedule_steps"])
+
+
+def noise_scale(alpha: float, grads: list[Tensor]) -> Tensor:
+    return alpha * torch.stack(torch._foreach_norm(grads)).float()
+
+
+def entry_point(group) -> str:
+    return "buffer" if group["noise_into_buffer"] else group["perturb"]
+
+
+def rank_gate(group, shape, members: list, state) -> list[bool]:
+    """Matrices whose momentum has effective rank < rank_threshold·min(m, n) (all if no threshold); the rank is
+    refreshed every rank_every steps and cached in the optimizer state (`rank_ok`) in between."""
+    if group["rank_threshold"] is None:
+        return [True] * len(members)
+    if (group["step"] - 1) % group["rank_every"] == 0 or any("rank_ok" not in state[p] for _, p in members):
+        ranks = effective_rank(torch.stack([state[p]["momentum_buffer"] for _, p in members]))
+        for (_, p), low in zip(members, (ranks < group["rank_threshold"] * min(shape)).tolist()):
+            state[p]["rank_ok"] = not low
+    return [not state[p]["rank_ok"] for _, p in members]
+
+
 class Perturbation:
+    """The unit noise of one distribution, drawn per (seed, step, matrix), and what was drawn ahead."""
+
     def __init__(self, distribution: Distribution):
         self.distribution = distribution
         self.prepared: dict[int, tuple[int, Tensor]] = {}  # key → (the step it is for, unit noise)
@@ -43,32 +72,6 @@ class Perturbation:
         return self.distribution.sample((len(keys), *shape), generator=generator, device=device, seeds=seeds,
                                         **options)
 
-    @staticmethod
-    def alpha(group, step: int | None = None) -> float:
-        """α at `step` (default: the step last taken) under the group's schedule."""
-        step = group["step"] if step is None else step
-        return alpha_at(step, group["alpha"], group["schedule"], group["end_factor"], group["schedule_steps"])
-
-    @staticmethod
-    def scale(alpha: float, grads: list[Tensor]) -> Tensor:
-        return alpha * torch.stack(torch._foreach_norm(grads)).float()
-
-    @staticmethod
-    def enters(group) -> str:
-        return "buffer" if group["noise_into_buffer"] else group["perturb"]
-
-    @staticmethod
-    def gated(group, shape, members: list, state) -> list[bool]:
-        """Matrices whose momentum has effective rank < rank_threshold·min(m, n) (all if no threshold); the rank
-        is refreshed every rank_every steps and cached in the optimizer state (`rank_ok`) in between."""
-        if group["rank_threshold"] is None:
-            return [True] * len(members)
-        if (group["step"] - 1) % group["rank_every"] == 0 or any("rank_ok" not in state[p] for _, p in members):
-            ranks = effective_rank(torch.stack([state[p]["momentum_buffer"] for _, p in members]))
-            for (_, p), low in zip(members, (ranks < group["rank_threshold"] * min(shape)).tolist()):
-                state[p]["rank_ok"] = not low
-        return [not state[p]["rank_ok"] for _, p in members]
-
     @torch.no_grad()
     def prepare(self, group, entries: list, state, rank: int, world: int) -> None:
         """Draw the unit noise of the group's next step now, for the matrices it will perturb as far as known (one
@@ -77,10 +80,10 @@ class Perturbation:
         for key, _ in entries:  # drawn for another step and not taken (its matrix had no gradient then)
             if key in self.prepared and self.prepared[key][0] != step:
                 del self.prepared[key]
-        if self.alpha(group, step) == 0:
+        if scheduled_alpha(group, step) == 0:
             return
         for shape, members in by_shape(entries).items():
-            targets = members if self.enters(group) == "buffer" else share(members, rank, world)[1]
+            targets = members if entry_point(group) == "buffer" else share(members, rank, world)[1]
             wanted = [key for key, p in targets if key not in self.prepared and not state[p].get("rank_ok", False)]
             if not wanted:
                 continue

@@ -3,7 +3,7 @@
 A kind is a config option of the `optimizer` group (conf/optimizer/<name>.yaml) and a label of the report. The
 report's criteria read this registry instead of spelling kinds: a new variant joins them by its entry here.
 
-    kind_of(target, distribution=None) -> Kind | None    from a run's optimizer._target_ (and .distribution)
+    kind_of(target, distribution=None) -> Kind | None    from a run's optimizer._target_ and .distribution
     kinds(role) -> list[Kind]                             e.g. kinds(Role.METHOD)
     REGISTRY[name] -> Kind
     matches(kind, config, other) -> bool                  is `other` the run a control `config` is matched to
@@ -14,6 +14,10 @@ import enum
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from orthonoise.optim.noise import DEFAULT_DISTRIBUTION
+
+GENERIC_NOISE_TARGET = "orthonoise.optim.NoisyMuon"  # the noise variant whose distribution a config names
 
 
 class Role(str, enum.Enum):
@@ -51,18 +55,23 @@ REGISTRY: dict[str, Kind] = {kind.name: kind for kind in [
 
 
 def kind_of(target: str, distribution: str | None = None) -> Kind | None:
-    """The kind of a run from its optimizer._target_ (and optimizer.distribution, for the generic NoisyMuon). A class
-    named by its defining module (orthonoise.optim.noisy.OrthoNoise) is the kind configs name
-    orthonoise.optim.OrthoNoise."""
+    """The kind of a run from its optimizer._target_ and optimizer.distribution: a kind is a (class, distribution)
+    pair. A named noise class (OrthoNoise) fixes its distribution, so the class alone decides. The generic
+    NoisyMuon reads the distribution (none named: NoisyMuon's default) and is the kind registered for that pair,
+    else the named class drawing that noise (NoisyMuon with distribution: isotropic is an isotropic run). A class
+    named by its defining module (orthonoise.optim.noisy.OrthoNoise) is the one named by the package
+    (orthonoise.optim.OrthoNoise), in a run's config and in a Kind alike."""
+    target = _package_name(target)
+    if target != GENERIC_NOISE_TARGET:
+        return next((kind for kind in REGISTRY.values() if _package_name(kind.target) == target), None)
+    same_noise = [kind for kind in REGISTRY.values() if kind.distribution == (distribution or DEFAULT_DISTRIBUTION)]
+    return next((kind for kind in same_noise if kind.target == target), next(iter(same_noise), None))
+
+
+def _package_name(target: str) -> str:
+    """A class of orthonoise.optim by the package's name, whether spelled so or by its module's."""
     package, _, name = target.rpartition(".")
-    if package.startswith("orthonoise.optim."):
-        target = f"orthonoise.optim.{name}"
-    for kind in REGISTRY.values():
-        if kind.target == target:
-            return kind
-    if target == "orthonoise.optim.NoisyMuon":
-        return next((k for k in REGISTRY.values() if k.distribution == (distribution or "orthogonal")), None)
-    return None
+    return f"orthonoise.optim.{name}" if package.startswith("orthonoise.optim.") else target
 
 
 def kinds(role: Role) -> list[Kind]:

@@ -35,13 +35,28 @@ def apply_update(params: list[Tensor], O, lr: float, weight_decay: float, scale:
     torch._foreach_add_(params, list(O), alpha=-scale)
 
 
-def perturb_orthogonal(O: Tensor, U: Tensor, N: Tensor, steps: int) -> Tensor:
-    """perturb="update": Õ = O + (‖O‖_F/‖U‖_F)·N for a stack, re-orthogonalised (float32). N is the momentum
-    reading's ε·N: the factor gives it the same size relative to O as it has relative to U there (Newton–Schulz
-    sees U/‖U‖), so alpha means the same noise-to-signal ratio in both readings."""
+def add_noise(U: Tensor, keys: list[int], added: dict[int, Tensor]) -> Tensor:
+    """U + ε·N, in place on the rows of U (a stack, in `keys` order) whose key has noise in `added`; in U's dtype,
+    which is the parameters' (the noise is float32)."""
+    rows = [i for i, key in enumerate(keys) if key in added]
+    if rows:
+        U[rows] = (U[rows] + torch.stack([added[keys[i]] for i in rows])).to(U.dtype)
+    return U
+
+
+def perturb_update(O: Tensor, U: Tensor, N: Tensor, steps: int) -> Tensor:
+    """perturb="update" for a stack, float32: O + R(O + r·N) − R(O), R = reorthogonalize (`steps` steps) and
+    r = ‖O‖_F/‖U‖_F. N is the momentum reading's ε·N; r gives it the same size relative to O as it has relative to
+    U there (Newton–Schulz sees U/‖U‖), so alpha means the same noise-to-signal ratio in both readings.
+
+    Muon's Newton–Schulz leaves O's singular values in ~[0.7, 1.2]; R(O + r·N) alone would take them all to 1
+    however small the noise, a ~20% change of the update that is not noise. Taking off R(O) − O keeps Muon's own
+    spectrum: α → 0 gives O, and to first order in the noise only O's singular vectors turn. Where O is orthogonal
+    (orthogonalizer: svd) R(O) = O, and this is R(O + r·N), the re-orthogonalised noisy update itself."""
     O, tiny = O.float(), torch.finfo(torch.float32).tiny
     ratio = O.norm(dim=(-2, -1), keepdim=True) / U.float().norm(dim=(-2, -1), keepdim=True).clamp(min=tiny)
-    return reorthogonalize(O + ratio * N, steps)
+    perturbed, alone = reorthogonalize(torch.cat([O + ratio * N, O]), steps).chunk(2)
+    return O + (perturbed - alone)
 
 
 # NOLAH's three heuristics (docs/optimizers.md), each off by its toggle.

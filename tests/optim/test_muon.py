@@ -3,9 +3,10 @@ import math
 
 import pytest
 import torch
+from hydra.utils import instantiate
 
 from orthonoise.errors import ArgumentError
-from orthonoise.optim import NOLAH, IsotropicNoise, Muon, OrthoNoise
+from orthonoise.optim import NOLAH, REGISTRY, IsotropicNoise, Muon, OrthoNoise
 from orthonoise.optim.noise import haar_from_gaussian
 from orthonoise.optim.orthogonalize import MUON_COEFFICIENTS, coefficient_schedule, newton_schulz
 from orthonoise.optim.update import damp_large_gradients, gate_gradient, percentile_value, sigmoid_projection
@@ -22,7 +23,7 @@ def run(opt, params, steps=4, seed=1, grad_scale=1.0):
     gen = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         for p in params:
-            p.grad = grad_scale * torch.randn(p.shape, generator=gen)
+            p.grad = (grad_scale * torch.randn(p.shape, generator=gen)).to(p.dtype)
         opt.step()
 
 
@@ -355,3 +356,23 @@ def test_percentile_by_sort_equals_kthvalue():
     for percentile in (50.0, 95.0, 99.9):
         k = math.ceil(percentile / 100 * x.numel())
         assert x.flatten().sort().values[k - 1] == percentile_value(x, percentile)
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_every_registered_kind_steps_bf16_parameters(compose_cfg, name):
+    """With its shipped settings, as the config builds it: the update is applied in the parameters' dtype."""
+    make = instantiate(compose_cfg(f"optimizer={name}").optimizer, _convert_="all")
+    params = [torch.nn.Parameter(p.detach().bfloat16()) for p in make_params()]
+    before = [p.detach().clone() for p in params]
+    run(make(params), params, steps=2)
+    for p, b in zip(params, before):
+        assert p.dtype == torch.bfloat16 and torch.isfinite(p).all() and not torch.equal(p, b)
+
+
+@pytest.mark.parametrize("make", EVERY_VARIANT)
+def test_every_noise_option_steps_bf16_parameters(make):
+    params = [torch.nn.Parameter(p.detach().bfloat16()) for p in make_params()]
+    opt = make(params)
+    run(opt, params, steps=2)
+    assert all(p.dtype == torch.bfloat16 and torch.isfinite(p).all() for p in params)
+    assert all(math.isfinite(v) for v in opt.metrics().values())
