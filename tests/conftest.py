@@ -10,6 +10,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from orthonoise.run.rundir import METRICS_FILE, register_resolvers
+from tests.tiers import pytest_addoption, pytest_collection_modifyitems, pytest_runtest_call  # noqa: F401 (hooks)
 
 register_resolvers()  # as train.py does before Hydra composes conf/
 

@@ -13,6 +13,8 @@ import pytest
 
 from orthonoise.report import criteria, engine
 
+pytestmark = pytest.mark.simulation
+
 N_SWEEPS = 2000
 CONFIGS = 10
 

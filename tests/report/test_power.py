@@ -53,6 +53,7 @@ def test_seeds_needed_is_the_fewest_that_reach_the_margin():
     assert power.mde_pct(1.0, 0.5, n - 1, power.MANY_TO_ONE, 13, max(n - 1, 6)) > 1.0
 
 
+@pytest.mark.simulation
 def test_a_true_effect_at_the_mde_is_detected_80_percent_of_the_time():
     n, sigma, rho = 5, 1.0, 0.5
     effect = power.mde_pct(sigma, rho, n, power.PAIRED)
@@ -80,6 +81,7 @@ def blocked_sweep(rng, k: int, n: int, n_base: int, sigma: float, rho: float, ef
     return values | {f"c{i}": arm(n, 0.0) for i in range(k - 1)}
 
 
+@pytest.mark.simulation
 def test_a_config_at_the_mde_of_the_phase32_design_is_found_80_percent_of_the_time():
     """The phase 3.2 design (13 configs × 3 seeds vs a 6-seed baseline, σ 1%, ρ 0.5) through the report's own
     analysis: a config truly better by the MDE has its simultaneous upper bound below 0 in ~80% of sweeps, while
