@@ -69,7 +69,7 @@ PHASE32_CONFIRM := phase32_confirm
 PHASE33 := phase33_finetune phase33_scratch
 PHASE4 := phase4_350m phase4_1b
 # Every launch first prices its sweeps (orthonoise/sweep/plan.py) and is refused, with one error: line and nothing
-# submitted, when they cost more than BUDGET_USD (the user's budget for the whole plan; BUDGET_USD= to lift it).
+# submitted, when they cost more than BUDGET_USD (the budget set for the whole plan; BUDGET_USD= to lift it).
 BUDGET_USD ?= 168
 # phase 3.2's winners, as the 3.2 report writes them (orthonoise/sweep/winners.py); make phase32-confirm reads them
 WINNERS ?= outputs/sweeps/phase32_alpha/winners.json

@@ -26,7 +26,8 @@ def fake_run(run_dir, model, optimizer, hardware, steps, wall_time_s, status="co
 
 
 def test_phase31_is_priced_at_the_measured_step_times(tmp_path):
-    """12 runs × 500 steps at bench/results' H100 times per optimizer, $2.80/h; the user's 9.5 s only compared."""
+    """12 runs × 500 steps at bench/results' H100 times per optimizer, $2.80/h; the original scripts' 9.5 s only
+    compared."""
     jobs = plan("phase31", [], history=tmp_path)
     assert len(jobs) == 12 and all(j.state == "new" and j.step_time_source == BENCH for j in jobs)
     per_step = {"muon": 0.094, "orthonoise": 0.177, "isotropic": 0.104}
@@ -37,7 +38,7 @@ def test_phase31_is_priced_at_the_measured_step_times(tmp_path):
     table = format_plan("phase31", jobs)
     assert "outputs/sweeps/phase31/arm=baseline,seed=1" in table
     assert f"phase31: 12 jobs, 0.23 GPU-hours, ${seconds / 3600 * 2.8:.2f}" in table
-    assert "at the user's old step times: $44.33" in table  # 12 × 500 × 9.5 s × $2.80/h
+    assert "at the original scripts' step times: $44.33" in table  # 12 × 500 × 9.5 s × $2.80/h
 
 
 def test_disk_is_checkpoint_size_times_kept_checkpoints_times_jobs(tmp_path):

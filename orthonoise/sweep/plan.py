@@ -10,7 +10,7 @@ its comparisons can detect. Launches nothing.
 The jobs come from Hydra itself (the same config loader and basic-sweeper expansion `train.py -m` uses).
 Seconds per step, most specific first: the median wall_time_s / steps of earlier runs under outputs/ with the
 same model preset, optimizer and hardware; else the measured table bench/results/step_times.yaml (which names
-where each figure was measured). The user's old figures in that file are only a comparison row.
+where each figure was measured). The original scripts' figures in that file are only a comparison row.
 Cost = GPUs × hours × hardware.gpu_hour_usd (per GPU: a 4×H100 node is 4 × 2.80 = 11.20 $/h). Disk = checkpoint
 size × trainer.keep_checkpoints per job. A job whose run directory already says completed costs nothing; an
 interrupted one costs its remaining steps. Every job's settings are checked as train.py would check them
@@ -160,7 +160,7 @@ def step_time(key: tuple[str, str, str], measured: dict, table: dict) -> tuple[f
 
 
 def comparison_usd(jobs: list[Job], table: dict) -> float | None:
-    """What the jobs would cost at the user's old step times (the table's comparison rows), if known for all."""
+    """What the jobs would cost at the original scripts' step times (the table's comparison rows), if known for all."""
     old = {row["model"]: row["step_s"] for row in table["comparison"]}
     if not jobs or any(j.model not in old for j in jobs):
         return None
@@ -213,7 +213,7 @@ def totals_line(name: str, jobs: list[Job], table: dict) -> str:
     gpu_hours, usd = sum(j.gpu_hours for j in jobs), sum(j.usd for j in jobs)
     old = comparison_usd(jobs, table)
     line = f"{name}: {len(jobs)} jobs, {gpu_hours:.2f} GPU-hours, ${usd:.2f}, checkpoints {disk_text(jobs)}"
-    return line + (f" (at the user's old step times: ${old:.2f})" if old is not None else "")
+    return line + (f" (at the original scripts' step times: ${old:.2f})" if old is not None else "")
 
 
 def format_plan(name: str, jobs: list[Job], table: dict | None = None) -> str:
