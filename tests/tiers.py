@@ -3,10 +3,11 @@
 - unit (no marker): in-process, no training, no subprocess, no Monte Carlo; `make test-fast` runs only these.
 - integration: the test trains a model or starts a process. Found from the code: the test function, the fixtures
   it uses and the helpers of the tests package they call (transitively) reach one of STARTS_WORK below.
-- simulation: Monte-Carlo operating characteristics; marked by hand (`@pytest.mark.simulation`), since thousands of
-  draws look like any other loop to a reader of bytecode. `make test-fast` (pytest --unit) times every unit test
-  and fails one over UNIT_CPU_LIMIT_S, saying which marker it needs: a forgotten marker cannot slow the fast tier.
-CPU time, not wall time: the guard must not fire because the machine is busy with something else.
+- simulation: Monte-Carlo operating characteristics and numerics at the model's matrix sizes; marked by hand
+  (`@pytest.mark.simulation`), since thousands of draws look like any other loop to a reader of bytecode.
+`make test-fast` (pytest --unit) times every unit test and fails one over UNIT_CPU_LIMIT_S, saying which marker it
+needs: a forgotten marker cannot slow the fast tier. CPU time, not wall time, so that another job on the machine
+does not trip it (threads spinning for a busy core still count: on a crowded machine expect a border case).
 """
 from __future__ import annotations
 
