@@ -13,20 +13,27 @@ from orthonoise.trainer import lr_multiplier, train
 from tests.conftest import FAST, SHARED_RUN, compose_config, read_metrics, without_timing
 
 
-def test_short_muon_run_learns_and_leaves_its_records(compose_cfg, tmp_path):
-    cfg = compose_cfg(*FAST, "optimizer=muon", "trainer.max_steps=30", "trainer.eval_every=15",
-                      "trainer.eval_batches=2", "trainer.checkpoint_every=15", "hardware.batch_size=8")
-    summary = train(cfg, tmp_path)
-    rows = read_metrics(tmp_path)
+@pytest.fixture(scope="module")
+def muon_run(tmp_path_factory) -> tuple:
+    """30 steps of plain Muon at batch 8, long enough to learn clearly: (its directory, what train returned)."""
+    run_dir = tmp_path_factory.mktemp("muon") / "run"
+    cfg = compose_config(*FAST, "optimizer=muon", "trainer.max_steps=30", "trainer.eval_every=15",
+                         "trainer.eval_batches=2", "trainer.checkpoint_every=15", "hardware.batch_size=8")
+    return run_dir, train(cfg, run_dir)
+
+
+def test_short_muon_run_learns_and_leaves_its_records(muon_run):
+    run_dir, summary = muon_run
+    rows = read_metrics(run_dir)
     evals = [r for r in rows if "val_loss" in r]
     assert evals[0]["step"] == 0 and abs(evals[0]["val_loss"] - math.log(8192)) < 0.5  # starts at ~ln(vocab)
     assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 1.5  # and falls clearly
     assert {"step", "train_loss", "lr", "tokens", "step_time_s"} <= rows[-1].keys()
     assert rows[-1]["tokens"] == 30 * 8 * 128
-    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    on_disk = json.loads((run_dir / "summary.json").read_text())
     assert on_disk == summary and summary["status"] == "completed" and summary["steps"] == 30
     assert summary["best_val_loss"] <= summary["final_val_loss"] and summary["n_params"] > 1e6
-    assert [p.name for p in checkpoint_paths(tmp_path)] == ["step-00000015.pt", "step-00000030.pt"]
+    assert [p.name for p in checkpoint_paths(run_dir)] == ["step-00000015.pt", "step-00000030.pt"]
 
 
 def test_completed_run_is_skipped_on_relaunch(trained_run, tmp_path):
@@ -118,8 +125,9 @@ def test_a_constant_alpha_is_the_alpha_the_run_ended_at(trained_run):
     assert read_metrics(trained_run)[-1]["alpha"] == cfg.optimizer.alpha
 
 
-def test_a_run_without_noise_has_no_final_alpha(compose_cfg, tmp_path):
-    assert "final_alpha" not in train(compose_cfg(*FAST, "optimizer=muon"), tmp_path)
+def test_a_run_without_noise_has_no_final_alpha(muon_run):
+    run_dir, summary = muon_run
+    assert "final_alpha" not in summary and "alpha" not in read_metrics(run_dir)[-1]
 
 
 def test_the_final_eval_covers_the_whole_validation_split(compose_cfg, tmp_path):

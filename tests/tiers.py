@@ -1,8 +1,8 @@
 """The test tiers, assigned at collection so a new test lands in its tier without a marker.
 
 - unit (no marker): in-process, no training, no subprocess, no Monte Carlo; `make test-fast` runs only these.
-- integration: the test trains a model or starts a process. Found from the code: the test function, the fixtures
-  it uses and the helpers of the tests package they call (transitively) reach one of STARTS_WORK below.
+- integration: the test trains a model, starts a process or expands a sweep file. Found from the code: the test
+  function, the fixtures it uses and the helpers in tests/ they call (transitively) reach one of STARTS_WORK below.
 - simulation: Monte-Carlo operating characteristics and numerics at the model's matrix sizes; marked by hand
   (`@pytest.mark.simulation`), since thousands of draws look like any other loop to a reader of bytecode.
 `make test-fast` (pytest --unit) times every unit test and fails one over UNIT_CPU_LIMIT_S, saying which marker it
@@ -23,9 +23,11 @@ import pytest
 import torch.multiprocessing
 
 from orthonoise import trainer
+from orthonoise.sweep import plan
 
-# What makes a test an integration test when its code reaches it: a whole training run, or another process.
-STARTS_WORK = (subprocess, multiprocessing, torch.multiprocessing, trainer.train)
+# What makes a test an integration test when its code reaches it: a whole training run, another process, or a whole
+# sweep file expanded through Hydra's sweeper (every job composed: seconds per sweep).
+STARTS_WORK = (subprocess, multiprocessing, torch.multiprocessing, trainer.train, plan.expand, plan.plan)
 TESTS = Path(__file__).resolve().parent  # helpers are followed inside tests/ only: the library is what is tested
 NOT_UNIT = ("integration", "simulation", "slow", "gpu", "slurm")
 
