@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import types
+import warnings
 from pathlib import Path
 
 import pytest
@@ -70,7 +71,9 @@ def _attributes(objects: list, names: set) -> list:
         if id(module) in seen:
             continue
         seen.add(id(module))
-        reached = [getattr(module, n) for n in names if hasattr(module, n)]
+        with warnings.catch_warnings():  # a module's deprecated attribute (numpy's np.bytes) warns when looked up
+            warnings.simplefilter("ignore")
+            reached = [getattr(module, n) for n in names if hasattr(module, n)]
         found += reached
         modules += [o for o in reached if isinstance(o, types.ModuleType)]
     return found
