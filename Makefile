@@ -7,10 +7,10 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-slow status report clean
+.PHONY: help setup demo test-fast test test-slow status report clean
 
 help: ## list the targets
-	@grep -hE '^[a-zA-Z0-9_.-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_.-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -25,11 +25,15 @@ setup: $(STAMP) ## create .venv and install the project (torch pinned by TORCH_S
 demo: $(STAMP) ## set up, then train the embedded default (tiny Granite hybrid, OrthoNoise, CPU, a few minutes)
 	$(PY) train.py
 
-test: $(STAMP) ## set up, then lint (ruff) and run the test suite (slow and GPU tests excluded)
+test-fast: $(STAMP) ## lint, then the unit tier only: no training, no process, no Monte Carlo (about a minute)
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q --unit
+
+test: $(STAMP) ## lint, then every tier: unit, integration, simulation (what CI runs; slow and GPU tests excluded)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
-test-slow: $(STAMP) ## the slow tests too (minutes)
+test-slow: $(STAMP) ## the slow tests only (minutes each: whole-sweep rehearsals)
 	$(PY) -m pytest -q -m "slow and not gpu"
 
 status: $(STAMP) ## every run under outputs/: state, step, last val loss, age

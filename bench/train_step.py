@@ -1,4 +1,5 @@
-"""Training-step time and memory: the user's configuration against ours, per model and optimizer, in one run.
+"""Training-step time and memory: the original scripts' configuration ("user") against ours, per model and
+optimizer, in one run.
 
     python bench/train_step.py                      # GPU: granite-350m and granite-1b (random init, no hub)
     python bench/train_step.py --device cpu         # CPU: the tiny preset, a couple of steps (what the test runs)
@@ -312,7 +313,7 @@ def _row_base(spec, run):
 
 
 def table(rows: list[dict]) -> str:
-    """Markdown table; 'speed-up' = the user's seconds per token over this row's, same model."""
+    """Markdown table; 'speed-up' = the original scripts' seconds per token over this row's, same model."""
     head = ("| model | config | Mamba2 path | loss | batch | optimizer | step s | fwd+bwd s | optimizer s | opt % "
             "| tokens/s | MFU | peak GiB | speed-up/token | status |")
     lines = [head, "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"]
@@ -346,7 +347,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--optimizers", default=",".join(OPTIMIZERS),
                    help="comma-separated; NAME:KEY=VALUE[:KEY=VALUE] sets optimizer.KEY, e.g. orthonoise:sampler=polar")
     p.add_argument("--batch", type=int, default=None, help="our batch (GPU 8, CPU 2)")
-    p.add_argument("--user-batch", type=int, default=2, help="the user's configuration's batch (GPU)")
+    p.add_argument("--user-batch", type=int, default=2, help="the batch of the original scripts' configuration (GPU)")
     p.add_argument("--seq", type=int, default=None, help="sequence length (GPU 512, CPU 64)")
     p.add_argument("--steps", type=int, default=None, help="timed steps per run (GPU 10, CPU 2)")
     p.add_argument("--svd-steps", type=int, default=3, help="timed steps for the slow SVD-Muon runs")

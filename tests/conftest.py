@@ -10,6 +10,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from orthonoise.run.rundir import METRICS_FILE, register_resolvers
+from tests.tiers import pytest_addoption, pytest_collection_modifyitems, pytest_runtest_call  # noqa: F401 (hooks)
 
 register_resolvers()  # as train.py does before Hydra composes conf/
 
@@ -26,16 +27,33 @@ FAST = [
 ]
 
 
+# The one run trained for the tests that only read what a run leaves (summary, metrics, checkpoints): a tiny
+# OrthoNoise run, with a nominal peak so that its rows carry MFU on a CPU.
+SHARED_RUN = [*FAST, "optimizer=orthonoise", "+hardware.peak_tflops=0.001"]
+
+
+def compose_config(*overrides, return_hydra_config=False):
+    """The composed config, as `python train.py <overrides>` would see it."""
+    GlobalHydra.instance().clear()  # whatever an earlier test left behind
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=return_hydra_config)
+
+
 @pytest.fixture
 def compose_cfg():
-    """compose_cfg(*overrides) -> the composed config, as `python train.py <overrides>` would see it."""
+    """compose_cfg(*overrides) -> compose_config(*overrides), for tests that take it as a fixture."""
+    return compose_config
 
-    def _compose(*overrides, return_hydra_config=False):
-        GlobalHydra.instance().clear()  # whatever an earlier test left behind
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            return compose("config", overrides=list(overrides), return_hydra_config=return_hydra_config)
 
-    return _compose
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """The directory of SHARED_RUN, trained once per session. Read it; a test that writes (relaunches, resumes)
+    works on a copy: shutil.copytree(trained_run, tmp_path / "run")."""
+    from orthonoise.trainer import train
+
+    run_dir = tmp_path_factory.mktemp("shared") / "run"
+    train(compose_config(*SHARED_RUN), run_dir)
+    return run_dir
 
 
 def load_bench(name: str):

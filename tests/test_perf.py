@@ -1,5 +1,6 @@
 """orthonoise.perf: peak-FLOPs lookup, MFU, the step timer, and the trainer's throughput fields; which blocks are
 compiled, and the CUDA graph's refusal off CUDA (capture and replay themselves run on a GPU only: bench/gpu.sh)."""
+import json
 import logging
 
 import pytest
@@ -11,8 +12,7 @@ from orthonoise.lm.model import build_model
 from orthonoise.perf.compilation import compile_blocks
 from orthonoise.perf.cuda_graph import try_cuda_graph
 from orthonoise.perf.meter import PerfMeter, device_peak_flops, mfu, peak_bf16_flops
-from orthonoise.trainer import train
-from tests.conftest import CONF, FAST, read_metrics
+from tests.conftest import CONF, read_metrics
 
 
 @pytest.mark.parametrize("name,tflops", [
@@ -48,10 +48,9 @@ def test_meter_on_cpu():
     assert {"median_fwd_bwd_s", "median_optimizer_s", "peak_mem_gib", "mfu"} <= summary.keys()
 
 
-def test_trainer_logs_throughput(compose_cfg, tmp_path):
-    cfg = compose_cfg(*FAST, "trainer.max_steps=5", "+hardware.peak_tflops=0.001")
-    summary = train(cfg, tmp_path)
-    rows = read_metrics(tmp_path)
+def test_trainer_logs_throughput(trained_run):
+    summary = json.loads((trained_run / "summary.json").read_text())  # the shared run sets hardware.peak_tflops=0.001
+    rows = read_metrics(trained_run)
     trained = [r for r in rows if "train_loss" in r]
     assert {"tokens_per_s", "fwd_bwd_s", "optimizer_s", "mfu"} <= trained[-1].keys()
     assert summary["median_step_s"] > 0 and summary["median_fwd_bwd_s"] > 0 and summary["mfu"] > 0

@@ -35,7 +35,7 @@ def fake_run(run_dir, model, optimizer, hardware, steps, wall_time_s, status="co
 def test_phase31_is_priced_at_the_measured_step_times_and_eval_costs(tmp_path):
     """12 runs × 500 steps at bench/results' H100 times per optimizer, plus an effective-rank pass at each of the
     11 evals, $2.80/h; what nobody measured (start-up, the evals' forward passes) is named, not counted as 0; the
-    user's 9.5 s only compared."""
+    original scripts' 9.5 s only compared."""
     jobs = plan("phase31", [], history=tmp_path)
     assert len(jobs) == 12 and all(j.state == "new" and j.step_time_source == BENCH for j in jobs)
     per_step = {"muon": 0.094, "orthonoise": 0.177, "isotropic": 0.104}
@@ -48,7 +48,7 @@ def test_phase31_is_priced_at_the_measured_step_times_and_eval_costs(tmp_path):
     assert "outputs/sweeps/phase31/arm=baseline,seed=1" in table
     assert f"phase31: 12 jobs, {seconds / 3600:.2f} GPU-hours, ${seconds / 3600 * 2.8:.2f}" in table
     assert "unmeasured, not in the estimate: eval, final_eval, startup" in table
-    assert "at the user's old step times: $44.33" in table  # 12 × 500 × 9.5 s × $2.80/h
+    assert "at the original scripts' step times: $44.33" in table  # 12 × 500 × 9.5 s × $2.80/h
 
 
 def test_rank_threshold_runs_pay_their_rank_passes(tmp_path):

@@ -33,8 +33,9 @@ def test_multirun_writes_one_directory_per_job(tmp_path):
         assert (job / ".hydra" / "config.yaml").exists()
 
 
-def test_the_design_cards_commands_run_verbatim(tmp_path):
-    """The user's two example commands, as typed (plus settings that make them tiny and short)."""
+def test_the_readmes_example_commands_run_verbatim(tmp_path):
+    """README's two example commands (one run; a multirun over alpha and seeds), as typed, plus settings that make
+    them tiny and short."""
     tiny = [*FAST, "trainer.max_steps=2"]
     one = run_train("optimizer=orthonoise", "optimizer.alpha=5e-3", *tiny, f"hydra.run.dir={tmp_path / 'one'}")
     assert one.returncode == 0, one.stderr[-3000:]

@@ -2,6 +2,7 @@
 import json
 import math
 import re
+import shutil
 
 import pytest
 import torch
@@ -9,40 +10,49 @@ import torch
 from orthonoise.errors import ConfigError
 from orthonoise.run.checkpoint import checkpoint_paths
 from orthonoise.trainer import lr_multiplier, train
-from tests.conftest import FAST, read_metrics, without_timing
+from tests.conftest import FAST, SHARED_RUN, compose_config, read_metrics, without_timing
 
 
-def test_short_muon_run_learns_and_leaves_its_records(compose_cfg, tmp_path):
-    cfg = compose_cfg(*FAST, "optimizer=muon", "trainer.max_steps=30", "trainer.eval_every=15",
-                      "trainer.eval_batches=2", "trainer.checkpoint_every=15", "hardware.batch_size=8")
-    summary = train(cfg, tmp_path)
-    rows = read_metrics(tmp_path)
+@pytest.fixture(scope="module")
+def muon_run(tmp_path_factory) -> tuple:
+    """30 steps of plain Muon at batch 8, long enough to learn clearly: (its directory, what train returned)."""
+    run_dir = tmp_path_factory.mktemp("muon") / "run"
+    cfg = compose_config(*FAST, "optimizer=muon", "trainer.max_steps=30", "trainer.eval_every=15",
+                         "trainer.eval_batches=2", "trainer.checkpoint_every=15", "hardware.batch_size=8")
+    return run_dir, train(cfg, run_dir)
+
+
+def test_short_muon_run_learns_and_leaves_its_records(muon_run):
+    run_dir, summary = muon_run
+    rows = read_metrics(run_dir)
     evals = [r for r in rows if "val_loss" in r]
     assert evals[0]["step"] == 0 and abs(evals[0]["val_loss"] - math.log(8192)) < 0.5  # starts at ~ln(vocab)
     assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 1.5  # and falls clearly
     assert {"step", "train_loss", "lr", "tokens", "step_time_s"} <= rows[-1].keys()
     assert rows[-1]["tokens"] == 30 * 8 * 128
-    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    on_disk = json.loads((run_dir / "summary.json").read_text())
     assert on_disk == summary and summary["status"] == "completed" and summary["steps"] == 30
     assert summary["best_val_loss"] <= summary["final_val_loss"] and summary["n_params"] > 1e6
-    assert [p.name for p in checkpoint_paths(tmp_path)] == ["step-00000015.pt", "step-00000030.pt"]
+    assert [p.name for p in checkpoint_paths(run_dir)] == ["step-00000015.pt", "step-00000030.pt"]
 
 
-def test_completed_run_is_skipped_on_relaunch(compose_cfg, tmp_path):
-    cfg = compose_cfg(*FAST)
-    first = train(cfg, tmp_path)
-    lines = (tmp_path / "metrics.jsonl").read_text()
-    assert train(cfg, tmp_path) == first
-    assert (tmp_path / "metrics.jsonl").read_text() == lines
+def test_completed_run_is_skipped_on_relaunch(trained_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir)
+    first = json.loads((run_dir / "summary.json").read_text())
+    lines = (run_dir / "metrics.jsonl").read_text()
+    assert first["status"] == "completed"
+    assert train(compose_config(*SHARED_RUN), run_dir) == first
+    assert (run_dir / "metrics.jsonl").read_text() == lines
 
 
-def test_interrupted_run_resumes_exactly(compose_cfg, tmp_path, monkeypatch):
-    """6 steps straight == crash right after the step-3 checkpoint, then relaunch: same weights, same metrics."""
+def test_interrupted_run_resumes_exactly(trained_run, tmp_path, monkeypatch):
+    """6 steps straight (the shared run) == crash right after the step-3 checkpoint, then relaunch: same weights,
+    same metrics."""
     from orthonoise import trainer
 
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    straight.mkdir(), resumed.mkdir()
-    train(compose_cfg(*FAST, "optimizer=orthonoise"), straight)
+    straight, resumed = trained_run, tmp_path / "resumed"
+    resumed.mkdir()
 
     def save_then_crash(*args, **kwargs):
         trainer_save(*args, **kwargs)
@@ -51,9 +61,9 @@ def test_interrupted_run_resumes_exactly(compose_cfg, tmp_path, monkeypatch):
     trainer_save = trainer.save_checkpoint
     monkeypatch.setattr(trainer, "save_checkpoint", save_then_crash)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train(compose_cfg(*FAST, "optimizer=orthonoise"), resumed)
+        train(compose_config(*SHARED_RUN), resumed)
     monkeypatch.setattr(trainer, "save_checkpoint", trainer_save)
-    assert train(compose_cfg(*FAST, "optimizer=orthonoise"), resumed)["steps"] == 6
+    assert train(compose_config(*SHARED_RUN), resumed)["steps"] == 6
     a = torch.load(checkpoint_paths(straight)[-1], weights_only=True)
     b = torch.load(checkpoint_paths(resumed)[-1], weights_only=True)
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
@@ -100,7 +110,6 @@ def test_the_noise_is_drawn_ahead_of_each_step(compose_cfg, tmp_path, monkeypatc
     (["optimizer.alpha=1e-2", "noise=linear"], 1e-3),  # the schedule spans the run: the plan's 1e-2 → 1e-3
     (["optimizer.alpha=1e-2", "noise=linear", "noise.steps=1000"], 1e-2 * (1 - 0.9 * 6 / 1000)),  # its literal 1000
     (["optimizer=isotropic", "optimizer.alpha=1e-2", "noise=exponential"], 1e-3),
-    (["optimizer.alpha=5e-3"], 5e-3),  # constant
 ])
 def test_the_summary_records_the_alpha_the_run_ended_at(compose_cfg, tmp_path, overrides, final_alpha):
     summary = train(compose_cfg(*FAST, *overrides), tmp_path)
@@ -108,8 +117,17 @@ def test_the_summary_records_the_alpha_the_run_ended_at(compose_cfg, tmp_path, o
     assert read_metrics(tmp_path)[-1]["alpha"] == pytest.approx(final_alpha)
 
 
-def test_a_run_without_noise_has_no_final_alpha(compose_cfg, tmp_path):
-    assert "final_alpha" not in train(compose_cfg(*FAST, "optimizer=muon"), tmp_path)
+def test_a_constant_alpha_is_the_alpha_the_run_ended_at(trained_run):
+    cfg = compose_config(*SHARED_RUN)
+    assert cfg.noise.schedule == "constant"
+    summary = json.loads((trained_run / "summary.json").read_text())
+    assert summary["steps"] == cfg.trainer.max_steps and summary["final_alpha"] == cfg.optimizer.alpha
+    assert read_metrics(trained_run)[-1]["alpha"] == cfg.optimizer.alpha
+
+
+def test_a_run_without_noise_has_no_final_alpha(muon_run):
+    run_dir, summary = muon_run
+    assert "final_alpha" not in summary and "alpha" not in read_metrics(run_dir)[-1]
 
 
 def test_the_final_eval_covers_the_whole_validation_split(compose_cfg, tmp_path):

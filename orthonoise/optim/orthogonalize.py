@@ -1,7 +1,7 @@
 """Orthogonalisers: map a batch of matrices X (..., m, n) to (approximately) their polar factor U Vᵀ.
 
 `newton_schulz` is the field's standard (bf16, quintic iteration, as torch.optim.Muon and KellerJordan/Muon);
-`svd` is the exact polar factor in float32 (the user's original, ~100x slower on a GPU).
+`svd` is the exact polar factor in float32 (what the original scripts used, ~100x slower on a GPU).
 """
 import torch
 from torch import Tensor

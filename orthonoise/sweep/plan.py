@@ -131,7 +131,7 @@ def expand_jobs(loader, sweep: str, overrides: list[str]) -> list[tuple[list[str
 # ---- step times: measured runs here, then the committed bench table (orthonoise/sweep/cost.py) ----
 
 def comparison_usd(jobs: list[Job], table: dict) -> float | None:
-    """What the jobs would cost at the user's old step times (the table's comparison rows), if known for all."""
+    """What the jobs would cost at the original scripts' step times (the table's comparison rows), if known for all."""
     old = {row["model"]: row["step_s"] for row in table["comparison"]}
     if not jobs or any(j.model not in old for j in jobs):
         return None
@@ -233,7 +233,7 @@ def totals_line(name: str, jobs: list[Job], table: dict) -> str:
     unmeasured = sorted({part for j in jobs if j.priced and j.steps for part in j.unmeasured})
     if unmeasured:
         line += f"; unmeasured, not in the estimate: {', '.join(unmeasured)}"
-    return line + (f" (at the user's old step times: ${old:.2f})" if old is not None else "")
+    return line + (f" (at the original scripts' step times: ${old:.2f})" if old is not None else "")
 
 
 def format_plan(name: str, jobs: list[Job], table: dict | None = None) -> str:

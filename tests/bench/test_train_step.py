@@ -2,11 +2,14 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import load_bench
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.integration  # the bench script trains the tiny model in this process
 def test_cpu_run_prints_the_ratio_table(tmp_path, capsys):
     bench = load_bench("train_step")
     rows = bench.main(["--device", "cpu", "--optimizers", "muon,orthonoise:sampler=qr,isotropic:alpha=-1",
@@ -38,6 +41,7 @@ def test_bench_optimizers_are_the_trainers():
     assert group["orthogonalizer"] == "svd" and group["momentum"] == 0.95 and group["schedule"] == "constant"
 
 
+@pytest.mark.integration  # the bench script trains the tiny model in this process
 def test_skip_user_leaves_out_the_users_configuration():
     bench = load_bench("train_step")
     rows = bench.main(["--device", "cpu", "--optimizers", "muon", "--skip-user", "tiny", "--steps", "1",

@@ -156,7 +156,7 @@ def test_planned_jobs_that_never_started_count_as_missing(tmp_path):
 
 
 def test_each_run_is_labelled_with_the_alpha_it_ended_at(tmp_path):
-    """Issue 13: an annealed run (noise=linear, 1e-2 → 1e-3 over the run) says where its alpha went; a constant
+    """An annealed run (noise=linear, 1e-2 → 1e-3 over the run) says where its alpha went; a constant
     one and Muon do not."""
     for seed in (1, 2):
         write_run(tmp_path, f"muon/seed={seed}", seed=seed, phase="3.2", val=linear_curve(2.0 + seed / 1000))

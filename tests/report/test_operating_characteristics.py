@@ -19,6 +19,8 @@ import pytest
 
 from orthonoise.report import criteria, engine, power
 
+pytestmark = pytest.mark.simulation
+
 SIGMA_PCT = 1.0
 MARGIN_PCT = criteria.SIGNAL_MARGIN_PCT
 TOST_PCT = criteria.SANITY_TOLERANCE_PCT

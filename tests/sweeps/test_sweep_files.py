@@ -1,6 +1,6 @@
-"""Every sweep file composes, expands to what its header says, meets the seeds SPEC.md's statistical standard asks
-for, and runs no (config, seed) twice. The plan is read from the files themselves (the sweep files and the
-Makefile's phase lists), never from a copy kept here."""
+"""Every sweep file composes, expands to what its header says, meets the seeds the statistical standard
+(docs/sweeps.md, "Designs that can decide") asks for, and runs no (config, seed) twice. The plan is read from the
+files themselves (the sweep files and the Makefile's phase lists), never from a copy kept here."""
 import os
 import re
 import subprocess
@@ -96,8 +96,8 @@ def test_sweep_expands_to_what_its_header_says(sweep):
 
 
 def test_the_seeds_the_statistical_standard_asks_for():
-    """SPEC.md: 3.1: 3 per arm; 3.2: ≥ 3 per OrthoNoise config, 6 for the baseline; the confirmation: 5 fresh seeds;
-    3.3: ≥ 5 per fine-tuning arm, ≥ 3 per from-scratch arm; phase 4: ≥ 3 per arm."""
+    """docs/sweeps.md: 3.1: 3 per arm; 3.2: ≥ 3 per OrthoNoise config, 6 for the baseline; the confirmation: 5
+    fresh seeds; 3.3: ≥ 5 per fine-tuning arm, ≥ 3 per from-scratch arm; phase 4: ≥ 3 per arm."""
     minimum = {"phase31": 3, "phase32_alpha": 3, "phase32_schedule": 3, "phase32_adaptive": 3,
                "phase32_baseline": 6, "phase32_confirm": 5, "phase33_finetune": 5, "phase33_scratch": 3,
                "phase4_350m": 3, "phase4_1b": 3}
