@@ -121,7 +121,7 @@ def test_rng_state_survives_the_weights_only_round_trip(tmp_path):
     assert expected[0] == got[0] and expected[1] == got[1] and torch.equal(expected[2], got[2])
 
 
-class _FullDisk:
+class FullDisk:
     """A file on a disk that fills up after `room` bytes: write() raises ENOSPC, as the OS does."""
 
     def __init__(self, f, room: int):
@@ -153,7 +153,7 @@ def test_a_full_disk_while_a_checkpoint_is_written_names_the_file_and_leaves_no_
     state = {"w": torch.randn(256, 256)}
     save_checkpoint(tmp_path, state, 1)
     real_open = open
-    monkeypatch.setattr(atomic, "open", lambda path, mode: _FullDisk(real_open(path, mode), room=4096),
+    monkeypatch.setattr(atomic, "open", lambda path, mode: FullDisk(real_open(path, mode), room=4096),
                         raising=False)
     with pytest.raises(OSError) as full:
         save_checkpoint(tmp_path, state, 2)

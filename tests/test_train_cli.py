@@ -144,39 +144,32 @@ runpy.run_path("train.py", run_name="__main__")
 """
 
 
-def test_a_write_failing_mid_run_marks_it_failed_with_one_error_line(tmp_path):
-    out = subprocess.run([sys.executable, "-c", READ_ONLY_FROM_STEP_3, *FAST, f"hydra.run.dir={tmp_path}"], cwd=ROOT,
+def one_error_line(script: str, run_dir) -> list[str]:
+    """Train through `script` (a fault injected into train.py) into run_dir: it must fail with exit 1 and exactly one
+    `error:` line, no traceback; that line, as a list."""
+    out = subprocess.run([sys.executable, "-c", script, *FAST, f"hydra.run.dir={run_dir}"], cwd=ROOT,
                          capture_output=True, text=True, timeout=600)
     output = out.stdout + out.stderr
     errors = [line for line in output.splitlines() if "error:" in line]
     assert out.returncode == 1 and "Traceback" not in output and len(errors) == 1, output[-3000:]
+    return errors
+
+
+def test_a_write_failing_mid_run_marks_it_failed_with_one_error_line(tmp_path):
+    errors = one_error_line(READ_ONLY_FROM_STEP_3, tmp_path)
     assert "Permission denied" in errors[0] and "step-00000003.pt" in errors[0]
     summary = json.loads((tmp_path / "summary.json").read_text())  # rewritten in place: the file itself is writable
     assert summary["status"] == "failed" and "Permission denied" in summary["error"]
 
 
 DISK_FULL_AT_STEP_3 = """
-import builtins, errno, os, runpy, sys
+import builtins, runpy, sys
 from orthonoise.run import atomic
+from tests.test_checkpoint import FullDisk
 
-class FullDisk:  # the disk fills up while the step-3 checkpoint is written
-    def __init__(self, f):
-        self.f, self.room = f, 4096
-    def write(self, data):
-        if len(data) > self.room:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        self.room -= len(data)
-        return self.f.write(data)
-    def __getattr__(self, name):
-        return getattr(self.f, name)
-    def __enter__(self):
-        return self
-    def __exit__(self, *exc):
-        self.f.close()
-
-def filling_open(path, *args, **kwargs):
+def filling_open(path, *args, **kwargs):  # the disk fills up while the step-3 checkpoint is written
     f = builtins.open(path, *args, **kwargs)
-    return FullDisk(f) if "step-00000003.pt" in str(path) else f
+    return FullDisk(f, room=4096) if "step-00000003.pt" in str(path) else f
 
 atomic.open = filling_open
 sys.argv = ["train.py", *sys.argv[1:]]
@@ -185,11 +178,7 @@ runpy.run_path("train.py", run_name="__main__")
 
 
 def test_a_full_disk_at_a_checkpoint_is_one_error_line_naming_file_cause_and_remedy(tmp_path):
-    out = subprocess.run([sys.executable, "-c", DISK_FULL_AT_STEP_3, *FAST, f"hydra.run.dir={tmp_path}"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=600)
-    output = out.stdout + out.stderr
-    errors = [line for line in output.splitlines() if "error:" in line]
-    assert out.returncode == 1 and "Traceback" not in output and len(errors) == 1, output[-3000:]
+    errors = one_error_line(DISK_FULL_AT_STEP_3, tmp_path)
     assert (f"cannot write {tmp_path / 'checkpoints' / 'step-00000003.pt'}: No space left on device; the disk is "
             f"full: free space there") in errors[0] and "launch the same command again" in errors[0]
     assert not list(tmp_path.rglob("*.tmp"))  # the half-written checkpoint is gone
