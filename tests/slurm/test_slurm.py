@@ -196,9 +196,6 @@ def resumes(run_dir: Path) -> int:
     return train_log(run_dir).count("resumed from") if (run_dir / "train.log").exists() else 0
 
 
-@pytest.mark.xfail(strict=False, reason="a run resumed once refuses its second resume (the extra `differentiable` "
-                                        "param-group key in its checkpoint): fixed on branch `faults`; drop this mark "
-                                        "once both are merged")
 @pytest.mark.timeout(420)
 def test_a_job_requeued_twice_resumes_twice_and_completes(tmp_path):
     proc = launch(tmp_path, "arm=baseline", "seed=1", *LONG)
