@@ -31,7 +31,7 @@ test-fast: $(STAMP) ## lint, then the unit tier only: no training, no process, n
 
 test: $(STAMP) ## lint, then every tier: unit, integration, simulation (what CI runs; slow and GPU tests excluded)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 test-slow: $(STAMP) ## the slow tests only (minutes each: whole-sweep rehearsals)
 	$(PY) -m pytest -q -m "slow and not gpu"
@@ -81,6 +81,8 @@ PHASE32 := phase32_baseline phase32_alpha phase32_schedule phase32_adaptive
 PHASE32_CONFIRM := phase32_confirm
 PHASE33 := phase33_finetune phase33_scratch
 PHASE4 := phase4_350m phase4_1b
+# the two controls a user runs before spending on the plan (headers say how; make rehearsal runs both)
+CONTROLS := control_positive control_aa
 # Every launch first prices its sweeps (orthonoise/sweep/plan.py) and is refused, with one error: line and nothing
 # submitted, when what the plan's runs under outputs/ already cost plus this launch is more than BUDGET_USD (the
 # budget of the whole plan; BUDGET_USD= to lift it), when a job cannot be priced, or when a local launch needs a

@@ -64,9 +64,10 @@ def seeds_by_arm(jobs) -> dict[str, set]:
     return arms
 
 
-def test_every_grid_sweep_file_is_in_one_phase_of_the_makefile():
+def test_every_grid_sweep_file_is_in_one_phase_of_the_makefile_or_a_control():
+    controls = re.search(r"^CONTROLS := (.*)$", (ROOT / "Makefile").read_text(), re.M).group(1).split()
     files = {p.stem for p in (ROOT / "sweeps").glob("*.yaml")} - {"optuna"}
-    assert sorted(files) == SWEEPS and len(SWEEPS) == len(set(SWEEPS))
+    assert sorted(files) == sorted(SWEEPS + controls) and len(SWEEPS + controls) == len(set(SWEEPS + controls))
 
 
 def test_the_sweep_block_is_written_once():
