@@ -8,6 +8,7 @@ from omegaconf import OmegaConf
 
 from orthonoise.report import power
 from orthonoise.sweep import design as sweep_design
+from orthonoise.sweep import rehearsal
 from orthonoise.sweep.cost import overheads, step_time_table
 from orthonoise.sweep.plan import expand, format_plan, main, plan
 from orthonoise.sweep.regime import main as regime_main
@@ -17,7 +18,7 @@ from tests.report.fake_runs import write_run
 BENCH = "bench/results/train_step_h100.md"
 RANK_350M_S = 4.8  # bench/RESULTS.md: one effective-rank pass over the 350M model's hidden matrices on an H100
 EVALS_PER_500 = 500 // 50 + 1  # the fine-tuning regime evaluates every 50 steps and at step 0
-TINY = ["+preset=tiny", "model=tiny", "data=local", "hardware=cpu", "logger=disabled"]
+TINY = list(rehearsal.TINY)  # the tiny preset's overrides, as `make ... PRESET=tiny` passes them
 SLURM = "hydra/launcher=slurm"  # the cluster decides about devices: what else is checked is what a test tests
 
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from orthonoise.sweep import rehearsal
 from orthonoise.sweep.plan import ROOT
 
-TINY = ["+preset=tiny", "model=tiny", "data=local", "hardware=cpu", "logger=disabled"]
+TINY = list(rehearsal.TINY)  # the tiny preset's overrides, as `make ... PRESET=tiny` passes them
 QUICK = ["trainer.max_steps=2", "trainer.eval_every=2", "trainer.checkpoint_every=2", "hardware.batch_size=2",
          "seed=1,2"]  # the sweep file's seeds 1,2,3, cut to two: four jobs show everything tested here
 

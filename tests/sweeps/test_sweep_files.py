@@ -13,13 +13,14 @@ import pytest
 import yaml
 
 from orthonoise.sweep import design as sweep_design
+from orthonoise.sweep import rehearsal
 from orthonoise.sweep.plan import ROOT, expand, plan
 from orthonoise.sweep.regime import sweep_hardware
 from orthonoise.validate import validate_settings
 
 from .arms import generated_arms
 
-TINY = ["+preset=tiny", "model=tiny", "data=local", "hardware=cpu", "logger=disabled"]
+TINY = list(rehearsal.TINY)  # the tiny preset's overrides, as `make ... PRESET=tiny` passes them
 NO_HISTORY = Path("/nonexistent")
 # the arms phases 3.2-confirm, 3.3 and 4 take from winners, generated as `make phase32-confirm` generates them
 ARMS = generated_arms(Path(tempfile.mkdtemp(prefix="orthonoise-arms-")))
@@ -69,6 +70,11 @@ def test_every_grid_sweep_file_is_in_one_phase_of_the_makefile_or_a_control():
     files = {p.stem for p in (ROOT / "sweeps").glob("*.yaml")} - {"optuna"}
     assert sorted(files) == sorted(SWEEPS + controls) and len(SWEEPS + controls) == len(set(SWEEPS + controls))
 
+
+def test_the_makefiles_tiny_overrides_are_the_rehearsals():
+    """`make phase* PRESET=tiny` and `make rehearsal` run the same tiny preset: one list, checked here."""
+    makefile = re.search(r"^TINY := (.*)$", (ROOT / "Makefile").read_text(), re.M).group(1).split()
+    assert makefile == TINY
 
 def test_the_sweep_block_is_written_once():
     """Run directories and the launch throttle live in sweeps/shared/; the sweep files include them."""
