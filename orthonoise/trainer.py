@@ -34,7 +34,7 @@ from orthonoise.run.divergence import Divergence
 from orthonoise.run.identity import Claim, Identity, describe, provenance, recorded_identity, restore_hydra_files
 from orthonoise.run.metrics import RunRecord, mark_status
 from orthonoise.run.preemption import Preemption, stopped_by
-from orthonoise.run.rundir import METRICS_FILE, Status, inspect_summary, metrics_line
+from orthonoise.run.rundir import EVAL_S, METRICS_FILE, RANK_S, VAL_LOSS, Status, inspect_summary, metrics_line
 from orthonoise.run.wandb_run import start_wandb
 from orthonoise.validate import clamp_warmup, validate
 
@@ -470,10 +470,11 @@ def _measure(run: Run, state: TrainState, result: StepResult, row: dict, bar) ->
     row.update(run.meter.end_step(row["step_time_s"], log=log_this_step))  # tokens/s, split, MFU, peak memory
     if evaluating:  # the last one, the run's final_val_loss, on final_eval_batches (default: the whole split)
         size = cfg.final_eval_batches if step == cfg.max_steps else cfg.eval_batches
-        row["val_loss"] = evaluate(state.model, run.corpus.val, run.cfg, run.device, run.autocast, run.ranks, size)
+        row.update(_validation(run, state, size))
         run.final_eval_tokens = eval_windows(len(run.corpus.val), size, run.cfg, run.ranks) * run.cfg.data.seq_len
-        row["val_ppl"] = math.exp(min(row["val_loss"], 50))
-        row.update(state.optimizers.metrics())
+        started = time.perf_counter()
+        if metrics := state.optimizers.metrics():  # .item() inside: the time includes the GPU's work
+            row.update(metrics, **{RANK_S: round(time.perf_counter() - started, 4)})
         bar.set_postfix(train=f"{result.loss:.3f}", val=f"{row['val_loss']:.3f}")
         diverged = state.checks.after_eval(step, row["val_loss"], run.corpus.vocab_size)
     if log_this_step:
@@ -483,10 +484,17 @@ def _measure(run: Run, state: TrainState, result: StepResult, row: dict, bar) ->
 
 def _evaluate_start(run: Run, state: TrainState) -> str | None:
     """The step-0 row: the untrained model's validation loss; returns a divergence it shows."""
-    first = evaluate(state.model, run.corpus.val, run.cfg, run.device, run.autocast, run.ranks,
-                     run.cfg.trainer.eval_batches)
-    _log_row(run, state, {"step": 0, "tokens": 0, "val_loss": first, "val_ppl": math.exp(min(first, 50))})
-    return state.checks.after_eval(0, first, run.corpus.vocab_size)
+    row = {"step": 0, "tokens": 0, **_validation(run, state, run.cfg.trainer.eval_batches)}
+    _log_row(run, state, row)
+    return state.checks.after_eval(0, row[VAL_LOSS], run.corpus.vocab_size)
+
+
+def _validation(run: Run, state: TrainState, batches: int) -> dict:
+    """val_loss and val_ppl over `batches` batches, and the seconds the pass took (a float came back from the
+    device, so the time includes its work)."""
+    started = time.perf_counter()
+    loss = evaluate(state.model, run.corpus.val, run.cfg, run.device, run.autocast, run.ranks, batches)
+    return {VAL_LOSS: loss, "val_ppl": math.exp(min(loss, 50)), EVAL_S: round(time.perf_counter() - started, 4)}
 
 
 def _log_row(run: Run, state: TrainState, row: dict) -> None:

@@ -9,7 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from orthonoise.run.rundir import METRICS_FILE, register_resolvers
+from orthonoise.run.rundir import EVAL_S, METRICS_FILE, RANK_S, register_resolvers
 from tests.tiers import pytest_addoption, pytest_collection_modifyitems, pytest_runtest_call  # noqa: F401 (hooks)
 
 register_resolvers()  # as train.py does before Hydra composes conf/
@@ -71,7 +71,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / METRICS_FILE).read_text().splitlines()]
 
 
-TIMING = {"step_time_s", "tokens_per_s", "fwd_bwd_s", "optimizer_s", "mfu", "peak_mem_gib"}
+TIMING = {"step_time_s", "tokens_per_s", "fwd_bwd_s", "optimizer_s", "mfu", "peak_mem_gib", EVAL_S, RANK_S}
 
 
 def without_timing(rows: list[dict]) -> list[dict]:

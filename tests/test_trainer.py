@@ -9,6 +9,7 @@ import torch
 
 from orthonoise.errors import ConfigError
 from orthonoise.run.checkpoint import checkpoint_paths
+from orthonoise.run.rundir import EVAL_S, RANK_S
 from orthonoise.trainer import lr_multiplier, train
 from tests.conftest import FAST, SHARED_RUN, compose_config, read_metrics, without_timing
 
@@ -30,6 +31,9 @@ def test_short_muon_run_learns_and_leaves_its_records(muon_run):
     assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 1.5  # and falls clearly
     assert {"step", "train_loss", "lr", "tokens", "step_time_s"} <= rows[-1].keys()
     assert rows[-1]["tokens"] == 30 * 8 * 128
+    # every eval times its validation pass; Muon's evals also the effective-rank pass (the preflight's overheads)
+    assert all(r[EVAL_S] > 0 for r in evals) and all(r[RANK_S] > 0 for r in evals if r["step"] > 0)
+    assert not any(EVAL_S in r or RANK_S in r for r in rows if "val_loss" not in r)
     on_disk = json.loads((run_dir / "summary.json").read_text())
     assert on_disk == summary and summary["status"] == "completed" and summary["steps"] == 30
     assert summary["best_val_loss"] <= summary["final_val_loss"] and summary["n_params"] > 1e6

@@ -68,6 +68,8 @@ STEP = "step"
 VAL_LOSS = "val_loss"            # a row's validation loss (eval steps only)
 EFF_RANK = "eff_rank"            # a row's mean effective rank of the Muon-family momenta (eval steps only)
 TOKENS_PER_S = "tokens_per_s"    # a row's throughput, and the summary's whole-run throughput
+EVAL_S, RANK_S = "eval_s", "rank_s"  # an eval row's seconds for the validation pass and for the optimizers' metrics
+                                     # (the effective rank): what the preflight's overheads price (sweep/cost.py)
 STATUS = "status"                # summary: a Status word
 STEPS, MAX_STEPS = "steps", "max_steps"
 FINAL_VAL_LOSS, BEST_VAL_LOSS, BEST_STEP = "final_val_loss", "best_val_loss", "best_step"
