@@ -6,7 +6,8 @@
 
 Every row steps the same parameters with the same gradients; `vs torch` is its time over torch.optim.Muon's.
 A second table times the pieces (batched Newton–Schulz, the Haar samplers, the effective-rank SVD).
-Needs only torch.
+Needs only torch; the `ns_kernel=triton_symmetric` rows need triton and a CUDA GPU (elsewhere they print
+"— (needs CUDA)").
 """
 import argparse
 import datetime
@@ -53,7 +54,10 @@ ROWS = {
     "AdamW": lambda ps: torch.optim.AdamW(ps, lr=3e-3),
     "Muon": lambda ps: Muon(ps, lr=0.02, weight_decay=0.0),
     "Muon polar_express": lambda ps: Muon(ps, lr=0.02, weight_decay=0.0, ns_coefficients="polar_express"),
+    "Muon ns_kernel=triton_symmetric": lambda ps: Muon(ps, lr=0.02, weight_decay=0.0, ns_kernel="triton_symmetric"),
     "OrthoNoise": lambda ps: OrthoNoise(ps, lr=0.02, weight_decay=0.0, alpha=1e-3, seed=0),
+    "OrthoNoise ns_kernel=triton_symmetric": lambda ps: OrthoNoise(ps, lr=0.02, weight_decay=0.0, alpha=1e-3, seed=0,
+                                                                   ns_kernel="triton_symmetric"),
     "OrthoNoise sampler=qr": lambda ps: OrthoNoise(ps, lr=0.02, weight_decay=0.0, alpha=1e-3, seed=0, sampler="qr"),
     "OrthoNoise sampler=polar": lambda ps: OrthoNoise(ps, lr=0.02, weight_decay=0.0, alpha=1e-3, seed=0,
                                                       sampler="polar"),
@@ -63,6 +67,9 @@ ROWS = {
     "NOLAH": lambda ps: NOLAH(ps, lr=0.02, weight_decay=0.0),
     "Muon svd": lambda ps: Muon(ps, lr=0.02, weight_decay=0.0, orthogonalizer="svd"),
 }
+NS_TRITON = "Newton–Schulz 5 steps, one-triangle Triton kernels, batched per shape"
+NEEDS_CUDA = {"Muon ns_kernel=triton_symmetric", "OrthoNoise ns_kernel=triton_symmetric", NS_TRITON}
+SKIPPED = "— (needs CUDA)"
 
 
 def sync(device):
@@ -107,6 +114,9 @@ def main():
 
     results = {}
     for row in args.rows:
+        if row in NEEDS_CUDA and device.type != "cuda":
+            results[row] = None
+            continue
         params = [torch.nn.Parameter(w.clone()) for w in weights]
         for p, g in zip(params, grads):
             p.grad = g
@@ -115,6 +125,9 @@ def main():
     reference = results.get("torch.optim.Muon")
     print("| optimizer step | ms | vs torch.optim.Muon |\n|---|---:|---:|")
     for row, seconds in results.items():
+        if seconds is None:
+            print(f"| {row} | {SKIPPED} | — |")
+            continue
         ratio = f"{seconds / reference:.2f}×" if reference else "—"
         print(f"| {row} | {seconds * 1e3:.1f} | {ratio} |")
 
@@ -125,6 +138,7 @@ def main():
     ns5 = coefficient_schedule(MUON_COEFFICIENTS, 5)
     pieces = {
         "Newton–Schulz 5 steps, batched per shape": lambda: [newton_schulz(x, ns5) for x in stacks],
+        NS_TRITON: lambda: [newton_schulz(x, ns5, ns_kernel="triton_symmetric") for x in stacks],
         "Newton–Schulz 3 steps (ns_steps_noise)": lambda: [newton_schulz(x, ns5[:3]) for x in stacks],
         "Haar Q, Cholesky-QR, batched per shape": lambda: [haar_from_gaussian(x) for x in stacks],
         "Haar Q, polar (Newton–Schulz, split-Gram polish), batched per shape": lambda: [
@@ -140,6 +154,9 @@ def main():
     }
     print("\n| piece, all matrices | ms |\n|---|---:|")
     for label, fn in pieces.items():
+        if label in NEEDS_CUDA and device.type != "cuda":
+            print(f"| {label} | {SKIPPED} |")
+            continue
         print(f"| {label} | {timed(fn, device, args.min_seconds, max_reps=20, warmup=1) * 1e3:.1f} |")
     print()
     for sampler in ("cholesky", "polar"):

@@ -41,7 +41,8 @@ class Tiles(NamedTuple):
     num_stages: int = 4
 
 
-# modded-nanogpt's H100 choice for these products (128×128 output tiles, 64-deep slices, 8 warps, 4 stages).
+# One of modded-nanogpt's H100 choices for these products (128×128 output tiles, 64-deep slices, 8 warps, 4 stages);
+# not tuned here.
 CUDA_TILES = Tiles(128, 128, 64)
 # Under the interpreter (TRITON_INTERPRET=1, CPU tensors) small tiles keep tests fast and span several tiles.
 INTERPRETER_TILES = Tiles(32, 32, 32, num_warps=4, num_stages=1)
