@@ -16,6 +16,7 @@ import torch
 
 from orthonoise.optim import Muon
 from orthonoise.optim.orthogonalize import MUON_COEFFICIENTS, coefficient_schedule, newton_schulz
+from orthonoise.optim.symmetric_kernels import interpreted
 
 ROOT = Path(__file__).resolve().parents[2]
 HAS_TRITON = importlib.util.find_spec("triton") is not None
@@ -53,10 +54,6 @@ def check_kernels(device: str) -> None:
 
 def relative_error(a, b) -> float:
     return ((a.double() - b.double()).norm() / b.double().norm()).item()
-
-
-def interpreted() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def round_bf16(x):
