@@ -6,7 +6,8 @@
 
 Every row steps the same parameters with the same gradients; `vs torch` is its time over torch.optim.Muon's.
 A second table times the pieces (batched Newton–Schulz, the Haar samplers, the effective-rank SVD).
-Needs only torch.
+Needs only torch; the `ns_kernel=triton_symmetric` rows need triton and a CUDA GPU (elsewhere they print
+"— (needs CUDA)").
 """
 import argparse
 import datetime
@@ -53,7 +54,10 @@ ROWS = {
     "AdamW": lambda ps: torch.optim.AdamW(ps, lr=3e-3),
     "Muon": lambda ps: Muon(ps, lr=0.02, weight_decay=0.0),
     "Muon polar_express": lambda ps: Muon(ps, lr=0.02, weight_decay=0.0, ns_coefficients="polar_express"),
+    "Muon ns_kernel=triton_symmetric": lambda ps: Muon(ps, lr=0.02, weight_decay=0.0, ns_kernel="triton_symmetric"),
     "OrthoNoise": lambda ps: OrthoNoise(ps, lr=0.02, weight_decay=0.0, alpha=1e-3, seed=0),
+    "OrthoNoise ns_kernel=triton_symmetric": lambda ps: OrthoNoise(ps, lr=0.02, weight_decay=0.0, alpha=1e-3, seed=0,
+                                                                   ns_kernel="triton_symmetric"),
     "OrthoNoise sampler=qr": lambda ps: OrthoNoise(ps, lr=0.02, weight_decay=0.0, alpha=1e-3, seed=0, sampler="qr"),
     "OrthoNoise sampler=polar": lambda ps: OrthoNoise(ps, lr=0.02, weight_decay=0.0, alpha=1e-3, seed=0,
                                                       sampler="polar"),
@@ -63,6 +67,23 @@ ROWS = {
     "NOLAH": lambda ps: NOLAH(ps, lr=0.02, weight_decay=0.0),
     "Muon svd": lambda ps: Muon(ps, lr=0.02, weight_decay=0.0, orthogonalizer="svd"),
 }
+NS_TRITON = "Newton–Schulz 5 steps, one-triangle Triton kernels, batched per shape"
+GRAM_TRITON = "X Xᵀ only (bf16, wide), one-triangle Triton kernel, batched per shape"
+NEEDS_CUDA = {"Muon ns_kernel=triton_symmetric", "OrthoNoise ns_kernel=triton_symmetric", NS_TRITON, GRAM_TRITON}
+SKIPPED = "— (needs CUDA)"
+
+
+def gram_pieces(stacks) -> dict:
+    """Newton–Schulz's first product alone, torch's GEMM against the one-triangle kernel: says whether the kernel
+    itself beats cuBLAS where the whole Newton–Schulz row does not."""
+    wide = [(x.mT if x.size(-2) > x.size(-1) else x).bfloat16().contiguous() for x in stacks]
+
+    def triton_gram():
+        from orthonoise.optim.symmetric_kernels import gram
+        return [gram(x) for x in wide]
+
+    return {"X Xᵀ only (bf16, wide), torch, batched per shape": lambda: [x @ x.mT for x in wide],
+            GRAM_TRITON: triton_gram}
 
 
 def sync(device):
@@ -104,27 +125,56 @@ def main():
     print(f"# {' '.join(['python bench/optimizer.py'] + sys.argv[1:])}")
     print(f"# {args.shapes}: {len(shapes)} matrices, {sum(r * c for r, c in shapes) / 1e6:.1f}M parameters, "
           f"{len(set(shapes))} distinct shapes, {args.dtype}\n")
-
-    results = {}
-    for row in args.rows:
-        params = [torch.nn.Parameter(w.clone()) for w in weights]
-        for p, g in zip(params, grads):
-            p.grad = g
-        results[row] = timed(ROWS[row](params).step, device, args.min_seconds)
-        del params
-    reference = results.get("torch.optim.Muon")
-    print("| optimizer step | ms | vs torch.optim.Muon |\n|---|---:|---:|")
-    for row, seconds in results.items():
-        ratio = f"{seconds / reference:.2f}×" if reference else "—"
-        print(f"| {row} | {seconds * 1e3:.1f} | {ratio} |")
+    print_step_table(time_steps(args.rows, weights, grads, device, args.min_seconds))
 
     by_shape = {}
     for s in shapes:
         by_shape[s] = by_shape.get(s, 0) + 1
     stacks = [torch.randn((n, *s), generator=gen, device=device) for s, n in by_shape.items()]
+    print("\n| piece, all matrices | ms |\n|---|---:|")
+    for label, fn in piece_functions(stacks, gen, device).items():
+        if label in NEEDS_CUDA and device.type != "cuda":
+            print(f"| {label} | {SKIPPED} |")
+            continue
+        print(f"| {label} | {timed(fn, device, args.min_seconds, max_reps=20, warmup=1) * 1e3:.1f} |")
+    print()
+    print_sampler_errors(stacks[0])
+
+
+def time_steps(rows, weights, grads, device, min_seconds) -> dict[str, float | None]:
+    """Seconds per optimizer step of each row, each on fresh copies of the same weights and gradients (None: the
+    row needs CUDA and this is not a GPU)."""
+    results = {}
+    for row in rows:
+        if row in NEEDS_CUDA and device.type != "cuda":
+            results[row] = None
+            continue
+        params = [torch.nn.Parameter(w.clone()) for w in weights]
+        for p, g in zip(params, grads):
+            p.grad = g
+        results[row] = timed(ROWS[row](params).step, device, min_seconds)
+        del params
+    return results
+
+
+def print_step_table(results: dict[str, float | None]) -> None:
+    reference = results.get("torch.optim.Muon")
+    print("| optimizer step | ms | vs torch.optim.Muon |\n|---|---:|---:|")
+    for row, seconds in results.items():
+        if seconds is None:
+            print(f"| {row} | {SKIPPED} | — |")
+            continue
+        ratio = f"{seconds / reference:.2f}×" if reference else "—"
+        print(f"| {row} | {seconds * 1e3:.1f} | {ratio} |")
+
+
+def piece_functions(stacks, gen, device) -> dict:
+    """The pieces table's rows: label → a call over every shape's stack."""
     ns5 = coefficient_schedule(MUON_COEFFICIENTS, 5)
-    pieces = {
+    return {
         "Newton–Schulz 5 steps, batched per shape": lambda: [newton_schulz(x, ns5) for x in stacks],
+        NS_TRITON: lambda: [newton_schulz(x, ns5, ns_kernel="triton_symmetric") for x in stacks],
+        **gram_pieces(stacks),
         "Newton–Schulz 3 steps (ns_steps_noise)": lambda: [newton_schulz(x, ns5[:3]) for x in stacks],
         "Haar Q, Cholesky-QR, batched per shape": lambda: [haar_from_gaussian(x) for x in stacks],
         "Haar Q, polar (Newton–Schulz, split-Gram polish), batched per shape": lambda: [
@@ -138,15 +188,14 @@ def main():
         "effective rank (float32 SVD), all matrices": lambda: [effective_rank(x) for x in stacks],
         "effective rank (float64 Gram eigenvalues), all matrices": lambda: [effective_rank(x, "gram") for x in stacks],
     }
-    print("\n| piece, all matrices | ms |\n|---|---:|")
-    for label, fn in pieces.items():
-        print(f"| {label} | {timed(fn, device, args.min_seconds, max_reps=20, warmup=1) * 1e3:.1f} |")
-    print()
+
+
+def print_sampler_errors(stack) -> None:
     for sampler in ("cholesky", "polar"):
-        q = haar_from_gaussian(stacks[0], sampler)
+        q = haar_from_gaussian(stack, sampler)
         gram = q.mT @ q if q.size(-2) >= q.size(-1) else q @ q.mT
-        err = (gram.double() - torch.eye(gram.size(-1), device=device, dtype=torch.float64)).abs().max().item()
-        print(f"max |QᵀQ − I| of the {sampler} sampler on {tuple(stacks[0].shape)}: {err:.1e} "
+        err = (gram.double() - torch.eye(gram.size(-1), device=stack.device, dtype=torch.float64)).abs().max().item()
+        print(f"max |QᵀQ − I| of the {sampler} sampler on {tuple(stack.shape)}: {err:.1e} "
               f"(float32 eps {torch.finfo(torch.float32).eps:.1e})")
 
 

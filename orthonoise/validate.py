@@ -423,6 +423,16 @@ def check_consistency(cfg: DictConfig) -> None:
         raise ConfigError(f"tags={cfg.tags!r} is out of range: must be a list of strings, e.g. 'tags=[baseline]'")
     if not (cfg.phase is None or isinstance(cfg.phase, (str, int, float)) and not isinstance(cfg.phase, bool)):
         raise ConfigError(f"phase={cfg.phase!r} is out of range: must be a phase name such as '3.1', or null")
+    _check_ns_kernel_device(cfg)
+
+
+def _check_ns_kernel_device(cfg: DictConfig) -> None:
+    """The Triton Newton–Schulz kernels need a CUDA GPU (the optimizer's own check covers the kernel's name)."""
+    kernel = cfg.optimizer.get("ns_kernel", "torch")
+    if kernel == "triton_symmetric" and cfg.hardware.device != "cuda":
+        raise ConfigError(f"optimizer.ns_kernel={kernel!r} is out of range: must be torch on "
+                          f"hardware.device={cfg.hardware.device} (the Triton kernels run on CUDA GPUs only; "
+                          f"e.g. hardware=h100, or optimizer.ns_kernel=torch)")
 
 
 def _check_attention_layers(c: DictConfig) -> None:

@@ -1,4 +1,5 @@
 """Bad input: one message naming the key, the bad value and what is allowed, before any compute."""
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -27,6 +28,10 @@ BAD_INPUTS = [  # (overrides, what the message must say)
     (["optimizer._target_=orthonoise.optim.Nope"], "optimizer._target_='orthonoise.optim.Nope' cannot be imported"),
     (["optimizer.ns_steps=0"], "optimizer.ns_steps=0 is out of range: must be an integer ≥ 1"),
     (["optimizer.orthogonalizer=qr"], "optimizer.orthogonalizer='qr' is out of range: must be one of"),
+    (["optimizer.ns_kernel=cublas"],
+     "optimizer.ns_kernel='cublas' is out of range: must be one of ('torch', 'triton_symmetric')"),
+    (["optimizer=orthonoise", "optimizer.ns_kernel=triton_symmetric"],
+     "optimizer.ns_kernel='triton_symmetric' is out of range: must be torch on hardware.device=cpu"),
     (["optimizer.momentum=1.0"], "optimizer.momentum=1.0 is out of range: must be in [0, 1)"),
     (["optimizer.lr=-0.02"], "optimizer.lr=-0.02 is out of range: must be a number > 0"),
     (["optimizer=adamw", "optimizer.lr=0"], "optimizer.lr=0 is out of range: must be a number > 0"),
@@ -134,6 +139,11 @@ def test_bad_input_names_key_value_and_what_is_allowed(compose_cfg, overrides, m
     with pytest.raises(ConfigError) as err:
         validate(compose_cfg(*overrides))
     assert str(err.value).startswith(message)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
+def test_triton_symmetric_is_refused_only_off_the_gpu(compose_cfg):
+    validate_settings(compose_cfg("hardware=h100", "optimizer.ns_kernel=triton_symmetric"))
 
 
 def test_a_gpu_preset_on_a_cpu_box(compose_cfg):

@@ -11,6 +11,7 @@ The EMA convention keeps ‖B‖ on the scale of ‖g‖ (the classical μB + g 
 Same-shape matrices are stacked and orthogonalised in one batched call; under torch.distributed each rank
 orthogonalises its share of every shape's stack and all-gathers the rest, so all ranks apply identical updates.
 """
+import importlib.util
 from collections import defaultdict
 
 import torch
@@ -20,7 +21,13 @@ from torch.optim import Optimizer
 
 from orthonoise.errors import ArgumentError, ConfigError
 from orthonoise.optim.noise import effective_rank
-from orthonoise.optim.orthogonalize import MUON_COEFFICIENTS, ORTHOGONALIZERS, coefficient_schedule, orthogonalize
+from orthonoise.optim.orthogonalize import (
+    MUON_COEFFICIENTS,
+    NS_KERNELS,
+    ORTHOGONALIZERS,
+    coefficient_schedule,
+    orthogonalize,
+)
 from orthonoise.optim.protocol import TrainerHooks
 from orthonoise.optim.update import (
     ADJUST_LR_FNS,
@@ -57,6 +64,15 @@ def check(ok: bool, name: str, value, requirement: str) -> None:
         raise ArgumentError(name, value, requirement)
 
 
+def _check_ns_kernel(ns_kernel: str, orthogonalizer: str) -> None:
+    """A known kernel, one Newton–Schulz runs (svd has no symmetric products), and triton where it is asked for."""
+    check(ns_kernel in NS_KERNELS, "ns_kernel", ns_kernel, f"one of {NS_KERNELS}")
+    check(ns_kernel == "torch" or orthogonalizer == "newton_schulz", "ns_kernel", ns_kernel,
+          f"torch with orthogonalizer={orthogonalizer} (the kernels are Newton–Schulz's)")
+    check(ns_kernel != "triton_symmetric" or importlib.util.find_spec("triton") is not None, "ns_kernel", ns_kernel,
+          "torch where triton is not installed (pip install triton)")
+
+
 def _plain(coefficients):
     """Hydra hands lists as ListConfig; keep plain tuples in param groups (state_dict, comparisons)."""
     if isinstance(coefficients, str):
@@ -69,17 +85,20 @@ class Muon(Optimizer, TrainerHooks):
 
     ns_coefficients: one (a, b, c) for every step, a list of per-step triples, or "polar_express".
     orthogonalizer: "newton_schulz" (bf16, batched) or "svd" (exact polar factor, float32).
+    ns_kernel: who computes Newton–Schulz's symmetric products: "torch" (batched GEMMs, torch.optim.Muon's
+    arithmetic) or "triton_symmetric" (one triangle each, CUDA; equal to torch's to bf16 rounding).
     """
 
     def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95,
                  nesterov: bool = True, ns_coefficients=MUON_COEFFICIENTS, eps: float = 1e-7, ns_steps: int = 5,
-                 adjust_lr_fn: str | None = None, orthogonalizer: str = "newton_schulz"):
+                 adjust_lr_fn: str | None = None, orthogonalizer: str = "newton_schulz", ns_kernel: str = "torch"):
         check(lr >= 0, "lr", lr, "≥ 0")
         check(weight_decay >= 0, "weight_decay", weight_decay, "≥ 0")
         check(0 <= momentum < 1, "momentum", momentum, "in [0, 1)")
         check(isinstance(ns_steps, int) and ns_steps >= 1, "ns_steps", ns_steps, "an integer ≥ 1")
         check(adjust_lr_fn in ADJUST_LR_FNS, "adjust_lr_fn", adjust_lr_fn, f"one of {ADJUST_LR_FNS}")
         check(orthogonalizer in ORTHOGONALIZERS, "orthogonalizer", orthogonalizer, f"one of {ORTHOGONALIZERS}")
+        _check_ns_kernel(ns_kernel, orthogonalizer)
         ns_coefficients = _plain(ns_coefficients)
         try:
             coefficient_schedule(ns_coefficients, ns_steps)
@@ -88,7 +107,7 @@ class Muon(Optimizer, TrainerHooks):
                                 "3 numbers, a list of (a, b, c) triples or 'polar_express'") from None
         defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
                         ns_coefficients=ns_coefficients, eps=eps, ns_steps=ns_steps, adjust_lr_fn=adjust_lr_fn,
-                        orthogonalizer=orthogonalizer)
+                        orthogonalizer=orthogonalizer, ns_kernel=ns_kernel)
         super().__init__(params, defaults)
         for group in self.param_groups:
             for p in group["params"]:
@@ -184,7 +203,7 @@ class Muon(Optimizer, TrainerHooks):
         U = torch.stack(momentum_direction([grads[key] for key in keys], bufs, group["momentum"], group["nesterov"]))
         U = self._before_orthogonalize(group, keys, U, plan)
         O = orthogonalize(U, self._ns_steps(group, keys, plan), group["orthogonalizer"],
-                          group["ns_coefficients"], group["eps"])
+                          group["ns_coefficients"], group["eps"], group["ns_kernel"])
         return self._after_orthogonalize(group, keys, U, O, plan)
 
     def _all_gather(self, O, size, shape, group, like: Tensor) -> Tensor:

@@ -2,6 +2,8 @@
 
 `newton_schulz` is the field's standard (bf16, quintic iteration, as torch.optim.Muon and KellerJordan/Muon);
 `svd` is the exact polar factor in float32 (what the original scripts used, ~100x slower on a GPU).
+Newton–Schulz's two symmetric products (X Xᵀ and b·A + c·A·A) come from torch's batched GEMMs (`ns_kernel:
+torch`) or from Triton kernels that compute one triangle of each (`triton_symmetric`, symmetric_kernels.py).
 """
 import torch
 from torch import Tensor
@@ -22,6 +24,26 @@ _PE = [
 POLAR_EXPRESS_COEFFICIENTS = [(a / 1.01, b / 1.01**3, c / 1.01**5) for a, b, c in _PE] + [(1.875, -1.25, 0.375)]
 
 ORTHOGONALIZERS = ("newton_schulz", "svd")
+NS_KERNELS = ("torch", "triton_symmetric")
+
+
+def _torch_gram(X: Tensor) -> Tensor:
+    return X @ X.mT
+
+
+def _torch_gram_polynomial(A: Tensor, b: float, c: float) -> Tensor:
+    return torch.baddbmm(A, A, A, beta=b, alpha=c)
+
+
+def symmetric_products(ns_kernel: str):
+    """Newton–Schulz's (X ↦ X Xᵀ, (A, b, c) ↦ b·A + c·A·A) for an entry of NS_KERNELS. The Triton module is
+    imported only when asked for, so the default path needs nothing but torch."""
+    if ns_kernel == "torch":
+        return _torch_gram, _torch_gram_polynomial
+    if ns_kernel == "triton_symmetric":
+        from orthonoise.optim import symmetric_kernels
+        return symmetric_kernels.gram, symmetric_kernels.gram_polynomial
+    raise ValueError(f"ns_kernel must be one of {NS_KERNELS}, not {ns_kernel!r}")
 
 
 def coefficient_schedule(ns_coefficients, steps: int) -> list[tuple[float, float, float]]:
@@ -39,13 +61,15 @@ def coefficient_schedule(ns_coefficients, steps: int) -> list[tuple[float, float
 
 
 def newton_schulz(X: Tensor, coefficients: list[tuple[float, float, float]], eps: float = 1e-7,
-                  safety: float = 1.0) -> Tensor:
+                  safety: float = 1.0, ns_kernel: str = "torch") -> Tensor:
     """Quintic Newton–Schulz in bf16 on a batch (..., m, n); one step per (a, b, c) in `coefficients`.
 
     Same arithmetic as torch.optim.Muon (Frobenius normalisation, the wide orientation so the Gram matrix is
     the small one), batched with baddbmm so all same-shape matrices of a model cost one kernel per product.
     `safety` (1.01 for Polar Express) divides the normalised input so its spectral norm is safely below 1.
+    `ns_kernel` picks who computes the symmetric products A and B (`symmetric_products`); B·X is torch's.
     """
+    gram, gram_polynomial = symmetric_products(ns_kernel)
     X = X.bfloat16()
     tall = X.size(-2) > X.size(-1)
     if tall:
@@ -54,8 +78,8 @@ def newton_schulz(X: Tensor, coefficients: list[tuple[float, float, float]], eps
     batch = X.shape[:-2]
     X = X.reshape(-1, *X.shape[-2:])
     for a, b, c in coefficients:
-        A = X @ X.mT
-        B = torch.baddbmm(A, A, A, beta=b, alpha=c)
+        A = gram(X)
+        B = gram_polynomial(A, b, c)
         X = torch.baddbmm(X, B, X, beta=a)
     X = X.reshape(*batch, *X.shape[-2:])
     return X.mT if tall else X
@@ -109,16 +133,18 @@ def spectral_norm_bound(gram: Tensor, squarings: int = 3) -> Tensor:
     return torch.exp(log_norm / 2 ** (squarings + 1))
 
 
-def orthogonalize(U: Tensor, steps: list[int], orthogonalizer: str, coefficients, eps: float) -> Tensor:
+def orthogonalize(U: Tensor, steps: list[int], orthogonalizer: str, coefficients, eps: float,
+                  ns_kernel: str = "torch") -> Tensor:
     """Muon's orthogonalisation of a stack U (k, m, n): the exact polar factor ("svd", float32), or Newton–Schulz
-    (bf16) with steps[i] steps for matrix i (matrices with equal step counts share one batched call)."""
+    (bf16, its symmetric products by `ns_kernel`) with steps[i] steps for matrix i (matrices with equal step counts
+    share one batched call)."""
     if orthogonalizer == "svd":
         return svd_polar(U, eps)
     safety = 1.01 if coefficients == "polar_express" else 1.0
     if len(set(steps)) == 1:
-        return newton_schulz(U, coefficient_schedule(coefficients, steps[0]), eps, safety)
+        return newton_schulz(U, coefficient_schedule(coefficients, steps[0]), eps, safety, ns_kernel)
     O = torch.empty(U.shape, dtype=torch.bfloat16, device=U.device)
     for n in set(steps):
         rows = [i for i, s in enumerate(steps) if s == n]
-        O[rows] = newton_schulz(U[rows], coefficient_schedule(coefficients, n), eps, safety)
+        O[rows] = newton_schulz(U[rows], coefficient_schedule(coefficients, n), eps, safety, ns_kernel)
     return O

@@ -1,4 +1,5 @@
 import copy
+import importlib.util
 import math
 
 import pytest
@@ -297,6 +298,8 @@ def test_a_state_dict_from_before_a_setting_existed_takes_its_default():
     (OrthoNoise, dict(ns_steps_noise=0), "ns_steps_noise"),
     (OrthoNoise, dict(schedule="step"), "schedule"),
     (Muon, dict(orthogonalizer="qr"), "orthogonalizer"),
+    (Muon, dict(ns_kernel="cublas"), "ns_kernel"),
+    (OrthoNoise, dict(ns_kernel="triton_symmetric", orthogonalizer="svd"), "ns_kernel"),
     (OrthoNoise, dict(sampler="householder"), "sampler"),
     (Muon, dict(adjust_lr_fn="sqrt"), "adjust_lr_fn"),
     (Muon, dict(ns_coefficients="cubic"), "ns_coefficients"),
@@ -313,6 +316,25 @@ def test_bad_settings_fail_at_construction(cls, kwargs, match):
     with pytest.raises(ArgumentError, match=f"^{match} must be") as err:
         cls(make_params(), **kwargs)
     assert err.value.name == match and err.value.value == kwargs.get(match, err.value.value)
+
+
+def test_triton_symmetric_needs_triton(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "triton" else real(name, *args))
+    with pytest.raises(ArgumentError, match="^ns_kernel must be torch where triton is not installed"):
+        Muon(make_params(), ns_kernel="triton_symmetric")
+
+
+def test_a_checkpoint_from_before_ns_kernel_resumes_with_torch_kernels():
+    params = make_params()
+    saved = Muon(params, lr=0.02).state_dict()
+    for group in saved["param_groups"]:
+        del group["ns_kernel"]
+    resumed = Muon(params, lr=0.02)
+    resumed.load_state_dict(saved)
+    run(resumed, params, steps=1)
+    assert resumed.param_groups[0]["ns_kernel"] == "torch"
 
 
 @pytest.mark.parametrize("cls", [Muon, OrthoNoise, IsotropicNoise, NOLAH])
