@@ -59,6 +59,11 @@ rehearsal: $(STAMP) ## the whole plan on the tiny preset, in order, with the con
 rehearsal-test: $(STAMP) ## CI: the rehearsal into a temporary dir, then checked (tests/sweeps/test_whole_plan.py)
 	$(PY) -m pytest -q -m rehearsal tests/sweeps/test_whole_plan.py
 
+# ---- The GPU measurements (bench/gpu.sh: run on a lent GPU, its header says how) ----
+.PHONY: gpu-smoke
+gpu-smoke: $(STAMP) ## CI: bench/gpu.sh --smoke, every section on the CPU (tiny), its tables checked (5 CPU-min)
+	$(PY) -m pytest -q -m gpu_smoke tests/test_gpu_script.py
+
 # ---- The experiment plan as sweeps (sweeps/*.yaml; docs/sweeps.md) ----
 # PRESET=tiny: rehearse a sweep on this CPU (tiny model, local corpus, a few steps) into outputs/sweeps/<sweep>-tiny:
 # 2 jobs at a time here, or with CLUSTER=slurm as one job array on a SLURM CPU partition (conf/hydra/launcher/

@@ -52,7 +52,9 @@ export PYTHONUNBUFFERED=1
   echo; echo "| section | exit | seconds |"; echo "|---|---|---:|"
 } >>"$out/summary.md"
 
-optimizer_rows=(torch.optim.Muon Muon OrthoNoise "OrthoNoise sampler=polar" IsotropicNoise)
+# our Muon vs torch's, and with the one-triangle Triton Newton–Schulz (optimizer.ns_kernel); OrthoNoise per sampler
+optimizer_rows=(torch.optim.Muon Muon "Muon ns_kernel=triton_symmetric" OrthoNoise "OrthoNoise sampler=polar"
+                "OrthoNoise ns_kernel=triton_symmetric" IsotropicNoise)
 
 section_tests() {
   if [ $smoke = 1 ]; then $py -m pytest -q --collect-only -m gpu -p no:cacheprovider tests | tail -1

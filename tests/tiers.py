@@ -30,7 +30,7 @@ from orthonoise.sweep import plan
 # sweep file expanded through Hydra's sweeper (every job composed: seconds per sweep).
 STARTS_WORK = (subprocess, multiprocessing, torch.multiprocessing, trainer.train, plan.expand, plan.plan, plan.main)
 TESTS = Path(__file__).resolve().parent  # helpers are followed inside tests/ only: the library is what is tested
-NOT_UNIT = ("integration", "simulation", "slow", "gpu", "slurm", "rehearsal")
+NOT_UNIT = ("integration", "simulation", "slow", "gpu", "slurm", "rehearsal", "gpu_smoke")
 
 
 def _code_objects(code: types.CodeType):

@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from orthonoise.errors import ArgumentError, ConfigError
-from orthonoise.optim.noise import effective_rank
+from orthonoise.optim.noise import RANK_METHODS, effective_rank
 from orthonoise.optim.orthogonalize import (
     MUON_COEFFICIENTS,
     NS_KERNELS,
@@ -87,11 +87,14 @@ class Muon(Optimizer, TrainerHooks):
     orthogonalizer: "newton_schulz" (bf16, batched) or "svd" (exact polar factor, float32).
     ns_kernel: who computes Newton–Schulz's symmetric products: "torch" (batched GEMMs, torch.optim.Muon's
     arithmetic) or "triton_symmetric" (one triangle each, CUDA; equal to torch's to bf16 rounding).
+    rank_method: how the effective rank (the eval metric, and rank_threshold's gate) gets singular values:
+    "svd" (float32) or "gram" (float64 eigenvalues of the smaller Gram matrix); they agree to 1e-5.
     """
 
     def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95,
                  nesterov: bool = True, ns_coefficients=MUON_COEFFICIENTS, eps: float = 1e-7, ns_steps: int = 5,
-                 adjust_lr_fn: str | None = None, orthogonalizer: str = "newton_schulz", ns_kernel: str = "torch"):
+                 adjust_lr_fn: str | None = None, orthogonalizer: str = "newton_schulz", ns_kernel: str = "torch",
+                 rank_method: str = "svd"):
         check(lr >= 0, "lr", lr, "≥ 0")
         check(weight_decay >= 0, "weight_decay", weight_decay, "≥ 0")
         check(0 <= momentum < 1, "momentum", momentum, "in [0, 1)")
@@ -99,6 +102,7 @@ class Muon(Optimizer, TrainerHooks):
         check(adjust_lr_fn in ADJUST_LR_FNS, "adjust_lr_fn", adjust_lr_fn, f"one of {ADJUST_LR_FNS}")
         check(orthogonalizer in ORTHOGONALIZERS, "orthogonalizer", orthogonalizer, f"one of {ORTHOGONALIZERS}")
         _check_ns_kernel(ns_kernel, orthogonalizer)
+        check(rank_method in RANK_METHODS, "rank_method", rank_method, f"one of {RANK_METHODS}")
         ns_coefficients = _plain(ns_coefficients)
         try:
             coefficient_schedule(ns_coefficients, ns_steps)
@@ -107,7 +111,7 @@ class Muon(Optimizer, TrainerHooks):
                                 "3 numbers, a list of (a, b, c) triples or 'polar_express'") from None
         defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
                         ns_coefficients=ns_coefficients, eps=eps, ns_steps=ns_steps, adjust_lr_fn=adjust_lr_fn,
-                        orthogonalizer=orthogonalizer, ns_kernel=ns_kernel)
+                        orthogonalizer=orthogonalizer, ns_kernel=ns_kernel, rank_method=rank_method)
         super().__init__(params, defaults)
         for group in self.param_groups:
             for p in group["params"]:
@@ -219,14 +223,15 @@ class Muon(Optimizer, TrainerHooks):
     @torch.no_grad()
     def metrics(self) -> dict[str, float]:
         """Mean entropy effective rank of the momentum matrices (absolute and as a fraction of min(m, n)).
-        Costs one batched float32 SVD per shape, so the trainer calls it at eval steps only."""
+        Costs one batched SVD (or Gram eigenproblem, `rank_method`) per shape, so the trainer calls it at eval steps
+        only."""
         buffers = by_shape((self.state[p]["momentum_buffer"], p) for group in self.param_groups
                            for p in group["params"] if "momentum_buffer" in self.state[p])
         if not buffers:
             return {}
         ranks, fracs = [], []
         for shape, members in buffers.items():
-            r = effective_rank(torch.stack([buf for buf, _ in members]))
+            r = effective_rank(torch.stack([buf for buf, _ in members]), self.defaults["rank_method"])
             ranks.append(r)
             fracs.append(r / min(shape))
         return {"eff_rank": torch.cat(ranks).mean().item(), "eff_rank_frac": torch.cat(fracs).mean().item()}

@@ -53,7 +53,7 @@ class NoisyMuon(Muon):
         decays with μ (and enters U as μ·ε·N with Nesterov). Only with perturb="momentum".
     schedule, end_factor, schedule_steps: α(t) from alpha to alpha·end_factor (schedules.py).
     rank_threshold: None, or only matrices whose momentum has effective rank < rank_threshold·min(m, n) get
-        noise; the rank is refreshed every `rank_every` steps (one batched float32 SVD per shape).
+        noise; the rank is refreshed every `rank_every` steps (one batched SVD per shape; `rank_method`).
     seed: noise seed (None draws one from torch's RNG); matrix k's noise at step t is seeded by (seed, t, k).
     The unit noise does not depend on the gradient, so `prepare()` draws the next step's before it.
     """

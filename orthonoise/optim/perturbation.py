@@ -50,7 +50,7 @@ def rank_gate(group, shape, members: list, state) -> list[bool]:
     if group["rank_threshold"] is None:
         return [True] * len(members)
     if (group["step"] - 1) % group["rank_every"] == 0 or any("rank_ok" not in state[p] for _, p in members):
-        ranks = effective_rank(torch.stack([state[p]["momentum_buffer"] for _, p in members]))
+        ranks = effective_rank(torch.stack([state[p]["momentum_buffer"] for _, p in members]), group["rank_method"])
         for (_, p), low in zip(members, (ranks < group["rank_threshold"] * min(shape)).tolist()):
             state[p]["rank_ok"] = not low
     return [not state[p]["rank_ok"] for _, p in members]

@@ -7,8 +7,9 @@ import torch
 from hydra.utils import instantiate
 
 from orthonoise.errors import ArgumentError
-from orthonoise.optim import NOLAH, REGISTRY, IsotropicNoise, Muon, OrthoNoise
-from orthonoise.optim.noise import haar_from_gaussian
+from orthonoise.optim import NOLAH, REGISTRY, IsotropicNoise, Muon, OrthoNoise, perturbation
+from orthonoise.optim import muon as muon_module
+from orthonoise.optim.noise import RANK_METHODS, effective_rank, haar_from_gaussian
 from orthonoise.optim.orthogonalize import MUON_COEFFICIENTS, coefficient_schedule, newton_schulz
 from orthonoise.optim.update import damp_large_gradients, gate_gradient, percentile_value, sigmoid_projection
 
@@ -299,6 +300,7 @@ def test_a_state_dict_from_before_a_setting_existed_takes_its_default():
     (OrthoNoise, dict(schedule="step"), "schedule"),
     (Muon, dict(orthogonalizer="qr"), "orthogonalizer"),
     (Muon, dict(ns_kernel="cublas"), "ns_kernel"),
+    (IsotropicNoise, dict(rank_method="qr"), "rank_method"),
     (OrthoNoise, dict(ns_kernel="triton_symmetric", orthogonalizer="svd"), "ns_kernel"),
     (OrthoNoise, dict(sampler="householder"), "sampler"),
     (Muon, dict(adjust_lr_fn="sqrt"), "adjust_lr_fn"),
@@ -353,6 +355,30 @@ def test_metrics_keys():
     m = noisy.metrics()
     assert set(m) == {"eff_rank", "eff_rank_frac", "noise_frac", "noise_ratio", "alpha"}
     assert 0 < m["eff_rank_frac"] <= 1 and m["noise_frac"] == 1.0 and m["noise_ratio"] > 0
+
+
+def test_rank_method_gives_the_same_metric_and_gate(monkeypatch):
+    """rank_method=gram (float64 Gram eigenvalues) reports the eval's effective rank and drives rank_threshold's gate
+    as svd does; only its cost differs (bench/optimizer.py times both)."""
+    asked = []
+
+    def spy(X, method="svd"):
+        asked.append(method)
+        return effective_rank(X, method)
+    monkeypatch.setattr(muon_module, "effective_rank", spy)
+    monkeypatch.setattr(perturbation, "effective_rank", spy)
+    by_method = {}
+    for method in RANK_METHODS:
+        asked.clear()
+        params = make_params()
+        opt = OrthoNoise(params, alpha=1e-3, seed=0, rank_threshold=0.9, rank_method=method)
+        run(opt, params, steps=3)
+        gates = [opt.state[p]["rank_ok"] for p in params]
+        by_method[method] = (opt.metrics()["eff_rank"], gates, [p.detach().clone() for p in params])
+        assert asked and set(asked) == {method}  # the gate's passes and the metric's
+    (svd_rank, svd_gates, svd_params), (gram_rank, gram_gates, gram_params) = by_method.values()
+    assert gram_rank == pytest.approx(svd_rank, rel=1e-5) and gram_gates == svd_gates
+    assert all(torch.equal(a, b) for a, b in zip(svd_params, gram_params))
 
 
 def test_lr_is_read_from_the_group_each_step():
