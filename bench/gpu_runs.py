@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -166,7 +167,7 @@ def step_time_rows(setup: Setup, results: dict) -> list[str]:
 
 
 def section_preempt(setup: Setup, work: Path, timeout: int) -> tuple[dict, str]:
-    model, base = setup.models[0], work / "preempt"
+    model, base = setup.models[0], fresh(work / "preempt")
     preempted, straight = base / "preempted", base / "straight"
     cmd = run_args(setup, model, preempted, "optimizer=muon")
     log = base / "preempted.log"
@@ -190,20 +191,20 @@ def section_preempt(setup: Setup, work: Path, timeout: int) -> tuple[dict, str]:
 
 
 def section_share(setup: Setup, work: Path, timeout: int) -> tuple[dict, str]:
-    model, results = setup.models[0], {}
+    model, results, base = setup.models[0], {}, fresh(work / "share")
     for n in setup.share_counts:
-        dirs = [work / "share" / f"n{n}" / f"seed{i}" for i in range(1, n + 1)]
+        dirs = [base / f"n{n}" / f"seed{i}" for i in range(1, n + 1)]
         cmds = [train_args(setup, model, setup.share_steps, f"seed={i}", "optimizer=muon",
                            f"trainer.eval_every={setup.share_steps}", f"trainer.checkpoint_every={setup.share_steps}",
                            f"hydra.run.dir={d}") for i, d in enumerate(dirs, 1)]
         started = time.perf_counter()
-        concurrent(cmds, [work / "share" / f"n{n}_seed{i}.log" for i in range(1, n + 1)], timeout)
+        concurrent(cmds, [base / f"n{n}_seed{i}.log" for i in range(1, n + 1)], timeout)
         span = time.perf_counter() - started
         runs = [run_figures(d) for d in dirs]
         steps = [r["step_s"] for r in runs if r["step_s"]]
         results[n] = {"span_s": round(span, 1), "statuses": [r["status"] for r in runs], "step_s": steps,
                       "runs_per_hour": round(3600 * sum(r["status"] == "completed" for r in runs) / span, 2),
-                      "alone_vs_shared": None if n == 1 else difference(dirs[0], work / "share" / "n1" / "seed1")}
+                      "alone_vs_shared": None if n == 1 else difference(dirs[0], base / "n1" / "seed1")}
     return results, share_table(model, setup.share_steps, results)
 
 
@@ -223,6 +224,14 @@ SECTIONS = {"runs": section_runs, "preempt": section_preempt, "share": section_s
 
 
 # ------------------------------------------------------------------ processes -----------------------------------
+
+def fresh(directory: Path) -> Path:
+    """An empty directory: a section that compares runs must not find a completed run from an earlier call (the
+    relaunch would skip it). `runs` keeps its directories: a second call resumes or reuses what the first left."""
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    return directory
+
 
 def run_process(cmd: list[str], log_path: Path, timeout: int) -> int | str:
     log_path.parent.mkdir(parents=True, exist_ok=True)

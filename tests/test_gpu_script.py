@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("tests", "optimizer", "runs350m", "preempt", "share", "runs1b")
+SECTIONS = ("tests", "runs350m", "optimizer", "preempt", "share", "runs1b")
 DEVICE_FILES_LIMIT = 8  # the device tool brings back at most 8 files from $OUT
 
 
