@@ -17,10 +17,11 @@ echo "$1" >> "$(dirname "$0")/../slurm.calls"
 exit 0
 """
 # `make test` stands in as a Python process that writes its pid and sleeps (as pytest would run); `make
-# rehearsal-test`, which .ci/run runs after it, records that it ran
+# rehearsal-test` and `make gpu-smoke`, which .ci/run runs after it, record that they ran
 MAKEFILE = ("test:\n\tpython3 -c 'import os, time; open(\"tests.pid\", \"w\").write(str(os.getpid())); "
             "time.sleep(float(os.environ[\"NAP\"]))'\n"
-            "rehearsal-test:\n\ttouch rehearsal.ran\n")
+            "rehearsal-test:\n\ttouch rehearsal.ran\n"
+            "gpu-smoke:\n\ttouch gpu-smoke.ran\n")
 
 
 @pytest.fixture
@@ -55,6 +56,7 @@ def test_a_cluster_it_started_is_stopped(checkout):
     assert proc.returncode == 0, out
     assert calls(checkout) == ["answers", "start", "stop"]
     assert (checkout / "rehearsal.ran").exists()  # the whole-plan rehearsal runs after the test suite
+    assert (checkout / "gpu-smoke.ran").exists()  # and the GPU measurement script rehearsed on the CPU
 
 
 def test_sigterm_stops_the_tests_and_the_cluster_it_started(checkout):
