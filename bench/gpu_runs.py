@@ -79,16 +79,22 @@ def run_figures(run_dir: Path) -> dict:
     summary = json.loads((run_dir / SUMMARY_FILE).read_text()) if (run_dir / SUMMARY_FILE).exists() else {}
     rows = read_metrics(run_dir) if (run_dir / "metrics.jsonl").exists() else []
     last = summary.get("max_steps")
-    evals = [r for r in rows if EVAL_S in r and 0 < r["step"] < (last or 0)]  # step 0 warms up; the last is final
+    # eval_s of the evals between step 0 (it warms up) and the last (final_eval_batches); rank_s of every eval: its
+    # cost does not depend on the batches
+    evals = [r[EVAL_S] for r in rows if EVAL_S in r and 0 < r["step"] < (last or 0)]
+    ranks = [r[RANK_S] for r in rows if RANK_S in r and r["step"] > 0]
     final = [r for r in rows if EVAL_S in r and r["step"] == last]
     log = (run_dir / "train.log").read_text() if (run_dir / "train.log").exists() else ""
-    median = lambda key: round(statistics.median(r[key] for r in evals), 4) if evals and key in evals[0] else None  # noqa: E731
     return {"status": summary.get("status", "no summary"), "steps": summary.get("steps"),
             "step_s": summary.get("median_step_s"), "fwd_bwd_s": summary.get("median_fwd_bwd_s"),
-            "optimizer_s": summary.get("median_optimizer_s"), "eval_s": median(EVAL_S), "rank_s": median(RANK_S),
+            "optimizer_s": summary.get("median_optimizer_s"), "eval_s": median(evals), "rank_s": median(ranks),
             "final_eval_s": final[0][EVAL_S] if final else None, "peak_mem_gib": summary.get("peak_mem_gib"),
             "wall_time_s": summary.get("wall_time_s"), "final_val_loss": summary.get("final_val_loss"),
             "cuda_graph": GRAPH_CAPTURED in log, "error": summary.get("error")}
+
+
+def median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 4) if values else None
 
 
 def difference(run_a: Path, run_b: Path) -> str:
@@ -117,12 +123,14 @@ def section_runs(setup: Setup, work: Path, timeout: int) -> tuple[dict, str]:
         cmd = train_args(setup, model, setup.steps, "seed=1", f"trainer.eval_every={setup.eval_every}",
                          f"trainer.checkpoint_every={setup.checkpoint_every}", f"optimizer={','.join(OPTIMIZERS)}",
                          f"hydra.sweep.dir={sweep}", multirun=True)
-        started = time.perf_counter()
+        started, since = time.perf_counter(), time.time()
         rc = run_process(cmd, work / f"runs_{model}.log", timeout)
         wall = time.perf_counter() - started
-        jobs = {read_hydra_record(d).choices.get("optimizer"): run_figures(d) for d in run_dirs(sweep)}
-        inside = sum(j["wall_time_s"] or 0 for j in jobs.values())
-        results[model] = {"exit": rc, "process_s": round(wall, 1), "outside_s": round(wall - inside, 1), "jobs": jobs}
+        dirs = {read_hydra_record(d).choices.get("optimizer"): d for d in run_dirs(sweep)}
+        jobs = {name: run_figures(d) for name, d in dirs.items()}
+        earlier = [name for name, d in dirs.items()
+                   if (d / SUMMARY_FILE).exists() and (d / SUMMARY_FILE).stat().st_mtime < since]
+        results[model] = {"exit": rc, "process_s": round(wall, 1), "from_an_earlier_call": earlier, "jobs": jobs}
         lines += runs_table(model, results[model])
     return results, "\n".join(["## runs: every optimizer, CUDA graph on where the hardware preset asks", *lines,
                                *step_time_rows(setup, results)])
@@ -130,8 +138,9 @@ def section_runs(setup: Setup, work: Path, timeout: int) -> tuple[dict, str]:
 
 def runs_table(model: str, result: dict) -> list[str]:
     muon = (result["jobs"].get("muon") or {}).get("step_s")
-    lines = [f"\n### {model}: exit {result['exit']}, process {result['process_s']} s, of which "
-             f"{result['outside_s']} s outside the trainer (imports, kernel compilation, model builds, data)\n",
+    earlier = result["from_an_earlier_call"]
+    lines = [f"\n### {model}: exit {result['exit']}, process {result['process_s']} s"
+             f"{'; completed by an earlier call: ' + ', '.join(earlier) if earlier else ''}\n",
              "| optimizer | status | steps | step s | vs Muon | fwd+bwd s | optimizer s | eval s | rank s | "
              "rank/eval | final eval s | peak GiB | graph |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
@@ -267,10 +276,13 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=Path("bench/results/gpu_runs"), help="where runs.md and runs.json go")
     p.add_argument("--work", type=Path, default=Path("/tmp/orthonoise-gpu-runs"), help="where run directories go")
     p.add_argument("--timeout", type=int, default=600, help="seconds per process (per model for runs)")
+    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="a train.py override for every run of this call (repeatable), e.g. trainer.eval_every=30")
     args = p.parse_args(argv)
     setup = SMOKE if args.smoke else GPU
     if args.models:
         setup = Setup(**{**setup.__dict__, "models": tuple(args.models.split(","))})
+    setup = Setup(**{**setup.__dict__, "overrides": (*setup.overrides, *args.override)})
     args.out.mkdir(parents=True, exist_ok=True)
     record_path = args.out / "runs.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
