@@ -14,12 +14,13 @@
 #   preempt       a 350M run stopped twice with USR2 and relaunched, against the same run uninterrupted
 #   share         1, 2 and 4 concurrent 350M runs on the one GPU: runs per GPU-hour, results unchanged?
 #   runs1b        as runs350m on the 1B model (NOLAH's 1B step took 8 s: last)
-# GPU_DEADLINE_S (default 420: about tests, runs350m and optimizer; a second call on the still-warm machine, with
-# the sections summary.md lists as skipped and the deadline the device time left allows, does the rest) bounds the
-# whole call: a section starts only with the seconds `need` gives it left, and is cut at the deadline (bench/gpu_runs.py's processes a little
-# before, so its tables still get written); cut or skipped ones say so in summary.md. Results go to $OUT (the device tool brings back at most 8
-# files: summary.md tests.txt optimizer_350m.md optimizer_1b.md runs.md runs.json log.txt), else
-# bench/results/gpu-<date>/; run directories (GBs of checkpoints) to /tmp.
+# GPU_DEADLINE_S bounds the whole call (default 420 s: about tests, runs350m and optimizer; a second call on the
+# still-warm machine, naming the sections summary.md lists as skipped, with the deadline the device time left allows,
+# does the rest). A section starts only with the seconds `need` gives it left, and is cut at the deadline
+# (bench/gpu_runs.py's processes 20 s before, so its tables still get written); summary.md says which were cut or
+# skipped. Results go to $OUT (the device tool brings back at most 8 files: summary.md tests.txt optimizer_350m.md
+# optimizer_1b.md runs.md runs.json log.txt), else bench/results/gpu-<date>/; run directories (GBs of checkpoints)
+# to /tmp.
 set -uo pipefail  # no -e: one failed section must not cost the others
 cd "$(dirname "$0")/.."
 smoke=0
@@ -51,15 +52,17 @@ fi
 export PYTHONUNBUFFERED=1
 
 {
-  echo; echo "# bench/gpu.sh $* · $(date -u '+%F %H:%M UTC') · commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
-  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "no GPU (smoke=$smoke)"
+  commit=$(git rev-parse --short HEAD 2>/dev/null || echo '?')
+  echo; echo "# bench/gpu.sh $* · $(date -u '+%F %H:%M UTC') · commit $commit"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null \
+    || echo "no GPU (smoke=$smoke)"
   echo; echo "| section | exit | seconds |"; echo "|---|---|---:|"
 } >>"$out/summary.md"
 
-# our Muon vs torch's, and with the one-triangle Triton Newton–Schulz (optimizer.ns_kernel); OrthoNoise per sampler
-# the least time in which each section's result is worth having (H100 estimates from the last measured step times)
-declare -A need=([tests]=45 [runs350m]=150 [optimizer]=90 [preempt]=100 [share]=150 [runs1b]=200)
+# the least time in which each section's result is worth having (H100 guesses: ~40 s per 350M process start-up)
+declare -A need=([tests]=45 [runs350m]=150 [optimizer]=90 [preempt]=180 [share]=200 [runs1b]=200)
 [ $smoke = 1 ] && need=([tests]=45 [runs350m]=45 [optimizer]=45 [preempt]=45 [share]=45 [runs1b]=45)
+# our Muon vs torch's, and with the one-triangle Triton Newton–Schulz (optimizer.ns_kernel); OrthoNoise per sampler
 optimizer_rows=(torch.optim.Muon Muon "Muon ns_kernel=triton_symmetric" OrthoNoise "OrthoNoise sampler=polar"
                 "OrthoNoise ns_kernel=triton_symmetric" IsotropicNoise)
 
@@ -90,7 +93,10 @@ for name in "${sections[@]}"; do
   fi
   started=$SECONDS
   echo "=== $name (at most $left s)" | tee -a "$out/log.txt"
-  timeout --kill-after=10 $left bash -c "$(declare -f section_$name gpu_runs); $(declare -p out work py smoke device shapes_a shapes_b runs runs_b models_a models_b min_s optimizer_rows left); section_$name" >>"$out/log.txt" 2>&1
+  settings=$(declare -p out work py smoke device shapes_a shapes_b runs runs_b models_a models_b min_s \
+    optimizer_rows left)
+  timeout --kill-after=10 $left bash -c "$(declare -f section_$name gpu_runs); $settings; section_$name" \
+    >>"$out/log.txt" 2>&1
   rc=$?
   [ $rc = 124 ] && rc="124 (cut at the deadline)"
   echo "| $name | $rc | $((SECONDS - started)) |" >>"$out/summary.md"
