@@ -25,16 +25,16 @@ set -uo pipefail  # no -e: one failed section must not cost the others
 cd "$(dirname "$0")/.."
 smoke=0
 if [ "${1:-}" = "--smoke" ]; then smoke=1; shift; fi
+all=(tests runs350m optimizer preempt share runs1b)  # the sections, in the order a plain call runs them
 sections=("$@")
-[ ${#sections[@]} -eq 0 ] && sections=(tests runs350m optimizer preempt share runs1b)
+[ ${#sections[@]} -eq 0 ] && sections=("${all[@]}")
 out=${OUT:-bench/results/gpu-$(date +%F)}
 work=${GPU_WORK:-/tmp/orthonoise-gpu-runs}
 deadline=${GPU_DEADLINE_S:-$([ $smoke = 1 ] && echo 1200 || echo 420)}
 py=${PYTHON:-python3}
 for name in "${sections[@]}"; do  # a typo is one line before anything runs
-  case $name in tests|optimizer|runs350m|preempt|share|runs1b) ;;
-    *) echo "error: section '$name' is not one of: tests optimizer runs350m preempt share runs1b" >&2; exit 2 ;;
-  esac
+  printf '%s\n' "${all[@]}" | grep -qxF -- "$name" \
+    || { echo "error: section '$name' is not one of: ${all[*]}" >&2; exit 2; }
 done
 mkdir -p "$out"
 

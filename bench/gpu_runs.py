@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from orthonoise.run.rundir import EVAL_S, RANK_S, SUMMARY_FILE, read_hydra_record, read_metrics  # noqa: E402
-from orthonoise.sweep.rehearsal import bit_identical, final_params, preempt_once, run_dirs  # noqa: E402
+from orthonoise.sweep.rehearsal import bit_identical, final_params, preempt_once, run_dirs, run_logged  # noqa: E402
 
 OPTIMIZERS = ("muon", "orthonoise", "isotropic", "nolah")
 GRAPH_CAPTURED = "forward+backward captured in a CUDA graph"  # orthonoise/perf/cuda_graph.py's log line
@@ -180,16 +180,16 @@ def section_preempt(setup: Setup, work: Path, timeout: int) -> tuple[dict, str]:
     preempted, straight = base / "preempted", base / "straight"
     cmd = run_args(setup, model, preempted, "optimizer=muon")
     log = base / "preempted.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
     stops = [preempt_once(cmd, lambda: preempted if (preempted / "metrics.jsonl").exists() else None, step, log)
              for step in setup.preempt_at]
     run_process(cmd, log, timeout)  # the relaunch after the second preemption finishes the run
     started = time.perf_counter()
     run_process(run_args(setup, model, straight, "optimizer=muon"), base / "straight.log", timeout)
-    startup = time.perf_counter() - started - (run_figures(straight)["wall_time_s"] or 0)
+    process_s, straight_run = time.perf_counter() - started, run_figures(straight)
+    startup = process_s - (straight_run["wall_time_s"] or 0)
     resumes = (preempted / "train.log").read_text().count("resumed from")
     result = {"model": model, "stopped_at": stops, "resumes": resumes, "preempted": run_figures(preempted)["status"],
-              "straight": run_figures(straight)["status"], "comparison": difference(preempted, straight),
+              "straight": straight_run["status"], "comparison": difference(preempted, straight),
               "startup_s": round(startup, 1)}
     text = (f"## preempt: {model} Muon, USR2 after steps {list(setup.preempt_at)}, relaunched each time\n\n"
             f"stopped at {stops}, resumed {resumes} times; preempted run {result['preempted']}, uninterrupted run "
@@ -243,14 +243,11 @@ def fresh(directory: Path) -> Path:
 
 
 def run_process(cmd: list[str], log_path: Path, timeout: int) -> int | str:
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a") as log:
-        log.write("$ " + " ".join(cmd) + "\n")
-        log.flush()
-        try:
-            return subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, timeout=timeout).returncode
-        except subprocess.TimeoutExpired:
-            return f"timeout {timeout} s"
+    """The exit code, or "timeout N s": a cut process still leaves its finished runs to read."""
+    try:
+        return run_logged(cmd, log_path, timeout)
+    except subprocess.TimeoutExpired:
+        return f"timeout {timeout} s"
 
 
 def concurrent(cmds: list[list[str]], logs: list[Path], timeout: int) -> None:

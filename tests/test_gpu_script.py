@@ -24,7 +24,7 @@ def test_an_unknown_section_is_one_error_line_before_anything_runs(tmp_path):
     proc = gpu_sh("--smoke", "tests", "runs2b", out=tmp_path / "out", work=tmp_path / "work")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "error: section 'runs2b' is not one of: tests optimizer runs350m preempt share runs1b"]
+        "error: section 'runs2b' is not one of: tests runs350m optimizer preempt share runs1b"]
     assert not (tmp_path / "out").exists()
 
 

@@ -141,14 +141,15 @@ def preflight_command(out: Path, sweep: str, *overrides: str) -> list[str]:
             *sweep_overrides(out, sweep, *overrides)]
 
 
-def run_logged(cmd: list[str], log_path: Path) -> int:
-    """Run a command from the checkout root, its output appended to `log_path`; returns its exit code."""
+def run_logged(cmd: list[str], log_path: Path, timeout: float = STEP_TIMEOUT_S) -> int:
+    """Run a command from the checkout root, its output appended to `log_path`; returns its exit code (raises
+    subprocess.TimeoutExpired past `timeout` seconds)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a") as log:
         log.write("$ " + " ".join(cmd) + "\n")
         log.flush()
         return subprocess.run(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
-                              timeout=STEP_TIMEOUT_S).returncode
+                              timeout=timeout).returncode
 
 
 def report_command(out: Path, sweeps: tuple[str, ...], *args: str, tiny: bool = True) -> list[str]:
