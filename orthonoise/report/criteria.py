@@ -186,7 +186,7 @@ def beats_baseline(groups: list[Group], families: dict, margin_pct: float = SIGN
             verdict = beats_by(comp, margin_pct)
             text = f"Δ {fmt_pct(comp.delta_pct)} {fmt_interval(comp.bounds_pct())}{why_no_interval(comp)}"
             if comp.high_pct < 0:
-                unlike = any(not d.declared for d in fairness.differences(g, g.baseline))
+                unlike = not fairness.like_against_like(g, g.baseline)
                 better.append(f"{g.label} (upper bound {fmt_pct(comp.high_pct)}"
                               + ("; unlike arms, not evidence for the method)" if unlike else ")"))
         judgements.append(judge(verdict, f"{g.label}: {text}", g, g.baseline))

@@ -73,6 +73,12 @@ def differences(arm: Group, baseline: Group) -> list[Difference]:
     return found
 
 
+def like_against_like(arm: Group, baseline: Group) -> bool:
+    """Whether the two groups differ only in the comparison's own settings and in what the plan declares: only then
+    can the arm's interval speak for the method (the report's verdicts, the winners' "shown better")."""
+    return all(d.declared for d in differences(arm, baseline))
+
+
 def describe(diffs: list[Difference]) -> str:
     """'optimizer.lr 0.02 vs 0.0001 (not declared: no verdict)'; empty when like against like."""
     return ", ".join(d.text() + (" (declared by the plan)" if d.declared else " (not declared: no verdict)")

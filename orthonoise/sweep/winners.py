@@ -226,7 +226,7 @@ def pick_winners(groups, families, stage: str) -> list[Arm]:
     """Method-kind groups by the rule above: shown better first (best Δ), else the best point estimate, carried. A
     group that differs from its baseline in a setting the plan does not declare is never "shown better"."""
     from orthonoise.optim.registry import Role
-    from orthonoise.report.fairness import differences
+    from orthonoise.report.fairness import like_against_like
 
     compared = []
     for g in groups:
@@ -236,7 +236,7 @@ def pick_winners(groups, families, stage: str) -> list[Arm]:
             compared.append((comp.delta_pct, comp.high_pct, g.label, g, comp))
     compared.sort(key=lambda item: item[:3])
     shown = [item for item in compared
-             if item[1] < 0 and all(d.declared for d in differences(item[3], item[3].baseline))]
+             if item[1] < 0 and like_against_like(item[3], item[3].baseline)]
     status = SHOWN if stage == SCREENING else CONFIRMED
     picked = shown[:MAX_WINNERS] if shown else compared[:1]
     return [_arm_of(g, status if shown else CARRIED[stage],
