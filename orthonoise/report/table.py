@@ -45,6 +45,12 @@ def _of_comparison(attribute: str) -> Callable:
     return lambda r: getattr(r.comparison, attribute) if r.comparison else math.nan
 
 
+def _summary_columns(name: str, summary: Callable) -> list[Column]:
+    """<name>_mean, _std, _ci_low, _ci_high of the seed summary `summary` picks from a row."""
+    return [Column(f"{name}_{stat}", lambda r, stat=stat: getattr(summary(r), stat))
+            for stat in ("mean", "std", "ci_low", "ci_high")]
+
+
 def _baseline_name(g: Group) -> str:
     return "(baseline)" if g.is_baseline else (g.baseline.label if g.baseline else "")
 
@@ -64,14 +70,8 @@ GROUP_CSV = [
     Column("sim95_low_pct", lambda r: _sim_bounds(r)[0]),
     Column("sim95_high_pct", lambda r: _sim_bounds(r)[1]),
     Column("adjusted_p", _of_comparison("p_adjusted")),
-    Column("final_val_loss_mean", lambda r: r.final.mean),
-    Column("final_val_loss_std", lambda r: r.final.std),
-    Column("final_val_loss_ci_low", lambda r: r.final.ci_low),
-    Column("final_val_loss_ci_high", lambda r: r.final.ci_high),
-    Column("best_val_loss_mean", lambda r: r.best.mean),
-    Column("best_val_loss_std", lambda r: r.best.std),
-    Column("best_val_loss_ci_low", lambda r: r.best.ci_low),
-    Column("best_val_loss_ci_high", lambda r: r.best.ci_high),
+    *_summary_columns("final_val_loss", lambda r: r.final),
+    *_summary_columns("best_val_loss", lambda r: r.best),
     Column("delta_final_pct", lambda r: r.delta_final_pct),
     Column("delta_best_pct", lambda r: r.delta_best_pct),
     Column("welch_t", lambda r: r.welch_final.statistic),
