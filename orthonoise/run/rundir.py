@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from orthonoise.run.atomic import write_text_atomic
 
@@ -280,6 +280,11 @@ class HydraRecord:
     choices: dict = field(default_factory=dict)
     overrides: list = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+
+    def composed(self) -> DictConfig | None:
+        """The composed config as OmegaConf (interpolations resolve on access), or None when config.yaml is missing
+        or unusable: such a directory is no evidence for the sweep tools that read it."""
+        return OmegaConf.create(self.config) if self.config else None
 
 
 def read_hydra_record(run_dir: Path) -> HydraRecord:

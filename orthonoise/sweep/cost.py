@@ -17,7 +17,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from orthonoise import REPO_ROOT
-from orthonoise.run.rundir import HYDRA_DIR, SUMMARY_FILE, read_summary
+from orthonoise.run.rundir import SUMMARY_FILE, read_hydra_record, read_summary
 
 STEP_TIMES = REPO_ROOT / "bench" / "results" / "step_times.yaml"
 OVERHEADS = ("startup_s", "eval_s", "rank_s", "final_eval_s")  # the per-run costs beside the steps
@@ -29,13 +29,9 @@ def step_time_table(path: Path = STEP_TIMES) -> dict:
 
 def _run_record(run_dir: Path) -> tuple[dict, DictConfig, str] | None:
     """(summary, composed config, optimizer choice) of a run directory, or None for a foreign/half-written one."""
-    try:
-        summary = read_summary(run_dir)
-        config = OmegaConf.load(run_dir / HYDRA_DIR / "config.yaml")
-        optimizer = OmegaConf.load(run_dir / HYDRA_DIR / "hydra.yaml").hydra.runtime.choices.optimizer
-    except Exception:  # no evidence either way
-        return None
-    return (summary, config, optimizer) if summary else None
+    summary, hydra = read_summary(run_dir), read_hydra_record(run_dir)
+    config, optimizer = hydra.composed(), hydra.choices.get("optimizer")
+    return (summary, config, optimizer) if summary and config is not None and optimizer else None
 
 
 def measured_step_times(history: Path) -> dict[tuple[str, str, str], list[float]]:

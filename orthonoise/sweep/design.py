@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from orthonoise.optim.registry import Role, kinds
 from orthonoise.report import power
-from orthonoise.run.rundir import HYDRA_DIR, SUMMARY_FILE, Status, read_summary
+from orthonoise.run.rundir import SUMMARY_FILE, Status, read_hydra_record, read_summary
 
 # the conf/optimizer choices every other arm of a setting is compared with (orthonoise/optim/registry.py)
 BASELINE_OPTIMIZERS = frozenset(kind.name for kind in kinds(Role.BASELINE))
@@ -45,8 +45,10 @@ def measured_seed_std(history: Path) -> dict[tuple, tuple[float, str]]:
         summary = read_summary(summary_path.parent)
         if not summary or summary.get("status") != Status.COMPLETED or summary.get("final_val_loss") is None:
             continue
+        cfg = read_hydra_record(summary_path.parent).composed()
+        if cfg is None:
+            continue
         try:
-            cfg = OmegaConf.load(summary_path.parent / HYDRA_DIR / "config.yaml")
             losses[setting_of(cfg)][arm_digest(cfg)].append(float(summary["final_val_loss"]))
         except Exception:  # a foreign or half-written directory is no evidence
             continue

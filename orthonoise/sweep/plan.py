@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from orthonoise import REPO_ROOT
 from orthonoise.errors import ConfigError
-from orthonoise.run.rundir import HYDRA_DIR, SUMMARY_FILE, Status, read_summary, register_resolvers
+from orthonoise.run.rundir import SUMMARY_FILE, Status, read_hydra_record, read_summary, register_resolvers
 from orthonoise.sweep import cost
 from orthonoise.sweep import design as sweep_design
 from orthonoise.sweep.cost import STEP_TIMES, step_time_table
@@ -157,8 +157,10 @@ def completed_runs(history: Path) -> dict[tuple[str, int], Path]:
         run_dir = summary_path.parent
         if run_dir.is_symlink() or (read_summary(run_dir) or {}).get("status") != Status.COMPLETED:
             continue
+        config = read_hydra_record(run_dir).composed()
+        if config is None:
+            continue
         try:
-            config = OmegaConf.load(run_dir / HYDRA_DIR / "config.yaml")
             runs.setdefault((sweep_design.arm_digest(config), int(config.seed)), run_dir)
         except Exception:  # a foreign or half-written directory is no evidence
             continue

@@ -39,7 +39,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from orthonoise.run.rundir import HYDRA_DIR
+from orthonoise.run.rundir import HYDRA_DIR, read_hydra_record
 
 FORMAT = 2
 FILE = "winners.json"
@@ -76,8 +76,17 @@ class Arm:
     @classmethod
     def from_run_dir(cls, run_dir: Path, label: str | None = None) -> Arm:
         """The arm a finished run belongs to, from its .hydra/ record."""
-        config = OmegaConf.load(Path(run_dir) / HYDRA_DIR / "config.yaml")
-        choices = OmegaConf.load(Path(run_dir) / HYDRA_DIR / "hydra.yaml").hydra.runtime.choices
+        record = read_hydra_record(run_dir)
+        if not record.config:
+            why = "; ".join(record.problems) or "missing"
+            raise ValueError(f"{run_dir}: no usable {HYDRA_DIR}/config.yaml ({why})")
+        return cls.from_record(record.config, record.choices, label or Path(run_dir).name)
+
+    @classmethod
+    def from_record(cls, config: dict, choices: dict, label: str) -> Arm:
+        """The arm of a run with this composed config and these config-group choices (its .hydra/ record, as the
+        report's runs already hold it)."""
+        config = OmegaConf.create(config)
         picked = {g: choices[g] for g in ARM_GROUPS if g in choices}
         if picked.get("optimizer") == BASELINE_OPTIMIZER:
             picked = {"optimizer": BASELINE_OPTIMIZER}  # Muon has no noise: its schedule is no part of the arm
@@ -86,7 +95,7 @@ class Arm:
             value = OmegaConf.select(config, key, default="<absent>")
             if value != "<absent>":
                 values[key] = value
-        return cls(label or Path(run_dir).name, picked, values)
+        return cls(label, picked, values)
 
     def to_yaml(self, header: str) -> str:
         """The arm as an arm/*.yaml config (package _global_, group overrides, then values)."""
@@ -200,7 +209,7 @@ def stage_of(runs) -> str:
 
 def _arm_of(group, status: str, evidence: str) -> Arm:
     run = next(iter(group.completed), None) or group.runs[0]
-    arm = Arm.from_run_dir(run.path, group.label)
+    arm = Arm.from_record(run.config, run.choices, group.label)
     arm.status, arm.evidence = status, evidence
     return arm
 
