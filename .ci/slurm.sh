@@ -110,6 +110,9 @@ wait_idle() {
     while ((SECONDS < deadline)); do
         state=$(sinfo -h -p "$PARTITION" -o %t 2>/dev/null | head -1 || true)
         [[ $state == idle || $state == mix || $state == alloc ]] && { log "node $state"; return 0; }
+        # a node left drained or down by an earlier, interrupted run (its state is saved in $DIR/state)
+        [[ $state == drain* || $state == drng* || $state == down* ]] \
+            && scontrol update nodename="$(hostname -s)" state=resume >/dev/null 2>&1
         sleep 1
     done
     log "the node did not become idle within ${ORTHONOISE_SLURM_TIMEOUT:-60} s (state: '${state:-no answer}')"
@@ -129,7 +132,6 @@ start() {
     start_daemon slurmctld /usr/sbin/slurmctld -D -i
     start_daemon slurmd /usr/sbin/slurmd -D
     wait_idle
-    scontrol update nodename="$(hostname -s)" state=resume >/dev/null 2>&1 || true  # a node left down earlier
 }
 
 stop() {
